@@ -1,0 +1,465 @@
+#!/usr/bin/env bash
+# The lab: real upstream components on one machine, for end-to-end tests and
+# the demo. etcd, kube-apiserver, kube-controller-manager and kube-scheduler
+# built from their Go modules, Apache Kafka (KRaft) from Maven Central, and a
+# process kubelet that runs pods as local processes.
+#
+#   hack/lab.sh up                  build what is missing, start what is not running, wait until ready
+#   hack/lab.sh down [--purge]      stop everything the lab started (--purge: also cluster and Kafka data)
+#   hack/lab.sh stop COMPONENT      stop one component (tests use it to take Kafka away)
+#   hack/lab.sh status              per component: running or not, pid, address
+#   hack/lab.sh env                 shell exports: eval "$(hack/lab.sh env)"
+#   hack/lab.sh logs COMPONENT      a component's log (etcd, kube-apiserver, ..., kafka, kubelet)
+#   hack/lab.sh logs NS/POD         the container logs of a pod run by the process kubelet
+#   hack/lab.sh image IMAGE=PATH    map a container image to a local executable
+#   hack/lab.sh build               build the lab's binaries only (no start)
+#
+# Everything lives under KAPPA_LAB_HOME (default ~/.cache/kappa-lab): builds,
+# downloads, certificates, data, logs and pid files.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LAB_SRC="$REPO/hack/lab"
+# shellcheck source=lab/versions.env
+source "$LAB_SRC/versions.env"
+
+export KAPPA_LAB_HOME=${KAPPA_LAB_HOME:-$HOME/.cache/kappa-lab}
+H=$KAPPA_LAB_HOME
+BIN=$H/bin
+RUN=$H/run
+LOGS=$H/logs
+PKI=$H/pki
+DATA=$H/data
+IMAGES=$H/images
+
+APISERVER_PORT=6443
+ETCD_CLIENT_PORT=2379
+ETCD_PEER_PORT=2380
+KAFKA_PORT=9092
+KAFKA_CONTROLLER_PORT=9093
+KAFKA_SCRAM_PORT=9094
+KAFKA_SCRAM_USER=kappa-lab
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kafka kubelet)
+
+log() { printf '[lab] %s\n' "$*" >&2; }
+die() { printf '[lab] error: %s\n' "$*" >&2; exit 1; }
+
+go_env() {
+  export GOMODCACHE=$H/go/mod GOCACHE=$H/go/cache GOFLAGS=-mod=mod GOTOOLCHAIN=local
+}
+
+# A stamp file per built component records the version it was built at, so a
+# version change in versions.env triggers a rebuild and nothing else does.
+stamp_ok() { [ -f "$H/stamps/$1" ] && [ "$(cat "$H/stamps/$1")" = "$2" ]; }
+stamp_set() { mkdir -p "$H/stamps"; echo "$2" >"$H/stamps/$1"; }
+
+build_kubernetes() {
+  local want="$KUBERNETES_VERSION"
+  stamp_ok kubernetes "$want" && [ -x "$BIN/kube-apiserver" ] && return 0
+  log "building Kubernetes $want (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl); a cold build takes 10-20 minutes"
+  local minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
+  local ld="-s -w"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $p.gitVersion=$KUBERNETES_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  (cd "$LAB_SRC/k8s" && go_env && go build -trimpath -ldflags "$ld" -o "$BIN/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+  stamp_set kubernetes "$want"
+}
+
+build_etcd() {
+  stamp_ok etcd "$ETCD_VERSION" && [ -x "$BIN/etcd" ] && return 0
+  log "building etcd $ETCD_VERSION"
+  (cd "$LAB_SRC/etcd" && go_env && go build -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3)
+  stamp_set etcd "$ETCD_VERSION"
+}
+
+build_helm() {
+  stamp_ok helm "$HELM_VERSION" && [ -x "$BIN/helm" ] && return 0
+  log "building helm $HELM_VERSION"
+  local minor=${KUBERNETES_STAGING_VERSION#v0.}; minor=${minor%%.*}
+  local ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.metadata="
+  for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    ld+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$minor"
+  done
+  (cd "$LAB_SRC/helm" && go_env && go build -trimpath -ldflags "$ld" -o "$BIN/helm" helm.sh/helm/v3/cmd/helm)
+  stamp_set helm "$HELM_VERSION"
+}
+
+build_kafka() {
+  local libs=$H/kafka-$KAFKA_VERSION/libs
+  stamp_ok kafka "$KAFKA_VERSION" && [ -d "$libs" ] && return 0
+  log "resolving Apache Kafka $KAFKA_VERSION from Maven Central"
+  rm -rf "$libs"
+  mvn -q -B -f "$LAB_SRC/kafka/pom.xml" -Dmaven.repo.local="$H/m2" \
+    -Dkafka.version="$KAFKA_VERSION" -Dkafka.libs="$libs" \
+    -DbuildDirectory="$H/kafka-build" package >&2
+  rm -rf "$LAB_SRC/kafka/target"
+  stamp_set kafka "$KAFKA_VERSION"
+}
+
+# The process kubelet and the lab's test program are Rust workspace members.
+build_kubelet() {
+  log "building the process kubelet"
+  (cd "$REPO" && cargo build -q --release -p kappa-lab-kubelet --bins)
+  local target; target=$(cd "$REPO" && cargo metadata -q --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+  install -m 0755 "$target/release/process-kubelet" "$BIN/process-kubelet"
+  install -m 0755 "$target/release/lab-testapp" "$BIN/lab-testapp"
+}
+
+build_all() {
+  mkdir -p "$BIN"
+  command -v go >/dev/null || die "go is needed to build the lab (Kubernetes, etcd, helm)"
+  command -v mvn >/dev/null || die "mvn and Java 17 are needed to fetch Kafka"
+  build_etcd
+  build_kubernetes
+  build_helm
+  build_kafka
+  build_kubelet
+}
+
+# ---------------------------------------------------------------- certificates
+
+gen_cert() { # name CN O [SANs]
+  local name=$1 cn=$2 o=$3 sans=${4:-}
+  [ -f "$PKI/$name.crt" ] && return 0
+  local subj="/CN=$cn"; [ -n "$o" ] && subj="/O=$o$subj"
+  openssl genrsa -out "$PKI/$name.key" 2048 2>/dev/null
+  openssl req -new -key "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr" 2>/dev/null
+  local ext="$PKI/$name.ext"
+  {
+    echo "basicConstraints=CA:FALSE"
+    echo "keyUsage=critical,digitalSignature,keyEncipherment"
+    if [ -n "$sans" ]; then echo "extendedKeyUsage=serverAuth,clientAuth"; echo "subjectAltName=$sans"; else echo "extendedKeyUsage=clientAuth"; fi
+  } >"$ext"
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+    -days 3650 -sha256 -extfile "$ext" -out "$PKI/$name.crt" 2>/dev/null
+  rm -f "$PKI/$name.csr" "$ext"
+}
+
+kubeconfig() { # file user cert-name
+  local file=$1 user=$2 cert=$3
+  [ -f "$file" ] && return 0
+  cat >"$file" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: kappa-lab
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority: $PKI/ca.crt
+users:
+- name: $user
+  user:
+    client-certificate: $PKI/$cert.crt
+    client-key: $PKI/$cert.key
+contexts:
+- name: kappa-lab
+  context: {cluster: kappa-lab, user: $user, namespace: default}
+current-context: kappa-lab
+EOF
+}
+
+ensure_pki() {
+  mkdir -p "$PKI" && chmod 700 "$PKI"
+  if [ ! -f "$PKI/ca.crt" ]; then
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$PKI/ca.key" -out "$PKI/ca.crt" \
+      -days 3650 -subj "/CN=kappa-lab-ca" 2>/dev/null
+  fi
+  [ -f "$PKI/sa.key" ] || { openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null; openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null; }
+  gen_cert apiserver kube-apiserver "" "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  gen_cert admin kappa-lab-admin system:masters
+  gen_cert controller-manager system:kube-controller-manager ""
+  gen_cert scheduler system:kube-scheduler ""
+  gen_cert kubelet system:node:lab-node system:nodes
+  gen_cert apiserver-kubelet-client kube-apiserver-kubelet-client ""
+  kubeconfig "$H/admin.kubeconfig" admin admin
+  kubeconfig "$H/controller-manager.kubeconfig" controller-manager controller-manager
+  kubeconfig "$H/scheduler.kubeconfig" scheduler scheduler
+  kubeconfig "$H/kubelet.kubeconfig" kubelet kubelet
+}
+
+# ---------------------------------------------------------------- processes
+
+pid_of() { local f="$RUN/$1.pid"; [ -f "$f" ] && cat "$f"; }
+running() { local p; p=$(pid_of "$1") && [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+
+start() { # name command...
+  local name=$1; shift
+  running "$name" && return 0
+  mkdir -p "$RUN" "$LOGS"
+  log "starting $name"
+  # setsid: each component leads its own process group, so `down` can stop it
+  # with everything it spawned, by recorded pid.
+  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  echo $! >"$RUN/$name.pid"
+}
+
+stop() {
+  local name=$1 p
+  p=$(pid_of "$name") || return 0
+  if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
+    log "stopping $name (pid $p)"
+    kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$p" 2>/dev/null || true
+  fi
+  rm -f "$RUN/$name.pid"
+}
+
+wait_for() { # what seconds command...
+  local what=$1 secs=$2; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then
+      die "$what did not become ready within ${secs}s; see: hack/lab.sh logs ${what%% *}"
+    fi
+    sleep 0.3
+  done
+}
+
+kctl() { "$BIN/kubectl" --kubeconfig "$H/admin.kubeconfig" "$@"; }
+
+start_etcd() {
+  mkdir -p "$DATA/etcd" && chmod 700 "$DATA/etcd"
+  start etcd "$BIN/etcd" --name lab --data-dir "$DATA/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "lab=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --quota-backend-bytes 4294967296 --log-level warn
+  wait_for etcd 60 curl -fsS "http://127.0.0.1:$ETCD_CLIENT_PORT/health"
+}
+
+start_apiserver() {
+  start kube-apiserver "$BIN/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+    --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
+    --client-ca-file "$PKI/ca.crt" \
+    --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
+    --authorization-mode Node,RBAC \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
+    --api-audiences https://kubernetes.default.svc.cluster.local \
+    --service-cluster-ip-range 10.96.0.0/16 \
+    --allow-privileged \
+    --profiling=false --v 1
+  wait_for kube-apiserver 120 kctl get --raw /readyz
+}
+
+start_controller_manager() {
+  start kube-controller-manager "$BIN/kube-controller-manager" \
+    --kubeconfig "$H/controller-manager.kubeconfig" \
+    --authentication-kubeconfig "$H/controller-manager.kubeconfig" \
+    --authorization-kubeconfig "$H/controller-manager.kubeconfig" \
+    --bind-address 127.0.0.1 \
+    --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
+    --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
+    --use-service-account-credentials \
+    --service-cluster-ip-range 10.96.0.0/16 \
+    --leader-elect=false --profiling=false --v 1
+  wait_for kube-controller-manager 60 curl -fsSk https://127.0.0.1:10257/healthz
+}
+
+start_scheduler() {
+  start kube-scheduler "$BIN/kube-scheduler" \
+    --kubeconfig "$H/scheduler.kubeconfig" \
+    --authentication-kubeconfig "$H/scheduler.kubeconfig" \
+    --authorization-kubeconfig "$H/scheduler.kubeconfig" \
+    --bind-address 127.0.0.1 --leader-elect=false --profiling=false --v 1
+  wait_for kube-scheduler 60 curl -fsSk https://127.0.0.1:10259/healthz
+}
+
+# Kafka's command-line tools (storage format, readiness probe), small heap.
+kafka_tool() {
+  java -Xmx256m -Dlog4j2.configurationFile="$H/kafka/log4j2.yaml" -cp "$H/kafka-$KAFKA_VERSION/libs/*" "$@"
+}
+
+kafka_config() {
+  mkdir -p "$H/kafka"
+  cat >"$H/kafka/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SCRAM_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SCRAM_PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+log.dirs=$DATA/kafka
+num.partitions=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.retention.check.interval.ms=5000
+EOF
+  cat >"$H/kafka/log4j2.yaml" <<'EOF'
+Configuration:
+  Appenders:
+    Console:
+      name: STDOUT
+      PatternLayout:
+        pattern: "[%d] %p %m (%c)%n"
+  Loggers:
+    Root:
+      level: WARN
+      AppenderRef:
+        - ref: STDOUT
+    Logger:
+      - name: kafka.server.KafkaServer
+        level: INFO
+      - name: kafka.server.BrokerServer
+        level: INFO
+EOF
+}
+
+start_kafka() {
+  kafka_config
+  if [ ! -f "$DATA/kafka/meta.properties" ]; then
+    mkdir -p "$DATA/kafka"
+    [ -f "$H/kafka/scram-password" ] || { openssl rand -hex 16 >"$H/kafka/scram-password"; chmod 600 "$H/kafka/scram-password"; }
+    log "formatting Kafka storage (KRaft) with SCRAM user $KAFKA_SCRAM_USER"
+    kafka_tool kafka.tools.StorageTool format --cluster-id "$(kafka_tool kafka.tools.StorageTool random-uuid 2>/dev/null)" \
+      --config "$H/kafka/server.properties" \
+      --add-scram "SCRAM-SHA-512=[name=$KAFKA_SCRAM_USER,password=$(cat "$H/kafka/scram-password")]" >>"$LOGS/kafka.log" 2>&1 \
+      || die "formatting Kafka storage failed; see $LOGS/kafka.log"
+  fi
+  start kafka java -Xms256m -Xmx"${KAFKA_HEAP:-1g}" -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$H/kafka/log4j2.yaml" -cp "$H/kafka-$KAFKA_VERSION/libs/*" \
+    kafka.Kafka "$H/kafka/server.properties"
+  wait_for kafka 120 kafka_ready
+}
+
+# Ready means the broker answers a metadata request, not merely that the port is open.
+kafka_ready() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null || return 1
+  kafka_tool org.apache.kafka.tools.BrokerApiVersionsCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" 2>/dev/null | grep -q "id: 1"
+}
+
+default_images() {
+  mkdir -p "$H"
+  touch "$IMAGES"
+  set_image "kappa-lab/testapp=$BIN/lab-testapp"
+  set_image "kappa-lab/kubectl=$BIN/kubectl"
+}
+
+set_image() { # IMAGE=PATH
+  local image=${1%%=*} path=${1#*=}
+  [ -n "$image" ] && [ "$image" != "$1" ] || die "usage: hack/lab.sh image IMAGE=PATH"
+  touch "$IMAGES"
+  local tmp; tmp=$(mktemp "$IMAGES.XXXX")
+  grep -v -F -x -e "$1" "$IMAGES" | awk -F= -v i="$image" '$1 != i' >"$tmp" || true
+  echo "$image=$path" >>"$tmp"
+  mv "$tmp" "$IMAGES"
+}
+
+start_kubelet() {
+  mkdir -p "$H/pods"
+  start kubelet "$BIN/process-kubelet" --kubeconfig "$H/kubelet.kubeconfig" \
+    --node-name lab-node --root "$H/pods" --image-map "$IMAGES"
+  wait_for kubelet 60 node_ready
+}
+
+node_ready() {
+  [ "$(kctl get node lab-node -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]
+}
+
+up() {
+  local t0=$SECONDS
+  build_all
+  ensure_pki
+  default_images
+  start_etcd
+  start_apiserver
+  start_controller_manager
+  start_scheduler
+  start_kafka
+  start_kubelet
+  wait_for "kube-apiserver default service account" 60 kctl -n default get serviceaccount default
+  log "lab is up in $((SECONDS - t0))s; run: eval \"\$(hack/lab.sh env)\""
+}
+
+down() {
+  local i
+  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do stop "${COMPONENTS[$i]}"; done
+  # Container processes of a kubelet that was killed hard: stop them by the
+  # pids the kubelet recorded.
+  local f p
+  for f in "$H"/pods/*/*.pid; do
+    [ -f "$f" ] || continue
+    p=$(cat "$f"); [ -n "$p" ] && kill -KILL -- "-$p" 2>/dev/null || true
+    rm -f "$f"
+  done
+  if [ "${1:-}" = --purge ]; then
+    log "deleting cluster and Kafka data"
+    rm -rf "$DATA" "$H/pods" "$LOGS"
+  fi
+}
+
+status() {
+  local c addr
+  for c in "${COMPONENTS[@]}"; do
+    case $c in
+      etcd) addr=http://127.0.0.1:$ETCD_CLIENT_PORT ;;
+      kube-apiserver) addr=https://127.0.0.1:$APISERVER_PORT ;;
+      kube-controller-manager) addr=https://127.0.0.1:10257 ;;
+      kube-scheduler) addr=https://127.0.0.1:10259 ;;
+      kafka) addr="127.0.0.1:$KAFKA_PORT (PLAINTEXT), 127.0.0.1:$KAFKA_SCRAM_PORT (SASL_PLAINTEXT, SCRAM-SHA-512)" ;;
+      kubelet) addr="node lab-node" ;;
+    esac
+    if running "$c"; then
+      printf '%-24s running  pid %-8s %s\n' "$c" "$(pid_of "$c")" "$addr"
+    else
+      printf '%-24s stopped  %-12s %s\n' "$c" "" "$addr"
+    fi
+  done
+}
+
+env_cmd() {
+  cat <<EOF
+export KAPPA_LAB_HOME='$H'
+export KUBECONFIG='$H/admin.kubeconfig'
+export KAPPA_KAFKA_BOOTSTRAP='127.0.0.1:$KAFKA_PORT'
+export KAPPA_KAFKA_SCRAM_BOOTSTRAP='127.0.0.1:$KAFKA_SCRAM_PORT'
+export KAPPA_KAFKA_SCRAM_USER='$KAFKA_SCRAM_USER'
+export KAPPA_KAFKA_SCRAM_PASSWORD_FILE='$H/kafka/scram-password'
+export PATH='$BIN':"\$PATH"
+EOF
+}
+
+logs() {
+  local what=${1:-}
+  [ -n "$what" ] || die "usage: hack/lab.sh logs COMPONENT|NAMESPACE/POD"
+  if [[ $what == */* ]]; then
+    local ns=${what%%/*} pod=${what#*/} d found=0
+    for d in "$H/pods/${ns}_${pod}_"*; do
+      [ -d "$d" ] || continue
+      found=1
+      for f in "$d"/*.log; do [ -f "$f" ] && { echo "==> $f <=="; cat "$f"; }; done
+    done
+    [ $found = 1 ] || die "no pod $what has run on the lab's kubelet"
+  else
+    [ -f "$LOGS/$what.log" ] || die "no log for component $what (components: ${COMPONENTS[*]})"
+    cat "$LOGS/$what.log"
+  fi
+}
+
+case ${1:-} in
+  up) up ;;
+  down) shift; down "$@" ;;
+  stop) [ -n "${2:-}" ] || die "usage: hack/lab.sh stop COMPONENT"; stop "$2" ;;
+  status) status ;;
+  env) env_cmd ;;
+  logs) logs "${2:-}" ;;
+  image) [ -n "${2:-}" ] || die "usage: hack/lab.sh image IMAGE=PATH"; set_image "$2" ;;
+  build) build_all ;;
+  *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+esac
