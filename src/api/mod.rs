@@ -1,0 +1,100 @@
+//! The custom resources of group `kappa.dev`, version `v1alpha1`, and the
+//! CRDs generated from them.
+
+mod conditions;
+mod kafka_cluster;
+mod processor;
+mod topic;
+mod view_version;
+
+pub use conditions::*;
+pub use kafka_cluster::*;
+pub use processor::*;
+pub use topic::*;
+pub use view_version::*;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+pub const GROUP: &str = "kappa.dev";
+pub const VERSION: &str = "v1alpha1";
+
+/// Field manager for everything the operator applies.
+pub const MANAGER: &str = "kappa-operator";
+
+/// Labels the operator puts on what it creates.
+pub mod labels {
+    pub const PROCESSOR: &str = "kappa.dev/processor";
+    pub const VERSION: &str = "kappa.dev/version";
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    pub const MANAGED_BY_VALUE: &str = "kappa-operator";
+}
+
+/// Annotations the operator reads.
+pub mod annotations {
+    /// `paused` stops reconciliation of the annotated object until removed.
+    pub const RECONCILE: &str = "kappa.dev/reconcile";
+    /// `true` releases a Topic's finalizer without touching Kafka, for a
+    /// broker that is gone for good.
+    pub const FORCE_RELEASE: &str = "kappa.dev/release-without-kafka";
+}
+
+/// Every CRD, ordered by file name (one file each in `crds/`), so that
+/// `kappa-operator crd` equals `cat crds/*.yaml`.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![KafkaCluster::crd(), Processor::crd(), Topic::crd(), ViewVersion::crd()]
+}
+
+/// The file name each CRD is committed under in `crds/`.
+pub fn crd_file_name(crd: &CustomResourceDefinition) -> String {
+    format!("{}.yaml", crd.spec.names.singular.as_deref().unwrap_or(&crd.spec.names.plural))
+}
+
+/// All CRDs as one multi-document YAML stream.
+pub fn crds_yaml() -> String {
+    crds().iter().map(crd_yaml).collect::<Vec<_>>().join("")
+}
+
+pub fn crd_yaml(crd: &CustomResourceDefinition) -> String {
+    format!("---\n{}", serde_yaml::to_string(crd).expect("a CRD serializes to YAML"))
+}
+
+pub(crate) fn default_cluster_ref() -> String {
+    "default".to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed CRDs (repo root and Helm chart) must be what the binary
+    /// generates. Regenerate with `hack/crdgen.sh`.
+    #[test]
+    fn committed_crds_match_the_types() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for dir in ["crds", "charts/kappa-operator/crds"] {
+            for crd in crds() {
+                let path = root.join(dir).join(crd_file_name(&crd));
+                let committed = std::fs::read_to_string(&path)
+                    .unwrap_or_else(|e| panic!("{}: {e}; run hack/crdgen.sh", path.display()));
+                assert!(
+                    committed == crd_yaml(&crd),
+                    "{} differs from the generated CRD; run hack/crdgen.sh and commit the result",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_kind_is_in_the_kappa_category_with_a_status_subresource() {
+        for crd in crds() {
+            assert_eq!(crd.spec.group, GROUP);
+            assert_eq!(crd.spec.names.categories.as_deref(), Some(&["kappa".to_string()][..]));
+            let v = &crd.spec.versions[0];
+            assert_eq!(v.name, VERSION);
+            assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "{}", crd.spec.names.kind);
+            assert!(v.additional_printer_columns.as_ref().is_some_and(|c| c.len() >= 3), "{}", crd.spec.names.kind);
+        }
+    }
+}

@@ -1,0 +1,300 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Condition, default_cluster_ref};
+
+/// One stream processor and the view it materializes. A change to what it
+/// computes (image, command, args, env, inputs, view settings, or
+/// `reprocessNonce`) starts a reprocessing rollout: the new version replays
+/// the inputs from offset zero into a new view beside the live one, and
+/// readers switch over once it has caught up.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "kappa.dev",
+    version = "v1alpha1",
+    kind = "Processor",
+    namespaced,
+    status = "ProcessorStatus",
+    shortname = "kp",
+    category = "kappa",
+    printcolumn(name = "Active", type_ = "string", json_path = ".status.activeVersion"),
+    printcolumn(name = "Candidate", type_ = "string", json_path = ".status.candidateVersion"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Lag", type_ = "integer", json_path = ".status.lag"),
+    printcolumn(name = "Progress", type_ = "string", json_path = ".status.candidateProgress", priority = 1),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessorSpec {
+    /// Name of the KafkaCluster (in this namespace). Default `default`.
+    #[serde(default = "default_cluster_ref")]
+    #[schemars(length(min = 1, max = 253))]
+    pub cluster_ref: String,
+    /// Names of the Topic resources (in this namespace) the processor reads.
+    /// At least one; no duplicates.
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 253)))]
+    #[x_kube(
+        merge_strategy = ListMerge::Atomic,
+        validation = Rule::new("self.all(i, self.exists_one(j, j == i))").message("spec.inputs must not list a Topic twice")
+    )]
+    pub inputs: Vec<String>,
+    /// Settings of the view topic each version writes.
+    #[serde(default)]
+    pub view: ViewSettings,
+    /// The processor's container.
+    pub template: ProcessorTemplate,
+    /// Pods per version. Changing it scales the active version in place.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+    /// Explicit version id. Default: a hash of everything that changes what
+    /// the processor computes. Lowercase letters and digits, at most 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[a-z0-9]{1,20}$"))]
+    pub version: Option<String>,
+    /// Change this value to replay the log into a new version without
+    /// changing the code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub reprocess_nonce: Option<String>,
+    /// How new versions are caught up, verified, promoted and retired.
+    #[serde(default)]
+    pub rollout: RolloutPolicy,
+    /// Expose the active version's pods through Service `<name>` (and the
+    /// candidate's through `<name>-preview`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<Serving>,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+/// The view topic of each version.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewSettings {
+    /// Partitions of each version's view topic. Default 1.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub partitions: i32,
+    /// Replication factor of each version's view topic. Default 1.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 32767))]
+    pub replication_factor: i32,
+    /// Topic configs of the view topic. `cleanup.policy` defaults to
+    /// `compact`: a view keeps each key's latest value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+}
+
+impl Default for ViewSettings {
+    fn default() -> Self {
+        ViewSettings { partitions: 1, replication_factor: 1, config: BTreeMap::new() }
+    }
+}
+
+fn one() -> i32 {
+    1
+}
+
+/// The container that runs the processor. It receives the processor
+/// contract's `KAPPA_*` environment variables.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessorTemplate {
+    /// Container image.
+    #[schemars(length(min = 1, max = 1024))]
+    pub image: String,
+    /// Entrypoint override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// Extra environment variables (names starting with `KAPPA_` are reserved).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(e, !e.name.startsWith('KAPPA_'))",
+        "message": "spec.template.env: names starting with KAPPA_ are reserved for the processor contract"
+    }]))]
+    pub env: Vec<EnvVar>,
+    /// Compute resources. Changing them restarts pods in place, with no replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Labels added to the pods. Changing them does not start a replay.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations added to the pods. Changing them does not start a replay.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Service account of the pods. Default: the namespace's `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+}
+
+/// The rollout policy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutPolicy {
+    /// A new version has caught up when its lag (records not yet consumed,
+    /// summed over all input partitions) stays at or under this for
+    /// `stableForSeconds`. Default 0.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub max_lag: i64,
+    /// How long lag must stay at or under `maxLag`. Default 10.
+    #[serde(default = "default_stable_for")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub stable_for_seconds: i32,
+    /// `Auto` promotes a caught-up (and verified) version at once; `Manual`
+    /// waits until `promote` names it.
+    #[serde(default)]
+    pub promotion: PromotionMode,
+    /// With `Manual` promotion: the version id to promote. Writing it in Git
+    /// is how a GitOps user promotes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[a-z0-9]{1,20}$"))]
+    pub promote: Option<String>,
+    /// Older versions kept as standbys (view topic and consumer group kept,
+    /// scaled to zero) for instant rollback. 0 to 10, default 1.
+    #[serde(default = "default_retain")]
+    #[schemars(range(min = 0, max = 10))]
+    pub retain_versions: i32,
+    /// Seconds the previous version keeps running after a cutover before it
+    /// scales to zero. Default 30.
+    #[serde(default = "default_scale_down_delay")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub scale_down_delay_seconds: i32,
+    /// A new version that crash-loops or makes no progress for this long is
+    /// marked Failed; the active version stays. Default 600.
+    #[serde(default = "default_progress_deadline")]
+    #[schemars(range(min = 10, max = 604800))]
+    pub progress_deadline_seconds: i32,
+    /// Replay even when an input has lost history (log start offset above
+    /// zero). Default false: such a rollout is blocked.
+    #[serde(default)]
+    pub allow_truncated_history: bool,
+    /// A verification Job run against the old and new views before promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySpec>,
+}
+
+impl Default for RolloutPolicy {
+    fn default() -> Self {
+        RolloutPolicy {
+            max_lag: 0,
+            stable_for_seconds: default_stable_for(),
+            promotion: PromotionMode::Auto,
+            promote: None,
+            retain_versions: default_retain(),
+            scale_down_delay_seconds: default_scale_down_delay(),
+            progress_deadline_seconds: default_progress_deadline(),
+            allow_truncated_history: false,
+            verify: None,
+        }
+    }
+}
+
+fn default_stable_for() -> i32 {
+    10
+}
+fn default_retain() -> i32 {
+    1
+}
+fn default_scale_down_delay() -> i32 {
+    30
+}
+fn default_progress_deadline() -> i32 {
+    600
+}
+
+/// How a caught-up version is promoted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PromotionMode {
+    /// Promote as soon as the version has caught up (and verified).
+    #[default]
+    Auto,
+    /// Promote when `spec.rollout.promote` names the version.
+    Manual,
+}
+
+/// The verification Job: a container run once per candidate with the
+/// contract's variables for both versions (`KAPPA_OUTPUT_TOPIC` is the
+/// candidate's view, `KAPPA_ACTIVE_OUTPUT_TOPIC` the active one's). Exit 0
+/// passes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifySpec {
+    /// Container image.
+    #[schemars(length(min = 1, max = 1024))]
+    pub image: String,
+    /// Entrypoint override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// Extra environment variables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Seconds before the Job counts as failed. Default 600.
+    #[serde(default = "default_progress_deadline")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub timeout_seconds: i32,
+}
+
+/// Serving the view through a stable Service.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Serving {
+    /// Port the processor's pods serve the view on; also the Services' port.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+/// Where the processor's rollout stands.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessorStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` (the active version serves a caught-up view), `Progressing`
+    /// (a rollout is under way), `Stalled` (it cannot proceed without a
+    /// change), plus `ReprocessingBlocked` and `VerificationFailed` when they
+    /// apply.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Live, Replaying, Verifying, AwaitingPromotion, CuttingOver, RollingBack,
+    /// Failed, Blocked, or Pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// The version id the spec asks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_version: Option<String>,
+    /// The version readers are served from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_version: Option<String>,
+    /// The version being replayed or waiting for promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_version: Option<String>,
+    /// Lag of the active version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<i64>,
+    /// Lag of the candidate version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_lag: Option<i64>,
+    /// Share of the replay the candidate has done, as a percentage string
+    /// (for example `42.0%`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_progress: Option<String>,
+    /// The view topic readers should use (also in ConfigMap `<name>-view`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view_topic: Option<String>,
+}

@@ -1,0 +1,171 @@
+//! Kafka access behind a small trait.
+//!
+//! The real implementation ([`client::WireKafka`]) speaks Kafka's protocol
+//! directly (message types from the `kafka-protocol` crate), so every admin
+//! operation is one request for many topics or groups: committed offsets of
+//! all consumer groups come in one OffsetFetch per coordinator, log offsets of
+//! all partitions in one ListOffsets per leader, configs are changed with
+//! IncrementalAlterConfigs. librdkafka's admin API reads committed offsets one
+//! group per call and the rdkafka crate has no incremental config changes,
+//! which is why the operator does not use it here (the reference processor
+//! and the tests do).
+
+pub mod client;
+pub mod lag;
+mod scram;
+pub mod topics;
+mod wire;
+
+use std::collections::BTreeMap;
+
+use futures::future::BoxFuture;
+
+/// How to reach and authenticate to a Kafka cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Settings {
+    /// `host:port` addresses.
+    pub bootstrap: Vec<String>,
+    pub tls: Option<Tls>,
+    pub sasl: Option<Sasl>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Tls {
+    /// PEM CA bundle; None uses the system's trust store.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM client certificate and private key for mutual TLS.
+    pub client_cert_pem: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_certificate", &self.client_cert_pem.is_some())
+            .finish()
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Sasl {
+    pub mechanism: crate::api::SaslMechanism,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Sasl {
+    // Never print the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sasl").field("mechanism", &self.mechanism).field("username", &self.username).finish()
+    }
+}
+
+/// Why a Kafka call failed, in the terms a person can act on.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum KafkaError {
+    #[error("cannot reach Kafka at {addr}: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error("Kafka refused the credentials: {0}")]
+    Authentication(String),
+    #[error("TLS handshake with {addr} failed: {reason}")]
+    Tls { addr: String, reason: String },
+    #[error("Kafka answered {api} with {code}: {message}")]
+    Api { api: &'static str, code: String, message: String },
+    #[error("Kafka protocol error in {api}: {reason}")]
+    Protocol { api: &'static str, reason: String },
+    #[error("Kafka did not answer {api} within {seconds}s")]
+    Timeout { api: &'static str, seconds: u64 },
+}
+
+impl KafkaError {
+    /// A short CamelCase reason for conditions and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            KafkaError::Unreachable { .. } | KafkaError::Timeout { .. } => "KafkaUnreachable",
+            KafkaError::Authentication(_) => "AuthenticationFailed",
+            KafkaError::Tls { .. } => "TlsFailed",
+            KafkaError::Api { .. } => "KafkaError",
+            KafkaError::Protocol { .. } => "KafkaProtocolError",
+        }
+    }
+}
+
+pub type Result<T, E = KafkaError> = std::result::Result<T, E>;
+
+/// A per-item outcome inside a batched call: Kafka's error code name and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemError {
+    pub code: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ItemError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.message.is_empty() { write!(f, "{}", self.code) } else { write!(f, "{}: {}", self.code, self.message) }
+    }
+}
+
+pub type ItemResult = std::result::Result<(), ItemError>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterInfo {
+    pub brokers: usize,
+    pub cluster_id: Option<String>,
+}
+
+/// A topic as Kafka has it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub id: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    pub config: BTreeMap<String, String>,
+}
+
+/// A topic partition.
+pub type Tp = (String, i32);
+
+/// The Kafka operations the operator needs. Every method takes many items
+/// and costs a fixed, small number of requests.
+pub trait Kafka: Send + Sync + 'static {
+    /// Brokers and cluster id (one Metadata request).
+    fn cluster(&self) -> BoxFuture<'_, Result<ClusterInfo>>;
+    /// Which of these topics exist, and their shape (one Metadata request).
+    fn topics<'a>(&'a self, names: &'a [String]) -> BoxFuture<'a, Result<BTreeMap<String, TopicInfo>>>;
+    /// Current values of the given config keys per topic (one DescribeConfigs).
+    fn topic_configs<'a>(
+        &'a self,
+        keys: &'a BTreeMap<String, Vec<String>>,
+    ) -> BoxFuture<'a, Result<BTreeMap<String, std::result::Result<BTreeMap<String, String>, ItemError>>>>;
+    /// Creates topics (one CreateTopics); returns what Kafka created.
+    fn create_topics<'a>(
+        &'a self,
+        topics: &'a [NewTopic],
+    ) -> BoxFuture<'a, Result<BTreeMap<String, std::result::Result<TopicInfo, ItemError>>>>;
+    /// Sets config keys, leaving every other config alone (one IncrementalAlterConfigs).
+    fn alter_topic_configs<'a>(
+        &'a self,
+        changes: &'a BTreeMap<String, BTreeMap<String, String>>,
+    ) -> BoxFuture<'a, Result<BTreeMap<String, ItemResult>>>;
+    /// Raises partition counts (one CreatePartitions).
+    fn create_partitions<'a>(&'a self, counts: &'a BTreeMap<String, i32>) -> BoxFuture<'a, Result<BTreeMap<String, ItemResult>>>;
+    /// Deletes topics (one DeleteTopics).
+    fn delete_topics<'a>(&'a self, names: &'a [String]) -> BoxFuture<'a, Result<BTreeMap<String, ItemResult>>>;
+    /// First (`earliest`) or next (latest) offsets of partitions (one
+    /// ListOffsets per partition leader).
+    fn offsets<'a>(&'a self, partitions: &'a [Tp], earliest: bool) -> BoxFuture<'a, Result<BTreeMap<Tp, i64>>>;
+    /// Committed offsets of consumer groups (one FindCoordinator, then one
+    /// OffsetFetch per coordinator). Groups without commits map to empty.
+    fn committed<'a>(&'a self, groups: &'a [String]) -> BoxFuture<'a, Result<BTreeMap<String, BTreeMap<Tp, i64>>>>;
+    /// Deletes consumer groups (one DeleteGroups per coordinator).
+    fn delete_groups<'a>(&'a self, groups: &'a [String]) -> BoxFuture<'a, Result<BTreeMap<String, ItemResult>>>;
+    /// Requests sent so far, for metrics and benchmarks.
+    fn requests_sent(&self) -> u64;
+}
