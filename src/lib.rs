@@ -4,9 +4,46 @@
 //! - [`naming`]: version ids and the names of everything a version owns;
 //! - [`rollout`]: the pure reprocessing planner;
 //! - [`resources`]: pure builders of Deployments, Services, ConfigMaps, Jobs;
-//! - [`kafka`]: the Kafka admin trait, its rdkafka implementation, lag probing;
+//! - [`kafka`]: the Kafka trait, its implementation, batched topic work, lag;
 //! - [`controller`]: one reconciler per kind over a shared context.
 
 pub mod api;
-pub mod naming;
+pub mod controller;
+pub mod http;
 pub mod kafka;
+pub mod metrics;
+pub mod naming;
+pub mod telemetry;
+
+/// Errors of the operator's reconcilers. Variant names double as metric
+/// labels ([`Error::label`]).
+#[derive(thiserror::Error, Debug)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Kafka(#[from] kafka::KafkaError),
+    #[error(
+        "the kappa.dev CRDs are not installed ({0}); install them with \
+         `kappa-operator crd | kubectl apply --server-side -f -` or `helm install kappa-operator charts/kappa-operator`"
+    )]
+    CrdsMissing(String),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+    #[error("serialization: {0}")]
+    Serde(#[from] serde_json::Error),
+}
+
+impl Error {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "KubeError",
+            Error::Kafka(e) => e.reason(),
+            Error::CrdsMissing(_) => "CrdsMissing",
+            Error::Finalizer(_) => "FinalizerError",
+            Error::Serde(_) => "SerdeError",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,5 +1,8 @@
 //! The `kappa-operator` command: parse arguments, call into the library.
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
 use clap::{Parser, Subcommand};
+use kappa_operator::{api, controller, http, metrics::Metrics, telemetry};
 
 #[derive(Parser)]
 #[command(name = "kappa-operator", version, about = "Kappa-architecture pipelines on Kubernetes: replay, verify, cut over")]
@@ -10,25 +13,86 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print every CRD as multi-document YAML (`kappa-operator crd | kubectl apply -f -`).
+    /// Print every CRD as multi-document YAML (`kappa-operator crd | kubectl apply --server-side -f -`).
     Crd {
         /// Write one file per CRD into this folder instead.
         #[arg(long)]
         output_dir: Option<std::path::PathBuf>,
     },
+    /// Run the operator against the cluster of the current kubeconfig (or in-cluster).
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "KAPPA_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "KAPPA_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "KAPPA_LOG_FORMAT", value_enum, default_value = "human")]
+    log_format: telemetry::LogFormat,
+    /// Seconds between comparisons of every Topic with Kafka (drift detection).
+    #[arg(long, env = "KAPPA_RESYNC_SECONDS", default_value_t = 300)]
+    resync_seconds: u64,
+    /// Seconds between reads of consumer lag.
+    #[arg(long, env = "KAPPA_LAG_POLL_SECONDS", default_value_t = 5)]
+    lag_poll_seconds: u64,
 }
 
 fn main() {
     match Cli::parse().command {
-        Command::Crd { output_dir: None } => print!("{}", kappa_operator::api::crds_yaml()),
+        Command::Crd { output_dir: None } => print!("{}", api::crds_yaml()),
         Command::Crd { output_dir: Some(dir) } => {
-            for crd in kappa_operator::api::crds() {
-                let path = dir.join(kappa_operator::api::crd_file_name(&crd));
-                if let Err(e) = std::fs::write(&path, kappa_operator::api::crd_yaml(&crd)) {
+            for crd in api::crds() {
+                let path = dir.join(api::crd_file_name(&crd));
+                if let Err(e) = std::fs::write(&path, api::crd_yaml(&crd)) {
                     eprintln!("error: writing {}: {e}", path.display());
                     std::process::exit(1);
                 }
             }
         }
+        Command::Run(args) => {
+            telemetry::init(args.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+            if let Err(e) = runtime.block_on(run(args)) {
+                tracing::error!(error = %e, "kappa-operator stopped");
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        }
     }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default().await.map_err(|e| anyhow::anyhow!("no Kubernetes configuration: {e}"))?;
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(http::Health { metrics: metrics.clone(), ready: Default::default() });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    let mut http_stop = stop_rx.clone();
+    let server = tokio::spawn(http::serve(args.http_addr, health.clone(), async move {
+        let _ = http_stop.wait_for(|s| *s).await;
+    }));
+    let settings = controller::Settings {
+        namespace: args.namespace,
+        resync: Duration::from_secs(args.resync_seconds),
+        lag_poll_interval: Duration::from_secs(args.lag_poll_seconds),
+        ..Default::default()
+    };
+    controller::check_crds(&client, settings.namespace.as_deref()).await?;
+    health.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    controller::run(client, settings, metrics, stop_rx).await?;
+    server.await??;
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! The custom resources of group `kappa.dev`, version `v1alpha1`, and the
 //! CRDs generated from them.
 
-mod conditions;
+pub mod conditions;
 mod kafka_cluster;
 mod processor;
 mod topic;

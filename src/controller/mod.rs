@@ -1,0 +1,233 @@
+//! The reconcilers, one per kind, over one shared [`Context`].
+
+pub mod clusters;
+pub mod kafka_cluster;
+pub mod processor;
+pub mod topic;
+pub mod view_version;
+
+use std::{
+    collections::HashMap,
+    fmt::Debug,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType, Recorder, Reporter},
+        reflector::Store,
+    },
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::json;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::{
+    Error, Result,
+    api::{KafkaCluster, MANAGER, Processor, Topic, ViewVersion},
+    metrics::Metrics,
+};
+
+/// Operator-wide settings from the command line.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Watch only this namespace; None watches all.
+    pub namespace: Option<String>,
+    /// How often every Topic is compared with Kafka to catch drift.
+    pub resync: Duration,
+    /// How often consumer lag is read from Kafka.
+    pub lag_poll_interval: Duration,
+    /// How often a Ready KafkaCluster's connection is checked.
+    pub cluster_check_interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            namespace: None,
+            resync: Duration::from_secs(300),
+            lag_poll_interval: Duration::from_secs(5),
+            cluster_check_interval: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Read-only caches of every kind, kept by the controllers' watches.
+#[derive(Clone)]
+pub struct Stores {
+    pub clusters: Store<KafkaCluster>,
+    pub topics: Store<Topic>,
+    pub processors: Store<Processor>,
+    pub versions: Store<ViewVersion>,
+}
+
+/// What every reconciler shares.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub clusters: clusters::Clusters,
+    pub stores: Stores,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// Exponential back-off per object: 2 s doubling to 5 min, reset by
+    /// [`Context::succeeded`].
+    pub fn backoff(&self, key: &str) -> Duration {
+        let mut f = self.failures.lock().expect("failures lock");
+        let n = f.entry(key.to_string()).or_default();
+        *n = (*n + 1).min(16);
+        Duration::from_secs(2u64.saturating_pow(*n).min(300))
+    }
+
+    pub fn succeeded(&self, key: &str) {
+        self.failures.lock().expect("failures lock").remove(key);
+    }
+
+    /// Publishes an Event about `obj`; failing to record one is logged, not fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, action: &str, note: String) {
+        let ev = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            warn!(error = %e, reason, "could not record an event");
+        }
+    }
+}
+
+fn key<K: Resource>(obj: &K) -> String {
+    format!("{}/{}", obj.meta().namespace.as_deref().unwrap_or_default(), obj.meta().name.as_deref().unwrap_or_default())
+}
+
+/// Writes `status` through the status subresource with server-side apply,
+/// unless it equals what the object already has: an idle reconcile writes
+/// nothing.
+pub async fn apply_status<K, S>(client: &Client, obj: &K, current: Option<&S>, status: &S) -> Result<bool>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    S: Serialize + PartialEq,
+{
+    if current == Some(status) {
+        return Ok(false);
+    }
+    let api: Api<K> = Api::namespaced(client.clone(), obj.meta().namespace.as_deref().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&obj.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(true)
+}
+
+/// Metrics and logs around one reconcile.
+pub async fn measured<F>(ctx: &Context, kind: &'static str, obj_key: String, f: F) -> Result<Action>
+where
+    F: Future<Output = Result<Action>>,
+{
+    let start = Instant::now();
+    let result = f.await;
+    ctx.metrics.reconciled(kind, start.elapsed());
+    match &result {
+        Ok(_) => ctx.succeeded(&format!("{kind}/{obj_key}")),
+        Err(e) => {
+            ctx.metrics.failed(kind, e.label());
+            warn!(kind, object = %obj_key, error = %e, "reconcile failed");
+        }
+    }
+    result
+}
+
+/// Requeue with per-object exponential back-off after an error.
+pub fn error_policy<K: Resource>(kind: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
+    move |obj, _err, ctx| Action::requeue(ctx.backoff(&format!("{kind}/{}", key(obj.as_ref()))))
+}
+
+/// The API for a kind across the watched namespaces.
+pub fn watched_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Refuses to start when the CRDs are missing, naming the install command.
+pub async fn check_crds(client: &Client, namespace: Option<&str>) -> Result<()> {
+    async fn present<K>(client: &Client, ns: Option<&str>) -> Result<bool>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    {
+        match watched_api::<K>(client, ns).list_metadata(&ListParams::default().limit(1)).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+    let mut missing = Vec::new();
+    if !present::<KafkaCluster>(client, namespace).await? {
+        missing.push("kafkaclusters.kappa.dev");
+    }
+    if !present::<Topic>(client, namespace).await? {
+        missing.push("topics.kappa.dev");
+    }
+    if !present::<Processor>(client, namespace).await? {
+        missing.push("processors.kappa.dev");
+    }
+    if !present::<ViewVersion>(client, namespace).await? {
+        missing.push("viewversions.kappa.dev");
+    }
+    if missing.is_empty() { Ok(()) } else { Err(Error::CrdsMissing(format!("missing: {}", missing.join(", ")))) }
+}
+
+/// Runs every controller until `shutdown` turns true.
+pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shutdown: watch::Receiver<bool>) -> Result<()> {
+    check_crds(&client, settings.namespace.as_deref()).await?;
+    let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "local".into());
+    let recorder = Recorder::new(client.clone(), Reporter { controller: "kappa-operator".into(), instance: Some(instance) });
+
+    let kc = kafka_cluster::controller(&client, &settings);
+    let topics = topic::controller(&client, &settings);
+    let processors = processor::controller(&client, &settings);
+    let versions = view_version::controller(&client, &settings);
+    let stores = Stores { clusters: kc.store(), topics: topics.store(), processors: processors.store(), versions: versions.store() };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        settings: settings.clone(),
+        metrics,
+        recorder,
+        clusters: clusters::Clusters::default(),
+        stores: stores.clone(),
+        failures: Mutex::default(),
+    });
+
+    let stop = move || {
+        let mut rx = shutdown.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    info!(namespace = ?settings.namespace, "starting controllers");
+    let kc = kafka_cluster::run(kc, &client, &ctx, stop()).for_each(|_| async {});
+    let topics = topic::run(topics, &client, &ctx, stop()).for_each(|_| async {});
+    let processors = processor::run(processors, &client, &ctx, stop()).for_each(|_| async {});
+    let versions = view_version::run(versions, &client, &ctx, stop()).for_each(|_| async {});
+    let lag = view_version::poll_lag(ctx.clone(), stop());
+    tokio::join!(kc, topics, processors, versions, lag);
+    info!("controllers stopped");
+    Ok(())
+}

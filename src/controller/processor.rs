@@ -1,0 +1,29 @@
+//! Processor reconciler (filled in by the processors and rollout work).
+
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use kube::{
+    Client,
+    runtime::{Controller, controller::Action, watcher},
+};
+
+use super::{Context, Settings, watched_api};
+use crate::{Result, api::Processor};
+
+pub fn controller(client: &Client, settings: &Settings) -> Controller<Processor> {
+    Controller::new(watched_api(client, settings.namespace.as_deref()), watcher::Config::default().any_semantic())
+}
+
+pub fn run(
+    ctrl: Controller<Processor>,
+    _client: &Client,
+    ctx: &Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> impl Stream<Item = ()> {
+    ctrl.graceful_shutdown_on(shutdown).run(reconcile, super::error_policy::<Processor>("Processor"), ctx.clone()).map(|_| ())
+}
+
+async fn reconcile(_obj: Arc<Processor>, _ctx: Arc<Context>) -> Result<Action> {
+    Ok(Action::await_change())
+}

@@ -1,0 +1,445 @@
+//! Topic: the Kafka topic as declared. Creates, adopts, corrects config
+//! drift, grows partitions, refuses what Kafka cannot do, and deletes the
+//! Kafka topic only when told to and nothing reads it.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::jiff::Timestamp;
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::{
+        Controller,
+        controller::Action,
+        finalizer::{Event as Finalizer, finalizer},
+        reflector::ObjectRef,
+        watcher,
+    },
+};
+use tracing::{info, instrument};
+
+use super::{Context, Settings, apply_status, measured, watched_api};
+use crate::{
+    Error, Result,
+    api::{
+        Cond, DeletionPolicy, KafkaCluster, Processor, Topic, TopicStatus, TruncatedPartition, annotations,
+        conditions::{self, types},
+    },
+    kafka::topics::{DesiredTopic, Refusal, TopicReport},
+};
+
+const KIND: &str = "Topic";
+pub const FINALIZER: &str = "kappa.dev/topic";
+
+pub fn controller(client: &Client, settings: &Settings) -> Controller<Topic> {
+    Controller::new(watched_api(client, settings.namespace.as_deref()), watcher::Config::default().any_semantic())
+}
+
+pub fn run(
+    ctrl: Controller<Topic>,
+    client: &Client,
+    ctx: &Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> impl Stream<Item = ()> {
+    let topics = ctrl.store();
+    let by_cluster = topics.clone();
+    let ns = ctx.settings.namespace.clone();
+    let resync = ctx.settings.resync;
+    // Drift made behind the operator's back is found by comparing every
+    // Topic with Kafka periodically; the reconciles arrive together and are
+    // batched into a few requests.
+    let ticks = futures::stream::unfold((), move |()| async move {
+        tokio::time::sleep(resync).await;
+        Some(((), ()))
+    });
+    ctrl.watches(watched_api::<KafkaCluster>(client, ns.as_deref()), watcher::Config::default(), move |kc| {
+        let (ns, name) = (kc.namespace(), kc.name_any());
+        by_cluster
+            .state()
+            .into_iter()
+            .filter(|t| t.namespace() == ns && t.spec.cluster_ref == name)
+            .map(|t| ObjectRef::from_obj(t.as_ref()))
+            .collect::<Vec<_>>()
+    })
+    // A Topic whose deletion waits for a Processor to stop reading it.
+    .watches(watched_api::<Processor>(client, ns.as_deref()), watcher::Config::default(), move |p| {
+        let ns = p.namespace();
+        topics
+            .state()
+            .into_iter()
+            .filter(|t| t.namespace() == ns && t.metadata.deletion_timestamp.is_some() && p.spec.inputs.contains(&t.name_any()))
+            .map(|t| ObjectRef::from_obj(t.as_ref()))
+            .collect::<Vec<_>>()
+    })
+    .reconcile_all_on(ticks)
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, super::error_policy::<Topic>(KIND), ctx.clone())
+    .map(|_| ())
+}
+
+#[instrument(skip_all, fields(namespace = topic.namespace(), name = topic.name_any()))]
+async fn reconcile(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action> {
+    measured(&ctx, KIND, super::key(topic.as_ref()), async {
+        if paused(&topic) {
+            return pause(&topic, &ctx).await;
+        }
+        let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &topic.namespace().unwrap_or_default());
+        finalizer(&api, FINALIZER, topic, |event| async {
+            match event {
+                Finalizer::Apply(t) => apply(t, &ctx).await,
+                Finalizer::Cleanup(t) => cleanup(t, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+            other => Error::Finalizer(other.to_string()),
+        })
+    })
+    .await
+}
+
+fn paused(topic: &Topic) -> bool {
+    topic.annotations().get(annotations::RECONCILE).is_some_and(|v| v == "paused")
+}
+
+async fn pause(topic: &Topic, ctx: &Context) -> Result<Action> {
+    let mut status = topic.status.clone().unwrap_or_default();
+    let mut conds: Vec<Cond> = status
+        .conditions
+        .iter()
+        .filter(|c| c.type_ != types::RECONCILING)
+        .filter_map(|c| {
+            let t = [types::READY, types::STALLED].into_iter().find(|t| *t == c.type_)?;
+            Some(Cond::new(t, c.status == "True", c.reason.clone(), c.message.clone()))
+        })
+        .collect();
+    conds.push(Cond::new(
+        types::RECONCILING,
+        false,
+        "Paused",
+        format!("annotation {}: paused; remove it to resume", annotations::RECONCILE),
+    ));
+    status.conditions = conditions::merge(&status.conditions, &conds, topic.metadata.generation, Timestamp::now());
+    apply_status(&ctx.client, topic, topic.status.as_ref(), &status).await?;
+    Ok(Action::await_change())
+}
+
+/// The older of two Topics naming the same Kafka topic on the same cluster
+/// manages it; the other is told so.
+fn conflicting_owner(topic: &Topic, ctx: &Context) -> Option<Arc<Topic>> {
+    let bootstrap = |ns: &str, cluster: &str| {
+        ctx.stores
+            .clusters
+            .get(&ObjectRef::new(cluster).within(ns))
+            .map(|kc| kc.spec.bootstrap_servers.clone())
+    };
+    let ns = topic.namespace().unwrap_or_default();
+    let mine = bootstrap(&ns, &topic.spec.cluster_ref)?;
+    let name = topic.kafka_name();
+    let age = |t: &Topic| (t.metadata.creation_timestamp.clone().map(|t| t.0), t.namespace(), t.name_any());
+    ctx.stores
+        .topics
+        .state()
+        .into_iter()
+        .filter(|o| o.metadata.uid != topic.metadata.uid && o.metadata.deletion_timestamp.is_none())
+        .filter(|o| o.kafka_name() == name)
+        .filter(|o| bootstrap(&o.namespace().unwrap_or_default(), &o.spec.cluster_ref).as_ref() == Some(&mine))
+        .filter(|o| age(o) < age(topic))
+        .min_by_key(|o| age(o))
+}
+
+async fn apply(topic: Arc<Topic>, ctx: &Context) -> Result<Action> {
+    let ns = topic.namespace().unwrap_or_default();
+    let name = topic.kafka_name();
+    let previous = topic.status.clone().unwrap_or_default();
+
+    if let Some(owner) = conflicting_owner(&topic, ctx) {
+        let message = format!(
+            "Kafka topic {name} is already managed by Topic {}/{} (the older resource); delete this one or give it another spec.topicName",
+            owner.namespace().unwrap_or_default(),
+            owner.name_any()
+        );
+        return not_ready(&topic, ctx, "ResourceConflict", message, true, Action::await_change()).await;
+    }
+
+    let Some(cluster) = ctx.clusters.get(&ns, &topic.spec.cluster_ref) else {
+        let exists = ctx.stores.clusters.get(&ObjectRef::new(&topic.spec.cluster_ref).within(&ns)).is_some();
+        let message = if exists {
+            format!("waiting for KafkaCluster {} to connect", topic.spec.cluster_ref)
+        } else {
+            format!("KafkaCluster {} (spec.clusterRef) does not exist in namespace {ns}", topic.spec.cluster_ref)
+        };
+        return not_ready(&topic, ctx, "KafkaClusterNotReady", message, false, Action::requeue(Duration::from_secs(30))).await;
+    };
+    if let Some(Err((reason, message))) = cluster.health() {
+        let message = format!("KafkaCluster {} is not Ready ({reason}): {message}", topic.spec.cluster_ref);
+        return not_ready(&topic, ctx, "KafkaClusterNotReady", message, false, Action::await_change()).await;
+    }
+
+    let desired = DesiredTopic {
+        name: name.clone(),
+        partitions: topic.spec.partitions,
+        replication_factor: topic.spec.replication_factor,
+        config: topic.spec.config.clone(),
+    };
+    let report = match cluster.topics.sync(desired).await {
+        Ok(r) => r,
+        Err(e) => {
+            let backoff = ctx.backoff(&format!("{KIND}-kafka/{ns}/{}", topic.name_any()));
+            return not_ready(&topic, ctx, e.reason(), e.to_string(), false, Action::requeue(backoff)).await;
+        }
+    };
+    ctx.succeeded(&format!("{KIND}-kafka/{ns}/{}", topic.name_any()));
+
+    let (status, ready) = status_from(&topic, &report, &previous);
+    if apply_status(&ctx.client, topic.as_ref(), topic.status.as_ref(), &status).await? {
+        announce(&topic, ctx, &report, &previous, &ready).await;
+    }
+    Ok(Action::await_change())
+}
+
+/// Events for what this reconcile did, and for a new reason not to be Ready.
+async fn announce(topic: &Topic, ctx: &Context, r: &TopicReport, previous: &TopicStatus, ready: &Cond) {
+    let name = topic.kafka_name();
+    if r.created {
+        info!(topic = %name, "created Kafka topic");
+        ctx.event(topic, false, "Created", "CreateTopic", format!("created Kafka topic {name} with {} partition(s)", topic.spec.partitions)).await;
+    } else if previous.topic_id.is_none() && r.info.is_some() {
+        let info = r.info.as_ref().expect("checked");
+        let mut differences = Vec::new();
+        if info.partitions != topic.spec.partitions {
+            differences.push(format!("partitions {} (declared {})", info.partitions, topic.spec.partitions));
+        }
+        if info.replication_factor != topic.spec.replication_factor {
+            differences.push(format!("replication factor {} (declared {})", info.replication_factor, topic.spec.replication_factor));
+        }
+        for (k, (old, new)) in &r.changed {
+            differences.push(format!("{k}={} (declared {new})", old.as_deref().unwrap_or("<default>")));
+        }
+        let note = if differences.is_empty() {
+            format!("adopted existing Kafka topic {name}; it matches the spec")
+        } else {
+            format!("adopted existing Kafka topic {name}; differences: {}", differences.join(", "))
+        };
+        ctx.event(topic, false, "Adopted", "AdoptTopic", note).await;
+    } else if !r.changed.is_empty() {
+        let keys: Vec<String> = r.changed.iter().map(|(k, (old, new))| format!("{k}: {} -> {new}", old.as_deref().unwrap_or("<default>"))).collect();
+        ctx.event(topic, false, "ConfigUpdated", "AlterConfigs", format!("Kafka topic {name}: {}", keys.join(", "))).await;
+    }
+    if let Some((from, to)) = r.grew {
+        ctx.event(topic, false, "PartitionsIncreased", "CreatePartitions", format!("Kafka topic {name}: partitions {from} -> {to}")).await;
+    }
+    let was = conditions::find(&previous.conditions, types::READY);
+    if !ready.status && was.is_none_or(|c| c.reason != ready.reason || c.message != ready.message) {
+        ctx.event(topic, true, &ready.reason, "Reconcile", ready.message.clone()).await;
+    }
+}
+
+/// Status from what Kafka reported. Pure.
+pub fn status_from(topic: &Topic, r: &TopicReport, previous: &TopicStatus) -> (TopicStatus, Cond) {
+    let name = topic.kafka_name();
+    let problem = if let Some(e) = &r.error {
+        Some(("KafkaRejected", format!("Kafka refused the change to topic {name}: {e}; fix spec.config or spec.partitions")))
+    } else if let Some(refusal) = r.refusals.first() {
+        Some(match refusal {
+            Refusal::PartitionDecrease { declared, actual } => (
+                "PartitionDecreaseRefused",
+                format!(
+                    "Kafka topic {name} has {actual} partitions but spec.partitions is {declared}: Kafka cannot remove \
+                     partitions, so nothing was changed; set spec.partitions to {actual} or more"
+                ),
+            ),
+            Refusal::ReplicationFactorChange { declared, actual } => (
+                "ReplicationFactorChangeRefused",
+                format!(
+                    "Kafka topic {name} has replication factor {actual} but spec.replicationFactor is {declared}: the \
+                     operator does not reassign replicas, so nothing was changed; reassign with Kafka's tools, or set \
+                     spec.replicationFactor to {actual}"
+                ),
+            ),
+        })
+    } else if r.info.is_none() {
+        Some(("TopicMissing", format!("Kafka topic {name} does not exist yet")))
+    } else {
+        None
+    };
+    let ready = match &problem {
+        None => Cond::new(types::READY, true, "Ready", format!("Kafka topic {name} matches the spec")),
+        Some((reason, message)) => Cond::new(types::READY, false, *reason, message.clone()),
+    };
+    // Stalled: it will not get better without a change to the spec.
+    let stalled = problem.as_ref().is_some_and(|(reason, _)| *reason != "TopicMissing");
+    let conds = [
+        ready.clone(),
+        Cond::new(types::RECONCILING, false, if stalled { "Stalled" } else { "Reconciled" }, ""),
+        Cond::new(types::STALLED, stalled, if stalled { ready.reason.clone() } else { "NotStalled".into() }, if stalled { ready.message.clone() } else { String::new() }),
+    ];
+    let truncated: Vec<TruncatedPartition> = r
+        .log_start
+        .iter()
+        .filter(|(_, o)| **o > 0)
+        .map(|(p, o)| TruncatedPartition { partition: *p, log_start_offset: *o })
+        .collect();
+    let status = TopicStatus {
+        observed_generation: topic.metadata.generation,
+        conditions: conditions::merge(&previous.conditions, &conds, topic.metadata.generation, Timestamp::now()),
+        topic_name: Some(name),
+        topic_id: r.info.as_ref().map(|i| i.id.clone()),
+        partitions: r.info.as_ref().map(|i| i.partitions),
+        replication_factor: r.info.as_ref().map(|i| i.replication_factor),
+        config: r.config.clone(),
+        replayable_from_zero: r.info.as_ref().map(|_| truncated.is_empty()),
+        truncated_partitions: truncated,
+    };
+    (status, ready)
+}
+
+/// Ready=False for a reason outside Kafka's answer; keeps what is known of
+/// the topic.
+async fn not_ready(topic: &Topic, ctx: &Context, reason: &str, message: String, stalled: bool, then: Action) -> Result<Action> {
+    let mut status = topic.status.clone().unwrap_or_default();
+    let ready = Cond::new(types::READY, false, reason, message.clone());
+    let conds = [
+        ready.clone(),
+        Cond::new(types::RECONCILING, !stalled, if stalled { "Stalled" } else { "Waiting" }, if stalled { String::new() } else { message.clone() }),
+        Cond::new(types::STALLED, stalled, if stalled { reason } else { "NotStalled" }, if stalled { message.clone() } else { String::new() }),
+    ];
+    let was = conditions::find(&status.conditions, types::READY).cloned();
+    status.observed_generation = topic.metadata.generation;
+    status.topic_name = Some(topic.kafka_name());
+    status.conditions = conditions::merge(&status.conditions, &conds, topic.metadata.generation, Timestamp::now());
+    if apply_status(&ctx.client, topic, topic.status.as_ref(), &status).await?
+        && was.is_none_or(|c| c.reason != reason)
+    {
+        ctx.event(topic, true, reason, "Reconcile", message).await;
+    }
+    Ok(then)
+}
+
+async fn cleanup(topic: Arc<Topic>, ctx: &Context) -> Result<Action> {
+    let ns = topic.namespace().unwrap_or_default();
+    let name = topic.kafka_name();
+    if topic.annotations().get(annotations::FORCE_RELEASE).is_some_and(|v| v == "true") {
+        info!(topic = %name, "finalizer released by annotation; Kafka not touched");
+        return Ok(Action::await_change());
+    }
+    if topic.spec.deletion_policy == DeletionPolicy::Retain || conflicting_owner(&topic, ctx).is_some() {
+        // Nothing to do in Kafka: the data stays (or belongs to the other Topic).
+        return Ok(Action::await_change());
+    }
+    let readers: Vec<String> = ctx
+        .stores
+        .processors
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()) && p.spec.inputs.contains(&topic.name_any()))
+        .map(|p| p.name_any())
+        .collect();
+    if !readers.is_empty() {
+        let message = format!(
+            "deletionPolicy is Delete, but Processor {} reads Kafka topic {name}: the topic is deleted once no Processor lists it in spec.inputs",
+            readers.join(", ")
+        );
+        not_ready(&topic, ctx, "DeletionBlocked", message, false, Action::await_change()).await?;
+        return Err(Error::Finalizer(format!("Topic {ns}/{} is still read by {}", topic.name_any(), readers.join(", "))));
+    }
+    let Some(cluster) = ctx.clusters.get(&ns, &topic.spec.cluster_ref) else {
+        let message = format!(
+            "deletionPolicy is Delete, but KafkaCluster {} is not connected; annotate with {}=true to release without deleting",
+            topic.spec.cluster_ref,
+            annotations::FORCE_RELEASE
+        );
+        not_ready(&topic, ctx, "DeletionWaiting", message.clone(), false, Action::await_change()).await?;
+        return Err(Error::Finalizer(message));
+    };
+    match cluster.topics.delete(name.clone()).await? {
+        Ok(()) => {
+            info!(topic = %name, "deleted Kafka topic");
+            ctx.event(topic.as_ref(), false, "Deleted", "DeleteTopic", format!("deleted Kafka topic {name} (deletionPolicy: Delete)")).await;
+            Ok(Action::await_change())
+        }
+        Err(e) => {
+            let message = format!("Kafka refused to delete topic {name}: {e}");
+            not_ready(&topic, ctx, "DeletionFailed", message.clone(), false, Action::await_change()).await?;
+            Err(Error::Finalizer(message))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{api::TopicSpec, kafka::TopicInfo};
+
+    fn topic(partitions: i32) -> Topic {
+        let mut t = Topic::new(
+            "orders",
+            TopicSpec {
+                cluster_ref: "default".into(),
+                topic_name: None,
+                partitions,
+                replication_factor: 1,
+                config: Default::default(),
+                deletion_policy: DeletionPolicy::Retain,
+            },
+        );
+        t.metadata.generation = Some(3);
+        t
+    }
+
+    fn report(partitions: i32) -> TopicReport {
+        TopicReport {
+            info: Some(TopicInfo { id: "abc".into(), partitions, replication_factor: 1 }),
+            log_start: (0..partitions).map(|p| (p, 0)).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_matching_topic_is_ready_and_replayable() {
+        let (s, ready) = status_from(&topic(3), &report(3), &TopicStatus::default());
+        assert!(ready.status);
+        assert_eq!(s.partitions, Some(3));
+        assert_eq!(s.replayable_from_zero, Some(true));
+        assert_eq!(s.observed_generation, Some(3));
+        assert!(conditions::is_true(&s.conditions, types::READY));
+        assert!(!conditions::is_true(&s.conditions, types::STALLED));
+    }
+
+    #[test]
+    fn truncated_partitions_are_named() {
+        let mut r = report(2);
+        r.log_start.insert(1, 40);
+        let (s, _) = status_from(&topic(2), &r, &TopicStatus::default());
+        assert_eq!(s.replayable_from_zero, Some(false));
+        assert_eq!(s.truncated_partitions, vec![TruncatedPartition { partition: 1, log_start_offset: 40 }]);
+    }
+
+    #[test]
+    fn a_refused_decrease_stalls_with_what_to_do() {
+        let mut r = report(6);
+        r.refusals.push(Refusal::PartitionDecrease { declared: 3, actual: 6 });
+        let (s, ready) = status_from(&topic(3), &r, &TopicStatus::default());
+        assert!(!ready.status);
+        assert_eq!(ready.reason, "PartitionDecreaseRefused");
+        assert!(ready.message.contains("set spec.partitions to 6 or more"), "{}", ready.message);
+        assert!(conditions::is_true(&s.conditions, types::STALLED));
+    }
+
+    #[test]
+    fn a_kafka_rejection_quotes_kafka() {
+        let mut r = report(3);
+        r.error = Some(crate::kafka::ItemError { code: "InvalidConfig".into(), message: "Unknown topic config name: x.y".into() });
+        let (_, ready) = status_from(&topic(3), &r, &TopicStatus::default());
+        assert_eq!(ready.reason, "KafkaRejected");
+        assert!(ready.message.contains("Unknown topic config name: x.y"));
+    }
+
+    #[test]
+    fn an_unchanged_report_gives_an_identical_status() {
+        let (first, _) = status_from(&topic(3), &report(3), &TopicStatus::default());
+        let (second, _) = status_from(&topic(3), &report(3), &first);
+        assert_eq!(first, second, "an idle reconcile must not write");
+    }
+}
