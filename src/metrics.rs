@@ -48,6 +48,8 @@ pub struct Metrics {
     pub rollouts: Family<ProcessorLabels, Counter>,
     pub cutovers: Family<ProcessorLabels, Counter>,
     pub kafka_requests: Family<ClusterLabels, Gauge>,
+    pub topic_sync_requests: Family<ClusterLabels, Gauge>,
+    pub topic_resyncs: Counter,
 }
 
 impl Default for Metrics {
@@ -63,6 +65,8 @@ impl Default for Metrics {
         let rollouts = Family::<ProcessorLabels, Counter>::default();
         let cutovers = Family::<ProcessorLabels, Counter>::default();
         let kafka_requests = Family::<ClusterLabels, Gauge>::default();
+        let topic_sync_requests = Family::<ClusterLabels, Gauge>::default();
+        let topic_resyncs = Counter::default();
         registry.register("reconciles", "Reconciliations by kind", reconciles.clone());
         registry.register("reconcile_errors", "Failed reconciliations by kind and error", reconcile_errors.clone());
         registry.register("reconcile_duration_seconds", "Time spent in one reconciliation", reconcile_duration.clone());
@@ -75,6 +79,12 @@ impl Default for Metrics {
         registry.register("rollouts", "Reprocessing rollouts started", rollouts.clone());
         registry.register("cutovers", "Traffic switches from one version to another", cutovers.clone());
         registry.register("kafka_requests", "Kafka requests sent per KafkaCluster since start", kafka_requests.clone());
+        registry.register(
+            "topic_sync_requests",
+            "Kafka requests sent by batched Topic reconciliation per KafkaCluster since start",
+            topic_sync_requests.clone(),
+        );
+        registry.register("topic_resyncs", "Periodic comparisons of every Topic with Kafka", topic_resyncs.clone());
         Metrics {
             registry,
             reconciles,
@@ -85,6 +95,8 @@ impl Default for Metrics {
             rollouts,
             cutovers,
             kafka_requests,
+            topic_sync_requests,
+            topic_resyncs,
         }
     }
 }

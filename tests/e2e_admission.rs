@@ -18,24 +18,6 @@ use kube::{
 use serde::Deserialize;
 use support::{Env, TestNs};
 
-async fn install_crds(client: &Client) {
-    let api: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(client.clone());
-    for crd in kappa_operator::api::crds() {
-        let name = crd.metadata.name.clone().unwrap();
-        api.patch(&name, &PatchParams::apply("kappa-e2e").force(), &Patch::Apply(&crd)).await.unwrap();
-    }
-    for crd in kappa_operator::api::crds() {
-        let name = crd.metadata.name.clone().unwrap();
-        support::wait_for(&format!("CRD {name} to be established"), std::time::Duration::from_secs(30), || async {
-            let c = api.get(&name).await.map_err(|e| e.to_string())?;
-            let ok = c.status.and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| c.type_ == "Established" && c.status == "True");
-            if ok { Ok(()) } else { Err("not established".into()) }
-        })
-        .await;
-    }
-}
-
 fn documents(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).unwrap();
     serde_yaml::Deserializer::from_str(&text)
@@ -79,7 +61,7 @@ fn yaml_files(dir: &str) -> Vec<PathBuf> {
 #[tokio::test]
 async fn invalid_manifests_are_refused_naming_the_field() {
     let env = Env::get().await;
-    install_crds(&env.client).await;
+    support::install_crds(&env.client).await;
     let files = yaml_files("tests/fixtures/invalid");
     assert!(files.len() >= 20, "at least 20 invalid fixtures, found {}", files.len());
     let mut failures = Vec::new();
@@ -112,7 +94,7 @@ async fn invalid_manifests_are_refused_naming_the_field() {
 #[tokio::test]
 async fn every_example_is_accepted() {
     let env = Env::get().await;
-    install_crds(&env.client).await;
+    support::install_crds(&env.client).await;
     let ns = TestNs::new(&env, "examples").await;
     let files = yaml_files("examples");
     assert!(!files.is_empty());

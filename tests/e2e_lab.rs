@@ -14,7 +14,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     ResourceExt,
-    api::{DeleteParams, ListParams, PostParams},
+    api::{DeleteParams, ListParams},
 };
 use rdkafka::{
     ClientConfig, ClientContext, Message,
@@ -25,21 +25,9 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord},
 };
 use serde_json::json;
-use support::{Env, TestNs, unique, wait_for};
+use support::{Env, TestNs, create, unique, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-async fn create<K>(ns: &TestNs, value: serde_json::Value) -> K
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-{
-    let obj: K = serde_json::from_value(value).expect("a valid object");
-    ns.api::<K>().create(&PostParams::default(), &obj).await.unwrap_or_else(|e| panic!("creating {}: {e}", obj.name_any()))
-}
 
 async fn pods_with(ns: &TestNs, selector: &str) -> Vec<Pod> {
     ns.api::<Pod>().list(&ListParams::default().labels(selector)).await.map(|l| l.items).unwrap_or_default()

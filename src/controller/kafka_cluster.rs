@@ -22,7 +22,7 @@ use crate::{
 const KIND: &str = "KafkaCluster";
 
 pub fn controller(client: &Client, settings: &Settings) -> Controller<KafkaCluster> {
-    Controller::new(watched_api(client, settings.namespace.as_deref()), watcher::Config::default().any_semantic())
+    super::controller_for(client, settings)
 }
 
 pub fn run(
@@ -118,10 +118,9 @@ async fn apply(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action> {
         Ok(settings) => {
             let handle = ctx.clusters.ensure(&ns, &name, settings);
             let result = handle.kafka.cluster().await;
-            ctx.metrics
-                .kafka_requests
-                .get_or_create(&crate::metrics::ClusterLabels { namespace: ns.clone(), cluster: name.clone() })
-                .set(handle.kafka.requests_sent() as i64);
+            let labels = crate::metrics::ClusterLabels { namespace: ns.clone(), cluster: name.clone() };
+            ctx.metrics.kafka_requests.get_or_create(&labels).set(handle.kafka.requests_sent() as i64);
+            ctx.metrics.topic_sync_requests.get_or_create(&labels).set(handle.topics.requests_sent() as i64);
             let health = result.as_ref().map(|_| ()).map_err(|e| (e.reason().to_string(), e.to_string()));
             handle.set_health(health.clone());
             (health, result.ok().map(|i| i.brokers as i32))

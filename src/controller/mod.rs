@@ -155,6 +155,39 @@ pub fn error_policy<K: Resource>(kind: &'static str) -> impl Fn(Arc<K>, &Error, 
     move |obj, _err, ctx| Action::requeue(ctx.backoff(&format!("{kind}/{}", key(obj.as_ref()))))
 }
 
+/// A Controller for `K` that ignores changes it makes itself: its main
+/// watch only triggers a reconcile when the spec (generation), the
+/// finalizers, the deletion or a `kappa.dev/` annotation changes, never for
+/// a status write. Managed fields are dropped from the cache (they are most
+/// of an applied object's size).
+pub fn controller_for<K>(client: &Client, settings: &Settings) -> kube::runtime::Controller<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    use kube::runtime::{WatchStreamExt, reflector, utils::PredicateConfig, watcher};
+    let (reader, writer) = reflector::store();
+    let stream = watcher(watched_api::<K>(client, settings.namespace.as_deref()), watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|o: &mut K| o.meta_mut().managed_fields = None)
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(wanted_changes::<K>, PredicateConfig::default());
+    kube::runtime::Controller::for_stream(stream, reader)
+}
+
+fn wanted_changes<K: Resource>(obj: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let m = obj.meta();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    m.generation.hash(&mut h);
+    m.deletion_timestamp.as_ref().map(|t| t.0.as_second()).hash(&mut h);
+    m.finalizers.hash(&mut h);
+    for (k, v) in m.annotations.iter().flatten().filter(|(k, _)| k.starts_with("kappa.dev/")) {
+        (k, v).hash(&mut h);
+    }
+    Some(h.finish())
+}
+
 /// The API for a kind across the watched namespaces.
 pub fn watched_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where

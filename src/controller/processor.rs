@@ -12,7 +12,7 @@ use super::{Context, Settings, watched_api};
 use crate::{Result, api::Processor};
 
 pub fn controller(client: &Client, settings: &Settings) -> Controller<Processor> {
-    Controller::new(watched_api(client, settings.namespace.as_deref()), watcher::Config::default().any_semantic())
+    super::controller_for(client, settings)
 }
 
 pub fn run(

@@ -32,7 +32,7 @@ const KIND: &str = "Topic";
 pub const FINALIZER: &str = "kappa.dev/topic";
 
 pub fn controller(client: &Client, settings: &Settings) -> Controller<Topic> {
-    Controller::new(watched_api(client, settings.namespace.as_deref()), watcher::Config::default().any_semantic())
+    super::controller_for(client, settings)
 }
 
 pub fn run(
@@ -45,12 +45,14 @@ pub fn run(
     let by_cluster = topics.clone();
     let ns = ctx.settings.namespace.clone();
     let resync = ctx.settings.resync;
+    let metrics = ctx.metrics.clone();
     // Drift made behind the operator's back is found by comparing every
     // Topic with Kafka periodically; the reconciles arrive together and are
     // batched into a few requests.
-    let ticks = futures::stream::unfold((), move |()| async move {
+    let ticks = futures::stream::unfold(metrics, move |metrics| async move {
         tokio::time::sleep(resync).await;
-        Some(((), ()))
+        metrics.topic_resyncs.inc();
+        Some(((), metrics))
     });
     ctrl.watches(watched_api::<KafkaCluster>(client, ns.as_deref()), watcher::Config::default(), move |kc| {
         let (ns, name) = (kc.namespace(), kc.name_any());

@@ -181,6 +181,7 @@ enum Job {
 #[derive(Clone)]
 pub struct Batcher {
     tx: mpsc::Sender<Job>,
+    requests: Arc<std::sync::atomic::AtomicU64>,
 }
 
 const MAX_BATCH: usize = 1000;
@@ -189,8 +190,14 @@ const GATHER: Duration = Duration::from_millis(20);
 impl Batcher {
     pub fn spawn(kafka: Arc<dyn Kafka>) -> Batcher {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(kafka, rx));
-        Batcher { tx }
+        let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        tokio::spawn(run(kafka, rx, requests.clone()));
+        Batcher { tx, requests }
+    }
+
+    /// Kafka requests this batcher has sent.
+    pub fn requests_sent(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub async fn sync(&self, desired: DesiredTopic) -> Result<TopicReport> {
@@ -210,8 +217,9 @@ fn gone() -> super::KafkaError {
     super::KafkaError::Unreachable { addr: String::new(), reason: "the Kafka client was replaced; retrying".into() }
 }
 
-async fn run(kafka: Arc<dyn Kafka>, mut rx: mpsc::Receiver<Job>) {
+async fn run(kafka: Arc<dyn Kafka>, mut rx: mpsc::Receiver<Job>, requests: Arc<std::sync::atomic::AtomicU64>) {
     while let Some(first) = rx.recv().await {
+        let before = kafka.requests_sent();
         let mut jobs = vec![first];
         let deadline = tokio::time::Instant::now() + GATHER;
         while jobs.len() < MAX_BATCH {
@@ -254,6 +262,7 @@ async fn run(kafka: Arc<dyn Kafka>, mut rx: mpsc::Receiver<Job>) {
                 let _ = tx.send(result.as_ref().map(|r| r.get(&n).cloned().unwrap_or(Ok(()))).map_err(Clone::clone));
             }
         }
+        requests.fetch_add(kafka.requests_sent() - before, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -215,6 +215,131 @@ where
     }
 }
 
+/// Installs (or updates) the CRDs from the Rust types and waits until the
+/// API server serves them.
+pub async fn install_crds(client: &Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in kappa_operator::api::crds() {
+        let name = crd.metadata.name.clone().unwrap();
+        api.patch(&name, &kube::api::PatchParams::apply("kappa-e2e").force(), &kube::api::Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("installing CRD {name}: {e}"));
+        wait_for(&format!("CRD {name} to be established"), Duration::from_secs(30), || async {
+            let c = api.get(&name).await.map_err(|e| e.to_string())?;
+            let ok = c.status.and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| c.type_ == "Established" && c.status == "True");
+            if ok { Ok(()) } else { Err("not established".into()) }
+        })
+        .await;
+    }
+}
+
+/// The operator binary of this build, run as a local process against the
+/// test cluster and watching one namespace. Stopped (SIGTERM) when dropped.
+pub struct Operator {
+    child: Option<std::process::Child>,
+    pub log: PathBuf,
+    pub metrics_addr: String,
+    args: Vec<String>,
+}
+
+impl Operator {
+    pub fn start(ns: &str, extra: &[&str]) -> Operator {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let metrics_addr = format!("127.0.0.1:{port}");
+        let mut args: Vec<String> = vec!["run".into(), "--namespace".into(), ns.into(), "--http-addr".into(), metrics_addr.clone()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let log = std::env::temp_dir().join(format!("kappa-operator-{ns}.log"));
+        let mut op = Operator { child: None, log, metrics_addr, args };
+        op.spawn();
+        op
+    }
+
+    fn spawn(&mut self) {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_kappa-operator"))
+            .args(&self.args)
+            .env("RUST_LOG", std::env::var("KAPPA_E2E_OPERATOR_LOG").unwrap_or_else(|_| "info,kube=warn".into()))
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("starting the operator binary");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: the operator gets no chance to clean up, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: SIGTERM to our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            let logs = self.logs();
+            let lines: Vec<&str> = logs.lines().collect();
+            eprintln!("==== operator log {} (last 60 lines) ====", self.log.display());
+            for l in &lines[lines.len().saturating_sub(60)..] {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// Creates an object from JSON in the namespace, panicking with the API
+/// server's message if refused.
+pub async fn create<K>(ns: &Ns, value: serde_json::Value) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let obj: K = serde_json::from_value(value).expect("a valid object");
+    ns.api::<K>().create(&PostParams::default(), &obj).await.unwrap_or_else(|e| panic!("creating {}: {e}", obj.name_any()))
+}
+
+/// Merge-patches an object's spec or metadata.
+pub async fn patch<K>(ns: &Ns, name: &str, value: serde_json::Value) -> Result<K, kube::Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    ns.api::<K>().patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&value)).await
+}
+
 /// The path of a lab tool (kubectl, helm), from the lab's PATH.
 pub fn lab_bin(name: &str) -> String {
     std::env::var("KAPPA_LAB_HOME")
