@@ -227,7 +227,8 @@ start_etcd() {
     --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
     --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
     --initial-cluster "lab=http://127.0.0.1:$ETCD_PEER_PORT" \
-    --quota-backend-bytes 4294967296 --log-level warn
+    --quota-backend-bytes 4294967296 --log-level warn \
+    --unsafe-no-fsync  # a lab: speed over durability (fsync dominates write latency on shared disks)
   wait_for etcd 60 curl -fsS "http://127.0.0.1:$ETCD_CLIENT_PORT/health"
 }
 

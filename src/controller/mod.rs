@@ -101,8 +101,11 @@ impl Context {
             action: action.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
-            warn!(error = %e, reason, "could not record an event");
+        match self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            Ok(()) => {}
+            // A terminating namespace takes no new objects; nobody will read the event.
+            Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("being terminated") => {}
+            Err(e) => warn!(error = %e, reason, "could not record an event"),
         }
     }
 }

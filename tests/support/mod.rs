@@ -166,6 +166,32 @@ impl Ns {
     }
 }
 
+impl Ns {
+    /// Deletes the namespace and waits for it to go, while the test's
+    /// operator (dropped after the namespace) still runs to release its
+    /// finalizers. A namespace still there after a minute has its Topics'
+    /// finalizers removed, so no test leaves a namespace terminating forever.
+    async fn delete(&self) {
+        let namespaces = Api::<Namespace>::all(self.client.clone());
+        if namespaces.delete(&self.name, &DeleteParams::background()).await.is_err() {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if !matches!(namespaces.get_opt(&self.name).await, Ok(Some(_))) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        eprintln!("namespace {} is stuck terminating; removing Topic finalizers", self.name);
+        let topics: Api<kappa_operator::api::Topic> = Api::namespaced(self.client.clone(), &self.name);
+        for t in topics.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default() {
+            let patch = serde_json::json!({"metadata": {"finalizers": null}});
+            let _ = topics.patch(&t.name_any(), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await;
+        }
+    }
+}
+
 impl Drop for TestNs {
     fn drop(&mut self) {
         let failed = std::thread::panicking();
@@ -187,7 +213,7 @@ impl Drop for TestNs {
                 if keep {
                     eprintln!("keeping namespace {} (KAPPA_KEEP_NAMESPACES=1)", ns.name);
                 } else {
-                    let _ = Api::<Namespace>::all(ns.client.clone()).delete(&ns.name, &DeleteParams::background()).await;
+                    ns.delete().await;
                 }
             });
         })

@@ -1,0 +1,173 @@
+//! What every benchmark shares: the lab's clients, an operator process with
+//! its peak memory and metrics, and the API server's write counter.
+
+use std::{
+    path::Path,
+    process::{Child, Command},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, Client,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+
+pub fn progress(msg: impl AsRef<str>) {
+    eprintln!("[bench] {}", msg.as_ref());
+}
+
+pub fn env(var: &str) -> anyhow::Result<String> {
+    std::env::var(var).with_context(|| format!("{var} is not set; run through hack/bench.sh (it loads the lab's environment)"))
+}
+
+pub async fn client() -> anyhow::Result<Client> {
+    Ok(Client::try_default().await?)
+}
+
+pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in kappa_operator::api::crds() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(&name, &PatchParams::apply("kappa-bench").force(), &Patch::Apply(&crd)).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(())
+}
+
+pub async fn create_namespace(client: &Client, prefix: &str) -> anyhow::Result<String> {
+    let name = format!("{prefix}-{}", std::process::id());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+    Ok(name)
+}
+
+/// Deletes the namespace and waits (up to `limit`) until it is gone, so the
+/// operator can finish its cleanup (Kafka topics with deletionPolicy Delete).
+pub async fn delete_namespace(client: &Client, name: &str, limit: Duration) -> anyhow::Result<()> {
+    let api = Api::<Namespace>::all(client.clone());
+    api.delete(name, &DeleteParams::background()).await?;
+    let start = Instant::now();
+    while api.get_opt(name).await?.is_some() {
+        if start.elapsed() > limit {
+            progress(format!("namespace {name} still terminating after {limit:?}; leaving it"));
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(())
+}
+
+/// The operator as a local process watching one namespace.
+pub struct Operator {
+    child: Child,
+    pub metrics_addr: String,
+}
+
+impl Operator {
+    pub fn start(binary: &Path, ns: &str, extra: &[&str]) -> anyhow::Result<Operator> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let metrics_addr = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("kappa-bench-operator-{ns}.log")))?;
+        let child = Command::new(binary)
+            .args(["run", "--namespace", ns, "--http-addr", &metrics_addr])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        Ok(Operator { child, metrics_addr })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory (VmHWM) in MiB.
+    pub fn peak_rss_mib(&self) -> anyhow::Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmHWM in /proc/PID/status")?;
+        Ok(kb / 1024.0)
+    }
+
+    /// One metric's value (summed over its label sets).
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let text = http_get(&self.metrics_addr, "/metrics").await?;
+        Ok(sum_metric(&text, name, |_| true))
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        // SAFETY: SIGTERM to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    match out.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
+        _ => bail!("GET {addr}{path} failed: {}", out.lines().next().unwrap_or_default()),
+    }
+}
+
+/// Sums a Prometheus metric over the label sets `keep` accepts.
+pub fn sum_metric(text: &str, name: &str, keep: impl Fn(&str) -> bool) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, labels) = series.split_once('{').unwrap_or((series, ""));
+            (metric == name && keep(labels)).then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// Create, update and patch requests the API server has served for the
+/// given groups and for Events, from its own metrics. Deletes are left out:
+/// the namespace controller's sweeps of terminating namespaces are not the
+/// operator's.
+pub async fn operator_writes(client: &Client, groups: &[&str]) -> anyhow::Result<f64> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(req).await?;
+    Ok(sum_metric(&text, "apiserver_request_total", |labels| {
+        let write = ["verb=\"POST\"", "verb=\"PUT\"", "verb=\"PATCH\"", "verb=\"APPLY\""].iter().any(|v| labels.contains(v));
+        let ours = groups.iter().any(|g| labels.contains(&format!("group=\"{g}\"")))
+            || labels.contains("resource=\"events\"");
+        write && ours
+    }))
+}
+
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<bool>>,
+{
+    let start = Instant::now();
+    while !check().await? {
+        if start.elapsed() > limit {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! Benchmarks on the lab. Human-readable progress on stderr; the last line on
+//! stdout is one JSON object with the figures. Run through `hack/bench.sh`.
+
+mod common;
+mod topics;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Kappa Operator benchmarks on the lab")]
+struct Cli {
+    /// The operator binary to run (a release build).
+    #[arg(long, env = "KAPPA_BENCH_OPERATOR")]
+    operator: std::path::PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create N Topics; time until all are Ready, operator peak RSS, idle
+    /// API writes and Kafka requests per resync.
+    Topics {
+        count: usize,
+        /// Seconds of idle observed after all are Ready.
+        #[arg(long, default_value_t = 60)]
+        idle_seconds: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Topics { count, idle_seconds } => topics::run(&cli.operator, count, idle_seconds).await,
+    };
+    match result {
+        Ok(figures) => println!("{figures}"),
+        Err(e) => {
+            eprintln!("bench failed: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! `topics N`: N Topic resources to Ready, then a quiet minute.
+
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use futures::{StreamExt, stream};
+use kappa_operator::api::{KafkaCluster, Topic};
+use kube::{
+    Api,
+    api::{ListParams, PostParams},
+};
+use serde_json::json;
+
+use crate::common::{self, Operator, progress};
+
+const RESYNC_SECONDS: u64 = 20;
+
+pub async fn run(operator: &Path, count: usize, idle_seconds: u64) -> anyhow::Result<serde_json::Value> {
+    let client = common::client().await?;
+    common::install_crds(&client).await?;
+    let ns = common::create_namespace(&client, "bench-topics").await?;
+    progress(format!("namespace {ns}: {count} Topics"));
+    let clusters: Api<KafkaCluster> = Api::namespaced(client.clone(), &ns);
+    clusters
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "default"}, "spec": {"bootstrapServers": common::env("KAPPA_KAFKA_BOOTSTRAP")?}}))?,
+        )
+        .await?;
+    let op = Operator::start(operator, &ns, &["--resync-seconds", &RESYNC_SECONDS.to_string()])?;
+    common::wait_until("the KafkaCluster to be Ready", Duration::from_secs(60), || async {
+        let kc = clusters.get("default").await?;
+        Ok(kc.status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")))
+    })
+    .await?;
+
+    let topics: Api<Topic> = Api::namespaced(client.clone(), &ns);
+    let prefix = format!("bench-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos() % 1000);
+    let start = Instant::now();
+    let created = Arc::new(AtomicUsize::new(0));
+    let creating = {
+        let (topics, prefix, created) = (topics.clone(), prefix.clone(), created.clone());
+        tokio::spawn(async move {
+            stream::iter(0..count)
+                .map(|i| {
+                    let (topics, prefix, created) = (topics.clone(), prefix.clone(), created.clone());
+                    async move {
+                        let t: Topic = serde_json::from_value(json!({
+                            "metadata": {"name": format!("t{i}")},
+                            "spec": {"topicName": format!("{prefix}-{i}"), "partitions": 1, "deletionPolicy": "Delete"}
+                        }))?;
+                        topics.create(&PostParams::default(), &t).await?;
+                        created.fetch_add(1, Ordering::Relaxed);
+                        anyhow::Ok(())
+                    }
+                })
+                .buffer_unordered(32)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<anyhow::Result<Vec<()>>>()
+        })
+    };
+    let mut last_report = Instant::now();
+    let ready_seconds = loop {
+        let list = topics.list(&ListParams::default().match_any()).await?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|t| t.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")))
+            .count();
+        if ready >= count {
+            break start.elapsed().as_secs_f64();
+        }
+        if last_report.elapsed() > Duration::from_secs(2) {
+            progress(format!("{:>6.1}s: {} created, {ready} Ready", start.elapsed().as_secs_f64(), created.load(Ordering::Relaxed)));
+            last_report = Instant::now();
+        }
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(600), "not all Topics Ready after 600 s ({ready}/{count})");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    creating.await?.context("creating Topics")?;
+    progress(format!("all {count} Topics Ready in {ready_seconds:.1} s"));
+
+    // Let the last events and status writes land, then watch a quiet period.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let writes_before = common::operator_writes(&client, &["kappa.dev"]).await?;
+    let requests_before = op.metric("kappa_topic_sync_requests").await?;
+    let resyncs_before = op.metric("kappa_topic_resyncs_total").await?;
+    progress(format!("idle for {idle_seconds} s (resync every {RESYNC_SECONDS} s)"));
+    tokio::time::sleep(Duration::from_secs(idle_seconds)).await;
+    let idle_writes = common::operator_writes(&client, &["kappa.dev"]).await? - writes_before;
+    // The gauge is refreshed by the KafkaCluster's periodic check; give it one.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let requests = op.metric("kappa_topic_sync_requests").await? - requests_before;
+    let resyncs = op.metric("kappa_topic_resyncs_total").await? - resyncs_before;
+    let peak_rss_mib = op.peak_rss_mib()?;
+    progress(format!("peak RSS {peak_rss_mib:.1} MiB (pid {}), {idle_writes} writes while idle", op.pid()));
+
+    progress("cleaning up (the operator deletes the Kafka topics)");
+    topics.delete_collection(&kube::api::DeleteParams::background(), &ListParams::default()).await?;
+    common::wait_until("every Topic to be deleted", Duration::from_secs(600), || async {
+        Ok(topics.list_metadata(&ListParams::default().limit(1)).await?.items.is_empty())
+    })
+    .await?;
+    common::delete_namespace(&client, &ns, Duration::from_secs(120)).await?;
+    drop(op);
+
+    Ok(json!({
+        "count": count,
+        "ready_seconds": (ready_seconds * 10.0).round() / 10.0,
+        "topics_per_second": (count as f64 / ready_seconds).round(),
+        "peak_rss_mib": (peak_rss_mib * 10.0).round() / 10.0,
+        "idle_writes": idle_writes,
+        "idle_seconds": idle_seconds,
+        "kafka_requests_per_resync": if resyncs > 0.0 { (requests / resyncs * 10.0).round() / 10.0 } else { -1.0 },
+    }))
+}
