@@ -13,6 +13,7 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod naming;
+pub mod rollout;
 pub mod telemetry;
 
 /// Errors of the operator's reconcilers. Variant names double as metric

@@ -39,6 +39,8 @@ pub struct ViewVersionSpec {
     pub version: String,
     /// The KafkaCluster it reads and writes.
     pub cluster_ref: String,
+    /// The Topic resources it reads.
+    pub inputs: Vec<String>,
     /// Kafka names of the input topics.
     pub input_topics: Vec<String>,
     /// This version's view topic.
@@ -108,6 +110,9 @@ pub struct ViewVersionStatus {
     /// Since when lag has stayed at or under the Processor's `maxLag`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_within_max_since: Option<Time>,
+    /// When the consumer group last committed further into the input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progressed_at: Option<Time>,
     /// When the version started replaying.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,

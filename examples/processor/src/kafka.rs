@@ -1,0 +1,101 @@
+//! Kafka settings from the processor contract, and reading a topic whole.
+
+use std::{collections::HashMap, time::Duration};
+
+use rdkafka::{
+    ClientConfig, Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+};
+
+/// A client config from the contract's variables: `KAPPA_BOOTSTRAP_SERVERS`
+/// and the security settings the operator derives from the KafkaCluster.
+pub fn config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    for (var, key) in [
+        ("KAPPA_SECURITY_PROTOCOL", "security.protocol"),
+        ("KAPPA_SASL_MECHANISM", "sasl.mechanism"),
+        ("KAPPA_SASL_USERNAME", "sasl.username"),
+        ("KAPPA_SASL_PASSWORD", "sasl.password"),
+        ("KAPPA_SSL_CA_LOCATION", "ssl.ca.location"),
+        ("KAPPA_SSL_CERTIFICATE_LOCATION", "ssl.certificate.location"),
+        ("KAPPA_SSL_KEY_LOCATION", "ssl.key.location"),
+    ] {
+        if let Some(v) = env(var) {
+            c.set(key, v);
+        }
+    }
+    c
+}
+
+/// Every record of `topics` from the beginning up to their ends as of now,
+/// in offset order per partition, passed to `f(topic, partition, offset, key, payload)`.
+pub fn read_all(
+    bootstrap: &str,
+    topics: &[String],
+    mut f: impl FnMut(&str, i32, i64, Option<&[u8]>, Option<&[u8]>),
+) -> Result<u64, String> {
+    let consumer: BaseConsumer = config(bootstrap)
+        .set("group.id", format!("kappa-read-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let timeout = Duration::from_secs(30);
+    let mut tpl = TopicPartitionList::new();
+    let mut ends: HashMap<(String, i32), i64> = HashMap::new();
+    for t in topics {
+        let meta = consumer.fetch_metadata(Some(t), timeout).map_err(|e| format!("metadata of {t}: {e}"))?;
+        let topic = meta.topics().first().ok_or_else(|| format!("topic {t} not found"))?;
+        if topic.error().is_some() || topic.partitions().is_empty() {
+            return Err(format!("topic {t} not found"));
+        }
+        for p in topic.partitions() {
+            let (low, high) = consumer.fetch_watermarks(t, p.id(), timeout).map_err(|e| format!("offsets of {t}/{}: {e}", p.id()))?;
+            if high > low {
+                ends.insert((t.clone(), p.id()), high);
+                tpl.add_partition_offset(t, p.id(), Offset::Beginning).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    if ends.is_empty() {
+        return Ok(0);
+    }
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    let mut read = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    while !ends.is_empty() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("reading {topics:?} did not finish within 10 minutes"));
+        }
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                let k = (m.topic().to_string(), m.partition());
+                if let Some(end) = ends.get(&k).copied() {
+                    f(m.topic(), m.partition(), m.offset(), m.key(), m.payload());
+                    read += 1;
+                    // Transaction markers take offsets too: stop at the end as of the start.
+                    if m.offset() + 1 >= end {
+                        ends.remove(&k);
+                    }
+                }
+            }
+            Some(Err(e)) => return Err(e.to_string()),
+            None => {
+                // Nothing more to read below the end (e.g. an aborted tail).
+                let positions = consumer.position().map_err(|e| e.to_string())?;
+                for el in positions.elements() {
+                    if let Offset::Offset(o) = el.offset() {
+                        let k = (el.topic().to_string(), el.partition());
+                        if ends.get(&k).is_some_and(|end| o >= *end) {
+                            ends.remove(&k);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(read)
+}

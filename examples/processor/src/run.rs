@@ -1,0 +1,180 @@
+//! `run`: the processor itself, under the Kappa contract.
+//!
+//! It consumes the inputs under its consumer group from the earliest offset,
+//! keeps each key's aggregate, writes changed aggregates to the (compacted)
+//! view topic, and commits the consumed offsets only after those writes are
+//! flushed. On start and after every rebalance it rebuilds its state from
+//! the view, which holds every key's aggregate as of the committed offsets
+//! (or later: see `logic::Agg::apply` for why that is still exact).
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    ClientContext, Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance},
+    producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer},
+};
+
+use crate::{
+    STOP,
+    http::Stats,
+    kafka,
+    logic::{self, Agg, Logic},
+};
+
+pub struct Contract {
+    pub bootstrap: String,
+    pub inputs: Vec<String>,
+    pub output: String,
+    pub group: String,
+    pub version: String,
+    pub start_from: String,
+}
+
+impl Contract {
+    pub fn from_env() -> Result<Contract, String> {
+        let var = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set (the Kappa processor contract)"));
+        Ok(Contract {
+            bootstrap: var("KAPPA_BOOTSTRAP_SERVERS")?,
+            inputs: var("KAPPA_INPUT_TOPICS")?.split(',').map(str::to_string).filter(|s| !s.is_empty()).collect(),
+            output: var("KAPPA_OUTPUT_TOPIC")?,
+            group: var("KAPPA_CONSUMER_GROUP")?,
+            version: var("KAPPA_VIEW_VERSION")?,
+            start_from: std::env::var("KAPPA_START_FROM").unwrap_or_else(|_| "earliest".into()),
+        })
+    }
+}
+
+/// Notes partition assignments, so state is rebuilt from the view after one.
+struct Rebalances(AtomicBool);
+
+impl ClientContext for Rebalances {}
+
+impl ConsumerContext for Rebalances {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if matches!(rebalance, Rebalance::Assign(_)) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+pub type State = Arc<Mutex<HashMap<String, Agg>>>;
+
+const BATCH_MAX: usize = 50_000;
+const BATCH_WAIT: Duration = Duration::from_millis(200);
+
+pub fn run(c: &Contract, logic: Logic, field: &str, state: State, stats: Arc<Stats>) -> Result<(), String> {
+    let consumer: BaseConsumer<Rebalances> = kafka::config(&c.bootstrap)
+        .set("group.id", &c.group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", &c.start_from)
+        .set("enable.partition.eof", "false")
+        .set("fetch.max.bytes", "52428800")
+        .set("queued.max.messages.kbytes", "262144")
+        .create_with_context(Rebalances(AtomicBool::new(true)))
+        .map_err(|e| e.to_string())?;
+    let producer: ThreadedProducer<DefaultProducerContext> = kafka::config(&c.bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let inputs: Vec<&str> = c.inputs.iter().map(String::as_str).collect();
+    consumer.subscribe(&inputs).map_err(|e| e.to_string())?;
+    eprintln!("kappa-processor {}: {} -> {} (group {}, logic {})", c.version, c.inputs.join(","), c.output, c.group, logic.name());
+
+    let mut next: HashMap<(String, i32), i64> = HashMap::new();
+    let mut dirty: HashSet<String> = HashSet::new();
+    while !STOP.load(Ordering::SeqCst) {
+        if consumer.context().0.swap(false, Ordering::SeqCst) {
+            restore(c, &state, &stats)?;
+        }
+        let started = Instant::now();
+        let mut n = 0;
+        {
+            let mut st = state.lock().expect("state lock");
+            while n < BATCH_MAX && started.elapsed() < BATCH_WAIT && !STOP.load(Ordering::SeqCst) {
+                let Some(msg) = consumer.poll(Duration::from_millis(50)) else { continue };
+                let m = msg.map_err(|e| format!("consuming: {e}"))?;
+                n += 1;
+                next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+                match logic::parse(m.key(), m.payload(), field) {
+                    Ok((key, amount)) => {
+                        let source = format!("{}/{}", m.topic(), m.partition());
+                        if st.entry(key.clone()).or_default().apply(logic, amount, &source, m.offset()) {
+                            dirty.insert(key);
+                        }
+                        stats.records.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(why) => {
+                        // Counted and logged without the event's content.
+                        let total = stats.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+                        if total <= 10 || total.is_power_of_two() {
+                            eprintln!("rejected event at {}/{}@{}: {why:?} ({total} rejected so far)", m.topic(), m.partition(), m.offset());
+                        }
+                    }
+                }
+                if consumer.context().0.load(Ordering::SeqCst) {
+                    break; // a rebalance: commit what we have, then rebuild
+                }
+            }
+            for key in dirty.drain() {
+                let value = st[&key].to_json(logic, &c.version).to_string();
+                let mut record = BaseRecord::to(&c.output).key(&key).payload(&value);
+                loop {
+                    match producer.send(record) {
+                        Ok(()) => break,
+                        Err((e, r)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
+                            record = r;
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        Err((e, _)) => return Err(format!("writing the view: {e}")),
+                    }
+                }
+                stats.view_writes.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if next.is_empty() {
+            continue;
+        }
+        // The view first, then the offsets: never commit what is not written.
+        producer.flush(Duration::from_secs(60)).map_err(|e| format!("flushing the view: {e}"))?;
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in next.drain() {
+            tpl.add_partition_offset(&t, p, Offset::Offset(o)).map_err(|e| e.to_string())?;
+        }
+        match consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => {
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+            }
+            // Lost the partitions in a rebalance: the new owner resumes from
+            // the last commit and the view makes replays harmless.
+            Err(e) => eprintln!("commit failed (will be redone by the partitions' next owner): {e}"),
+        }
+    }
+    eprintln!("kappa-processor {}: stopping ({} records, {} rejected)", c.version, stats.records.load(Ordering::Relaxed), stats.rejected.load(Ordering::Relaxed));
+    producer.flush(Duration::from_secs(30)).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Rebuilds every key's aggregate from the view topic.
+fn restore(c: &Contract, state: &State, stats: &Stats) -> Result<(), String> {
+    let started = Instant::now();
+    let mut fresh: HashMap<String, Agg> = HashMap::new();
+    let read = kafka::read_all(&c.bootstrap, std::slice::from_ref(&c.output), |_, _, _, key, payload| {
+        let (Some(key), Some(payload)) = (key, payload) else { return };
+        if let (Ok(k), Ok(v)) = (std::str::from_utf8(key), serde_json::from_slice::<serde_json::Value>(payload)) {
+            fresh.insert(k.to_string(), Agg::from_json(&v));
+        }
+    })?;
+    eprintln!("restored {} keys from {} view records of {} in {:?}", fresh.len(), read, c.output, started.elapsed());
+    *state.lock().expect("state lock") = fresh;
+    stats.restores.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
