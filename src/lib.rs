@@ -13,6 +13,7 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod naming;
+pub mod resources;
 pub mod rollout;
 pub mod telemetry;
 

@@ -135,6 +135,25 @@ where
     Ok(true)
 }
 
+/// Applies some status fields under their own field manager, so that
+/// several writers (the planner, the lag poller, a kind's own controller)
+/// each own their fields of one status.
+pub async fn apply_status_fields<K>(client: &Client, obj: &K, manager: &str, fields: serde_json::Value) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), obj.meta().namespace.as_deref().unwrap_or_default());
+    // An omitted field is removed from what this manager owns; null is not
+    // how server-side apply says that.
+    let mut fields = fields;
+    if let Some(map) = fields.as_object_mut() {
+        map.retain(|_, v| !v.is_null());
+    }
+    let patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": fields});
+    api.patch_status(&obj.name_any(), &PatchParams::apply(manager).force(), &Patch::Apply(&patch)).await?;
+    Ok(())
+}
+
 /// Metrics and logs around one reconcile.
 pub async fn measured<F>(ctx: &Context, kind: &'static str, obj_key: String, f: F) -> Result<Action>
 where

@@ -1,29 +1,516 @@
-//! Processor reconciler (filled in by the processors and rollout work).
+//! Processor: observe, plan (the pure rollout planner), act, write status.
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt};
+use k8s_openapi::{
+    api::{
+        apps::v1::Deployment,
+        batch::v1::Job,
+        core::v1::{ConfigMap, Pod, Service},
+    },
+    jiff::Timestamp,
+};
 use kube::{
-    Client,
-    runtime::{Controller, controller::Action, watcher},
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    runtime::{Controller, controller::Action as Requeue, reflector::ObjectRef, reflector::Store, watcher},
+};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tracing::{info, instrument};
+
+use super::{Context, Settings, apply_status, apply_status_fields, measured, view_version::inputs_problem, watched_api};
+use crate::{
+    Result,
+    api::{
+        Cond, DeletionPolicy, KafkaCluster, MANAGER, Processor, ProcessorStatus, Topic, VersionPhase, ViewVersion, ViewVersionSpec,
+        conditions, labels,
+    },
+    kafka::lag,
+    metrics::ProcessorLabels,
+    naming, resources,
+    rollout::{self, Action, Inputs, Observation, Truncation, Verification},
 };
 
-use super::{Context, Settings, watched_api};
-use crate::{Result, api::Processor};
+const KIND: &str = "Processor";
+const SPEC_HASH: &str = "kappa.dev/spec-hash";
 
 pub fn controller(client: &Client, settings: &Settings) -> Controller<Processor> {
     super::controller_for(client, settings)
 }
 
+/// Processors whose `kappa.dev/processor` label value is `label`.
+fn by_label(store: &Store<Processor>, ns: Option<String>, label: Option<&String>) -> Vec<ObjectRef<Processor>> {
+    let Some(label) = label else { return vec![] };
+    store
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace() == ns && naming::label_value(&p.name_any()) == *label)
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
 pub fn run(
     ctrl: Controller<Processor>,
-    _client: &Client,
+    client: &Client,
     ctx: &Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Stream<Item = ()> {
-    ctrl.graceful_shutdown_on(shutdown).run(reconcile, super::error_policy::<Processor>("Processor"), ctx.clone()).map(|_| ())
+    let ns = ctx.settings.namespace.clone();
+    let store = ctrl.store();
+    let (s1, s2, s3, s4, s5) = (store.clone(), store.clone(), store.clone(), store.clone(), store);
+    let labelled = watcher::Config::default().labels(labels::PROCESSOR);
+    ctrl.owns(watched_api::<ViewVersion>(client, ns.as_deref()), watcher::Config::default())
+        .watches(watched_api::<Deployment>(client, ns.as_deref()), labelled.clone(), move |d| {
+            by_label(&s1, d.namespace(), d.labels().get(labels::PROCESSOR))
+        })
+        .watches(watched_api::<Pod>(client, ns.as_deref()), labelled.clone(), move |p| by_label(&s2, p.namespace(), p.labels().get(labels::PROCESSOR)))
+        .watches(watched_api::<Job>(client, ns.as_deref()), labelled, move |j| by_label(&s3, j.namespace(), j.labels().get(labels::PROCESSOR)))
+        .watches(watched_api::<Topic>(client, ns.as_deref()), watcher::Config::default(), move |t| {
+            let (ns, name) = (t.namespace(), t.name_any());
+            s4.state()
+                .into_iter()
+                .filter(|p| p.namespace() == ns && p.spec.inputs.contains(&name))
+                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .watches(watched_api::<KafkaCluster>(client, ns.as_deref()), watcher::Config::default(), move |kc| {
+            let (ns, name) = (kc.namespace(), kc.name_any());
+            s5.state()
+                .into_iter()
+                .filter(|p| p.namespace() == ns && p.spec.cluster_ref == name)
+                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, super::error_policy::<Processor>(KIND), ctx.clone())
+        .map(|_| ())
 }
 
-async fn reconcile(_obj: Arc<Processor>, _ctx: Arc<Context>) -> Result<Action> {
-    Ok(Action::await_change())
+#[instrument(skip_all, fields(namespace = p.namespace(), name = p.name_any()))]
+async fn reconcile(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
+    measured(&ctx, KIND, super::key(p.as_ref()), apply(p.clone(), ctx.clone())).await
+}
+
+/// Everything observed about one Processor in the cluster.
+struct World {
+    versions: Vec<Arc<ViewVersion>>,
+    deployments: BTreeMap<String, Deployment>,
+    pods: Vec<Pod>,
+    jobs: BTreeMap<String, Job>,
+}
+
+async fn observe(p: &Processor, ctx: &Context) -> Result<World> {
+    let ns = p.namespace().unwrap_or_default();
+    let versions: Vec<Arc<ViewVersion>> = ctx
+        .stores
+        .versions
+        .state()
+        .into_iter()
+        .filter(|v| v.namespace().as_deref() == Some(ns.as_str()) && v.spec.processor == p.name_any())
+        .filter(|v| v.owner_references().iter().any(|o| Some(&o.uid) == p.metadata.uid.as_ref()))
+        .filter(|v| v.metadata.deletion_timestamp.is_none())
+        .collect();
+    let lp = ListParams::default().labels(&format!("{}={}", labels::PROCESSOR, naming::label_value(&p.name_any())));
+    let by_version = |l: &BTreeMap<String, String>| l.get(labels::VERSION).cloned().unwrap_or_default();
+    let deployments = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .map(|d| (by_version(d.labels()), d))
+        .collect();
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns).list(&lp).await?.items;
+    let jobs = Api::<Job>::namespaced(ctx.client.clone(), &ns)
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .map(|j| (by_version(j.labels()), j))
+        .collect();
+    Ok(World { versions, deployments, pods, jobs })
+}
+
+const IMAGE_ERRORS: [&str; 7] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// Why a version's pods cannot run, if they cannot.
+fn broken(pods: &[&Pod]) -> Option<String> {
+    for pod in pods {
+        for cs in pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()) {
+            let waiting = cs.state.as_ref().and_then(|s| s.waiting.as_ref());
+            let reason = waiting.and_then(|w| w.reason.clone()).unwrap_or_default();
+            let message = waiting.and_then(|w| w.message.clone()).unwrap_or_default();
+            if IMAGE_ERRORS.contains(&reason.as_str()) {
+                return Some(format!("pod {}: container {} cannot start: {reason}: {message}", pod.name_any(), cs.name));
+            }
+            if cs.restart_count >= 3 && (reason == "CrashLoopBackOff" || cs.state.as_ref().is_some_and(|s| s.terminated.is_some())) {
+                let last = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref()).map(|t| t.exit_code);
+                return Some(format!(
+                    "pod {}: container {} is crash-looping ({} restarts, last exit code {})",
+                    pod.name_any(),
+                    cs.name,
+                    cs.restart_count,
+                    last.map_or("unknown".into(), |c| c.to_string())
+                ));
+            }
+        }
+    }
+    None
+}
+
+fn verification(job: &Job) -> Verification {
+    let st = job.status.clone().unwrap_or_default();
+    if st.succeeded.unwrap_or(0) > 0 {
+        return Verification::Succeeded;
+    }
+    let failed = st.conditions.iter().flatten().find(|c| c.type_ == "Failed" && c.status == "True");
+    match failed {
+        Some(c) => Verification::Failed(format!("Job {}: {}", job.name_any(), c.message.clone().unwrap_or_else(|| c.reason.clone().unwrap_or_default()))),
+        None if st.failed.unwrap_or(0) > 0 => Verification::Failed(format!("Job {} failed", job.name_any())),
+        None => Verification::Running,
+    }
+}
+
+fn observe_version(vv: &ViewVersion, w: &World) -> rollout::Version {
+    let st = vv.status.clone().unwrap_or_default();
+    let id = &vv.spec.version;
+    let d = w.deployments.get(id);
+    let pods: Vec<&Pod> = w.pods.iter().filter(|p| p.labels().get(labels::VERSION) == Some(id)).collect();
+    rollout::Version {
+        id: id.clone(),
+        phase: st.phase.unwrap_or_default(),
+        view_ready: conditions::is_true(&st.conditions, conditions::types::READY),
+        lag: st.lag,
+        lag_ok_since: st.lag_within_max_since.map(|t| t.0),
+        started_at: st.started_at.map(|t| t.0).or(vv.metadata.creation_timestamp.clone().map(|t| t.0)),
+        progressed_at: st.progressed_at.map(|t| t.0),
+        promoted_at: st.promoted_at.map(|t| t.0),
+        demoted_at: st.demoted_at.map(|t| t.0),
+        replicas: d.and_then(|d| d.spec.as_ref()?.replicas),
+        ready_replicas: d.and_then(|d| d.status.as_ref()?.ready_replicas).unwrap_or(0),
+        broken: broken(&pods),
+        verification: w.jobs.get(id).map(verification),
+    }
+}
+
+/// Inputs as the planner needs them: waiting, or ready with the partitions
+/// that lost history (compacted topics are fine: compaction keeps every key).
+fn inputs(p: &Processor, ctx: &Context) -> Inputs {
+    let ns = p.namespace().unwrap_or_default();
+    if let Some((_, message)) = inputs_problem(ctx, &ns, &p.spec.inputs, &format!("Processor {}", p.name_any())) {
+        return Inputs::Waiting(message);
+    }
+    let mut truncated = Vec::new();
+    for name in &p.spec.inputs {
+        let Some(t) = ctx.stores.topics.get(&ObjectRef::new(name).within(&ns)) else { continue };
+        let st = t.status.clone().unwrap_or_default();
+        let compacted = st.config.get("cleanup.policy").or(t.spec.config.get("cleanup.policy")).is_some_and(|c| c.contains("compact"));
+        if !compacted {
+            truncated.extend(st.truncated_partitions.iter().map(|tp| Truncation {
+                topic: t.kafka_name(),
+                partition: tp.partition,
+                first_offset: tp.log_start_offset,
+            }));
+        }
+    }
+    Inputs::Ready { truncated }
+}
+
+async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
+    let ns = p.namespace().unwrap_or_default();
+    let name = p.name_any();
+    let Some(kc) = ctx.stores.clusters.get(&ObjectRef::new(&p.spec.cluster_ref).within(&ns)) else {
+        let message = format!("KafkaCluster {} (spec.clusterRef) does not exist in namespace {ns}", p.spec.cluster_ref);
+        write_status(&p, &ctx, status_without_plan(&p, "KafkaClusterMissing", &message)).await?;
+        return Ok(Requeue::await_change());
+    };
+    let desired = naming::version_id(&p.spec);
+    let world = observe(&p, &ctx).await?;
+    let obs = Observation {
+        now: Timestamp::now(),
+        desired: desired.clone(),
+        replicas: p.spec.replicas,
+        policy: p.spec.rollout.clone(),
+        active: p.status.as_ref().and_then(|s| s.active_version.clone()),
+        versions: world.versions.iter().map(|v| observe_version(v, &world)).collect(),
+        inputs: inputs(&p, &ctx),
+    };
+    let plan = rollout::plan(&obs);
+    let status = processor_status(&p, &plan, &world, &desired);
+    let find = |id: &str| world.versions.iter().find(|v| v.spec.version == id).cloned();
+    let mut events = Vec::new();
+    let mut changed = false;
+    let mut wait = None;
+    for action in &plan.actions {
+        match action {
+            Action::CreateVersion(id) => create_version(&p, &ctx, id).await?,
+            Action::Scale { version, replicas } => {
+                if let Some(vv) = find(version) {
+                    scale(&p, &ctx, &vv, *replicas, &kc.spec, world.deployments.get(version)).await?;
+                }
+            }
+            Action::SetPhase { version, phase, message } => {
+                if let Some(vv) = find(version) {
+                    set_phase(&ctx, &vv, *phase, message.clone()).await?;
+                }
+            }
+            Action::StartVerification { candidate, active } => {
+                if let (Some(c), Some(a), Some(spec)) = (find(candidate), find(active), p.spec.rollout.verify.as_ref()) {
+                    let job = resources::verification_job(spec, &c, &a, &kc.spec);
+                    match Api::<Job>::namespaced(ctx.client.clone(), &ns).create(&PostParams::default(), &job).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(s)) if s.code == 409 => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            Action::Promote { from, to } => {
+                // The commit point: the new active version is recorded before
+                // the Service and ConfigMap follow it.
+                changed |= write_status(&p, &ctx, status.clone()).await?;
+                let l = ProcessorLabels { namespace: ns.clone(), processor: name.clone() };
+                if from.is_some() {
+                    ctx.metrics.cutovers.get_or_create(&l).inc();
+                }
+                info!(from = ?from, to = %to, "promoted");
+            }
+            Action::Retire(id) => {
+                if let Some(vv) = find(id) {
+                    if let Some(d) = retire(&ctx, &vv, &world).await? {
+                        wait = Some(d);
+                    }
+                }
+            }
+            Action::Event { warning, reason, message } => events.push((*warning, *reason, message.clone())),
+        }
+    }
+    if let Some(active) = plan.active.as_deref().and_then(find) {
+        publish(&p, &ctx, &active, plan.candidate.as_deref(), &kc.spec.bootstrap_servers).await?;
+    }
+    changed |= write_status(&p, &ctx, status).await?;
+    if changed {
+        for (warning, reason, message) in events {
+            ctx.event(p.as_ref(), warning, reason, "Rollout", message).await;
+        }
+    }
+    let requeue = [plan.requeue_after, wait].into_iter().flatten().min();
+    Ok(requeue.map_or_else(Requeue::await_change, Requeue::requeue))
+}
+
+async fn write_status(p: &Processor, ctx: &Context, status: ProcessorStatus) -> Result<bool> {
+    apply_status(&ctx.client, p, p.status.as_ref(), &status).await
+}
+
+fn status_without_plan(p: &Processor, reason: &str, message: &str) -> ProcessorStatus {
+    let mut st = p.status.clone().unwrap_or_default();
+    st.observed_generation = p.metadata.generation;
+    st.phase = Some("Pending".into());
+    st.conditions = conditions::merge(
+        &st.conditions,
+        &[
+            Cond::new(conditions::types::READY, false, reason, message),
+            Cond::new(conditions::types::PROGRESSING, false, reason, message),
+            Cond::new(conditions::types::STALLED, true, reason, message),
+        ],
+        p.metadata.generation,
+        Timestamp::now(),
+    );
+    st
+}
+
+fn processor_status(p: &Processor, plan: &rollout::Plan, w: &World, desired: &str) -> ProcessorStatus {
+    let find = |id: &Option<String>| id.as_ref().and_then(|id| w.versions.iter().find(|v| &v.spec.version == id));
+    let active = find(&plan.active);
+    let candidate = find(&plan.candidate);
+    let previous = p.status.clone().unwrap_or_default();
+    ProcessorStatus {
+        observed_generation: p.metadata.generation,
+        conditions: conditions::merge(&previous.conditions, &plan.conditions, p.metadata.generation, Timestamp::now()),
+        phase: Some(plan.phase.as_str().into()),
+        desired_version: Some(desired.into()),
+        active_version: plan.active.clone(),
+        candidate_version: plan.candidate.clone(),
+        lag: active.and_then(|v| v.status.as_ref()?.lag),
+        candidate_lag: candidate.and_then(|v| v.status.as_ref()?.lag),
+        candidate_progress: candidate
+            .and_then(|v| v.status.as_ref()?.progress)
+            .map(|f| format!("{:.1}%", lag::progress((f * 1000.0) as i64, 1000) * 100.0)),
+        view_topic: active.map(|v| v.spec.output_topic.clone()),
+    }
+}
+
+async fn create_version(p: &Processor, ctx: &Context, id: &str) -> Result<()> {
+    let ns = p.namespace().unwrap_or_default();
+    let names = naming::version_names(&ns, &p.name_any(), id);
+    let input_topics = p
+        .spec
+        .inputs
+        .iter()
+        .map(|i| ctx.stores.topics.get(&ObjectRef::new(i).within(&ns)).map_or_else(|| i.clone(), |t| t.kafka_name()))
+        .collect();
+    let mut vv = ViewVersion::new(
+        &names.object,
+        ViewVersionSpec {
+            processor: p.name_any(),
+            version: id.into(),
+            cluster_ref: p.spec.cluster_ref.clone(),
+            inputs: p.spec.inputs.clone(),
+            input_topics,
+            output_topic: names.view_topic,
+            consumer_group: names.consumer_group,
+            template: p.spec.template.clone(),
+            view: p.spec.view.clone(),
+        },
+    );
+    vv.metadata.namespace = Some(ns.clone());
+    vv.metadata.labels = Some(resources::selector(&p.name_any(), id));
+    vv.metadata.owner_references = p.controller_owner_ref(&()).map(|r| vec![r]);
+    match Api::<ViewVersion>::namespaced(ctx.client.clone(), &ns).create(&PostParams::default(), &vv).await {
+        Ok(_) => {
+            info!(version = %id, "created version");
+            if p.status.as_ref().and_then(|s| s.active_version.as_ref()).is_some() {
+                ctx.metrics.rollouts.get_or_create(&ProcessorLabels { namespace: ns, processor: p.name_any() }).inc();
+            }
+            ctx.event(p, false, "VersionCreated", "CreateVersion", format!("version {id} replays the inputs from offset zero into {}", vv.spec.output_topic)).await;
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Applies the version's Deployment unless it already is what we would apply.
+async fn scale(p: &Processor, ctx: &Context, vv: &ViewVersion, replicas: i32, kafka: &crate::api::KafkaClusterSpec, existing: Option<&Deployment>) -> Result<()> {
+    let mut d = resources::deployment(p, vv, replicas, kafka);
+    let hash = {
+        let bytes = serde_json::to_vec(&d.spec).unwrap_or_default();
+        Sha256::digest(&bytes).iter().take(8).map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    if existing.and_then(|e| e.annotations().get(SPEC_HASH)) == Some(&hash) {
+        return Ok(());
+    }
+    d.metadata.annotations = Some([(SPEC_HASH.to_string(), hash)].into());
+    Api::<Deployment>::namespaced(ctx.client.clone(), &vv.namespace().unwrap_or_default())
+        .patch(&vv.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&d))
+        .await?;
+    Ok(())
+}
+
+/// Records a version's phase with the timestamps of the transition.
+async fn set_phase(ctx: &Context, vv: &ViewVersion, phase: VersionPhase, message: Option<String>) -> Result<()> {
+    let st = vv.status.clone().unwrap_or_default();
+    let now = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()));
+    let entering = st.phase != Some(phase);
+    let mut started_at = st.started_at.clone();
+    let mut caught_up_at = st.caught_up_at.clone();
+    let mut promoted_at = st.promoted_at.clone();
+    let mut demoted_at = st.demoted_at.clone();
+    let mut finished_at = st.finished_at.clone();
+    match phase {
+        VersionPhase::Replaying => started_at = started_at.or(now.clone()),
+        VersionPhase::CaughtUp | VersionPhase::Verifying => caught_up_at = caught_up_at.or(now.clone()),
+        VersionPhase::Active if entering => {
+            started_at = started_at.or(now.clone());
+            promoted_at = now.clone();
+            if st.lag.is_some_and(|l| l == 0) || caught_up_at.is_some() {
+                caught_up_at = caught_up_at.or(now.clone());
+            }
+        }
+        VersionPhase::Standby if entering => demoted_at = now.clone(),
+        VersionPhase::Failed | VersionPhase::Retired if entering => finished_at = now.clone(),
+        _ => {}
+    }
+    apply_status_fields(&ctx.client, vv, MANAGER, json!({
+        "phase": phase,
+        "message": message,
+        "startedAt": started_at,
+        "caughtUpAt": caught_up_at,
+        "promotedAt": promoted_at,
+        "demotedAt": demoted_at,
+        "finishedAt": finished_at,
+    }))
+    .await
+}
+
+/// Retires a version in order: pods gone, consumer group deleted, view topic
+/// switched to Delete, then the ViewVersion (and with it the Deployment and
+/// the view Topic) deleted. Returns how long to wait when a step must settle.
+async fn retire(ctx: &Context, vv: &ViewVersion, w: &World) -> Result<Option<Duration>> {
+    let ns = vv.namespace().unwrap_or_default();
+    let id = &vv.spec.version;
+    if vv.status.as_ref().and_then(|s| s.phase) != Some(VersionPhase::Retired) {
+        set_phase(ctx, vv, VersionPhase::Retired, Some("beyond retainVersions or superseded".into())).await?;
+    }
+    if w.deployments.get(id).and_then(|d| d.spec.as_ref()?.replicas).unwrap_or(0) > 0 {
+        Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
+            .patch(&vv.name_any(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 0}})))
+            .await?;
+        return Ok(Some(Duration::from_secs(2)));
+    }
+    if w.pods.iter().any(|p| p.labels().get(labels::VERSION) == Some(id)) {
+        return Ok(Some(Duration::from_secs(2)));
+    }
+    if let Some(cluster) = ctx.clusters.get(&ns, &vv.spec.cluster_ref) {
+        let result = cluster.kafka.delete_groups(std::slice::from_ref(&vv.spec.consumer_group)).await?;
+        if let Some(Err(e)) = result.get(&vv.spec.consumer_group) {
+            info!(group = %vv.spec.consumer_group, error = %e, "consumer group not deleted yet");
+            return Ok(Some(Duration::from_secs(5)));
+        }
+    } else {
+        return Ok(Some(Duration::from_secs(10)));
+    }
+    let topics: Api<Topic> = Api::namespaced(ctx.client.clone(), &ns);
+    if topics.get_opt(&vv.name_any()).await?.is_some_and(|t| t.spec.deletion_policy != DeletionPolicy::Delete) {
+        topics
+            .patch(&vv.name_any(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"deletionPolicy": "Delete"}})))
+            .await?;
+    }
+    Api::<ViewVersion>::namespaced(ctx.client.clone(), &ns).delete(&vv.name_any(), &DeleteParams::background()).await?;
+    info!(version = %id, "retired version");
+    ctx.event(vv, false, "Retired", "Retire", format!("version {id} retired: view topic {} and consumer group {} deleted", vv.spec.output_topic, vv.spec.consumer_group)).await;
+    Ok(None)
+}
+
+/// What readers see follows the recorded active version: Service `P`,
+/// Service `P-preview` (the candidate), ConfigMap `P-view`.
+async fn publish(p: &Processor, ctx: &Context, active: &ViewVersion, candidate: Option<&str>, bootstrap: &str) -> Result<()> {
+    let ns = p.namespace().unwrap_or_default();
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    let names = naming::processor_names(&p.name_any());
+    if let Some(svc) = resources::service(p, &active.spec.version) {
+        apply_if_changed(&services, &names.service, &svc, |a, b| a.spec.as_ref().map(|s| (&s.selector, &s.ports)) == b.spec.as_ref().map(|s| (&s.selector, &s.ports))).await?;
+    }
+    match candidate.and_then(|c| resources::preview_service(p, c)) {
+        Some(svc) => {
+            apply_if_changed(&services, &names.preview_service, &svc, |a, b| a.spec.as_ref().map(|s| &s.selector) == b.spec.as_ref().map(|s| &s.selector)).await?
+        }
+        None => {
+            if services.get_opt(&names.preview_service).await?.is_some() {
+                services.delete(&names.preview_service, &DeleteParams::default()).await?;
+            }
+        }
+    }
+    let cm = resources::view_config_map(p, active, bootstrap);
+    let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    apply_if_changed(&maps, &names.config_map, &cm, |a, b| a.data == b.data).await
+}
+
+async fn apply_if_changed<K>(api: &Api<K>, name: &str, desired: &K, same: impl Fn(&K, &K) -> bool) -> Result<()>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    if api.get_opt(name).await?.is_some_and(|e| same(&e, desired)) {
+        return Ok(());
+    }
+    api.patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(desired)).await?;
+    Ok(())
 }

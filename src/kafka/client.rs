@@ -165,6 +165,69 @@ impl WireKafka {
         }
         out
     }
+
+    /// Partitions of these topics grouped by their leader (one Metadata).
+    async fn leaders(&self, topics: &[String]) -> Result<BTreeMap<i32, Vec<Tp>>> {
+        let meta = self.metadata(Some(topics)).await?;
+        let mut out: BTreeMap<i32, Vec<Tp>> = BTreeMap::new();
+        for t in &meta.topics {
+            let Some(name) = t.name.as_ref().map(|n| n.to_string()) else { continue };
+            for p in &t.partitions {
+                out.entry(p.leader_id.0).or_default().push((name.clone(), p.partition_index));
+            }
+        }
+        Ok(out)
+    }
+
+    /// One ListOffsets per leader: earliest (-2) or latest (-1) offsets.
+    async fn list_offsets(&self, by_leader: &BTreeMap<i32, Vec<Tp>>, earliest: bool) -> Result<BTreeMap<Tp, i64>> {
+        let timestamp = if earliest { -2 } else { -1 };
+        let mut out = BTreeMap::new();
+        for (leader, tps) in by_leader.iter().filter(|(_, tps)| !tps.is_empty()) {
+            let addr = self.broker_addr(BrokerId(*leader)).ok_or_else(|| KafkaError::Unreachable {
+                addr: format!("broker {leader}"),
+                reason: "a partition has no available leader".into(),
+            })?;
+            let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+            for (t, p) in tps {
+                topics.entry(t.as_str()).or_default().push(*p);
+            }
+            let resp = self
+                .call(&addr, ApiKey::ListOffsets, 1, 7, |_| {
+                    ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(
+                        topics
+                            .iter()
+                            .map(|(t, ps)| {
+                                ListOffsetsTopic::default().with_name(TopicName(s(t))).with_partitions(
+                                    ps.iter()
+                                        .map(|p| {
+                                            ListOffsetsPartition::default()
+                                                .with_partition_index(*p)
+                                                .with_current_leader_epoch(-1)
+                                                .with_timestamp(timestamp)
+                                        })
+                                        .collect(),
+                                )
+                            })
+                            .collect(),
+                    )
+                })
+                .await?;
+            for t in resp.topics {
+                for p in t.partitions {
+                    if let Some(e) = item_error(p.error_code, None) {
+                        return Err(KafkaError::Api {
+                            api: "ListOffsets",
+                            code: e.code,
+                            message: format!("{}/{}", t.name.as_str(), p.partition_index),
+                        });
+                    }
+                    out.insert((t.name.to_string(), p.partition_index), p.offset);
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl Kafka for WireKafka {
@@ -398,59 +461,28 @@ impl Kafka for WireKafka {
             let mut topics: Vec<String> = partitions.iter().map(|(t, _)| t.clone()).collect();
             topics.sort();
             topics.dedup();
-            let meta = self.metadata(Some(&topics)).await?;
-            // Partitions grouped by leader, then by topic.
-            let mut by_leader: BTreeMap<i32, BTreeMap<String, Vec<i32>>> = BTreeMap::new();
-            for t in &meta.topics {
-                let Some(name) = t.name.as_ref().map(|n| n.to_string()) else { continue };
-                for p in &t.partitions {
-                    if partitions.iter().any(|(tn, pi)| *tn == name && *pi == p.partition_index) {
-                        by_leader.entry(p.leader_id.0).or_default().entry(name.clone()).or_default().push(p.partition_index);
-                    }
-                }
+            let leaders = self.leaders(&topics).await?;
+            let wanted: BTreeMap<i32, Vec<Tp>> = leaders
+                .into_iter()
+                .map(|(leader, tps)| (leader, tps.into_iter().filter(|tp| partitions.contains(tp)).collect()))
+                .collect();
+            self.list_offsets(&wanted, earliest).await
+        }
+        .boxed()
+    }
+
+    fn log_offsets<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<BTreeMap<Tp, (i64, i64)>>> {
+        async move {
+            if topics.is_empty() {
+                return Ok(BTreeMap::new());
             }
-            let timestamp = if earliest { -2 } else { -1 };
-            let mut out = BTreeMap::new();
-            for (leader, topics) in by_leader {
-                let addr = self.broker_addr(BrokerId(leader)).ok_or_else(|| KafkaError::Unreachable {
-                    addr: format!("broker {leader}"),
-                    reason: "a partition has no available leader".into(),
-                })?;
-                let resp = self
-                    .call(&addr, ApiKey::ListOffsets, 1, 7, |_| {
-                        ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(
-                            topics
-                                .iter()
-                                .map(|(t, ps)| {
-                                    ListOffsetsTopic::default().with_name(TopicName(s(t))).with_partitions(
-                                        ps.iter()
-                                            .map(|p| {
-                                                ListOffsetsPartition::default()
-                                                    .with_partition_index(*p)
-                                                    .with_current_leader_epoch(-1)
-                                                    .with_timestamp(timestamp)
-                                            })
-                                            .collect(),
-                                    )
-                                })
-                                .collect(),
-                        )
-                    })
-                    .await?;
-                for t in resp.topics {
-                    for p in t.partitions {
-                        if let Some(e) = item_error(p.error_code, None) {
-                            return Err(KafkaError::Api {
-                                api: "ListOffsets",
-                                code: e.code,
-                                message: format!("{}/{}", t.name.as_str(), p.partition_index),
-                            });
-                        }
-                        out.insert((t.name.to_string(), p.partition_index), p.offset);
-                    }
-                }
-            }
-            Ok(out)
+            let leaders = self.leaders(topics).await?;
+            let starts = self.list_offsets(&leaders, true).await?;
+            let ends = self.list_offsets(&leaders, false).await?;
+            Ok(ends.into_iter().map(|(tp, end)| {
+                let start = starts.get(&tp).copied().unwrap_or(0);
+                (tp, (start, end))
+            }).collect())
         }
         .boxed()
     }

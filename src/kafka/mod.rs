@@ -161,6 +161,9 @@ pub trait Kafka: Send + Sync + 'static {
     /// First (`earliest`) or next (latest) offsets of partitions (one
     /// ListOffsets per partition leader).
     fn offsets<'a>(&'a self, partitions: &'a [Tp], earliest: bool) -> BoxFuture<'a, Result<BTreeMap<Tp, i64>>>;
+    /// First and next offsets of every partition of these topics (one
+    /// Metadata, then two ListOffsets per partition leader).
+    fn log_offsets<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<BTreeMap<Tp, (i64, i64)>>>;
     /// Committed offsets of consumer groups (one FindCoordinator, then one
     /// OffsetFetch per coordinator). Groups without commits map to empty.
     fn committed<'a>(&'a self, groups: &'a [String]) -> BoxFuture<'a, Result<BTreeMap<String, BTreeMap<Tp, i64>>>>;
