@@ -20,7 +20,11 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tracing::{info, instrument};
 
-use super::{Context, Settings, apply_status, apply_status_fields, measured, view_version::inputs_problem, watched_api};
+use super::{
+    Context, Settings, apply_status, apply_status_fields, measured,
+    view_version::{input_topics, inputs_problem},
+    watched_api,
+};
 use crate::{
     Result,
     api::{
@@ -103,16 +107,19 @@ struct World {
 
 async fn observe(p: &Processor, ctx: &Context) -> Result<World> {
     let ns = p.namespace().unwrap_or_default();
-    let versions: Vec<Arc<ViewVersion>> = ctx
-        .stores
-        .versions
-        .state()
+    // Read from the API server, not a cache: the event that woke this
+    // reconcile may be ahead of the ViewVersion controller's cache.
+    let lp = ListParams::default().labels(&format!("{}={}", labels::PROCESSOR, naming::label_value(&p.name_any())));
+    let versions: Vec<Arc<ViewVersion>> = Api::<ViewVersion>::namespaced(ctx.client.clone(), &ns)
+        .list(&lp)
+        .await?
+        .items
         .into_iter()
-        .filter(|v| v.namespace().as_deref() == Some(ns.as_str()) && v.spec.processor == p.name_any())
+        .filter(|v| v.spec.processor == p.name_any())
         .filter(|v| v.owner_references().iter().any(|o| Some(&o.uid) == p.metadata.uid.as_ref()))
         .filter(|v| v.metadata.deletion_timestamp.is_none())
+        .map(Arc::new)
         .collect();
-    let lp = ListParams::default().labels(&format!("{}={}", labels::PROCESSOR, naming::label_value(&p.name_any())));
     let by_version = |l: &BTreeMap<String, String>| l.get(labels::VERSION).cloned().unwrap_or_default();
     let deployments = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
         .list(&lp)
@@ -204,14 +211,13 @@ fn observe_version(vv: &ViewVersion, w: &World) -> rollout::Version {
 
 /// Inputs as the planner needs them: waiting, or ready with the partitions
 /// that lost history (compacted topics are fine: compaction keeps every key).
-fn inputs(p: &Processor, ctx: &Context) -> Inputs {
+fn inputs(p: &Processor, topics: &[(String, Option<Topic>)]) -> Inputs {
     let ns = p.namespace().unwrap_or_default();
-    if let Some((_, message)) = inputs_problem(ctx, &ns, &p.spec.inputs, &format!("Processor {}", p.name_any())) {
+    if let Some((_, message)) = inputs_problem(&ns, topics, &format!("Processor {}", p.name_any())) {
         return Inputs::Waiting(message);
     }
     let mut truncated = Vec::new();
-    for name in &p.spec.inputs {
-        let Some(t) = ctx.stores.topics.get(&ObjectRef::new(name).within(&ns)) else { continue };
+    for t in topics.iter().filter_map(|(_, t)| t.as_ref()) {
         let st = t.status.clone().unwrap_or_default();
         let compacted = st.config.get("cleanup.policy").or(t.spec.config.get("cleanup.policy")).is_some_and(|c| c.contains("compact"));
         if !compacted {
@@ -235,6 +241,7 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
     };
     let desired = naming::version_id(&p.spec);
     let world = observe(&p, &ctx).await?;
+    let input_topics = input_topics(&ctx, &ns, &p.spec.inputs).await?;
     let obs = Observation {
         now: Timestamp::now(),
         desired: desired.clone(),
@@ -242,7 +249,7 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
         policy: p.spec.rollout.clone(),
         active: p.status.as_ref().and_then(|s| s.active_version.clone()),
         versions: world.versions.iter().map(|v| observe_version(v, &world)).collect(),
-        inputs: inputs(&p, &ctx),
+        inputs: inputs(&p, &input_topics),
     };
     let plan = rollout::plan(&obs);
     let status = processor_status(&p, &plan, &world, &desired);
@@ -252,7 +259,7 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
     let mut wait = None;
     for action in &plan.actions {
         match action {
-            Action::CreateVersion(id) => create_version(&p, &ctx, id).await?,
+            Action::CreateVersion(id) => create_version(&p, &ctx, id, &input_topics).await?,
             Action::Scale { version, replicas } => {
                 if let Some(vv) = find(version) {
                     scale(&p, &ctx, &vv, *replicas, &kc.spec, world.deployments.get(version)).await?;
@@ -348,15 +355,10 @@ fn processor_status(p: &Processor, plan: &rollout::Plan, w: &World, desired: &st
     }
 }
 
-async fn create_version(p: &Processor, ctx: &Context, id: &str) -> Result<()> {
+async fn create_version(p: &Processor, ctx: &Context, id: &str, inputs: &[(String, Option<Topic>)]) -> Result<()> {
     let ns = p.namespace().unwrap_or_default();
     let names = naming::version_names(&ns, &p.name_any(), id);
-    let input_topics = p
-        .spec
-        .inputs
-        .iter()
-        .map(|i| ctx.stores.topics.get(&ObjectRef::new(i).within(&ns)).map_or_else(|| i.clone(), |t| t.kafka_name()))
-        .collect();
+    let input_topics = inputs.iter().map(|(name, t)| t.as_ref().map_or_else(|| name.clone(), |t| t.kafka_name())).collect();
     let mut vv = ViewVersion::new(
         &names.object,
         ViewVersionSpec {

@@ -63,10 +63,21 @@ pub fn run(
         .map(|_| ())
 }
 
-/// Why the inputs are not usable yet, naming the Topic; None when all are Ready.
-pub fn inputs_problem(ctx: &Context, ns: &str, inputs: &[String], reader: &str) -> Option<(&'static str, String)> {
+/// The input Topics, read from the API server rather than a cache: the
+/// watch that woke this reconcile may be ahead of another controller's cache.
+pub async fn input_topics(ctx: &Context, ns: &str, inputs: &[String]) -> Result<Vec<(String, Option<Topic>)>> {
+    let api: Api<Topic> = Api::namespaced(ctx.client.clone(), ns);
+    let mut out = Vec::with_capacity(inputs.len());
     for name in inputs {
-        match ctx.stores.topics.get(&ObjectRef::new(name).within(ns)) {
+        out.push((name.clone(), api.get_opt(name).await?));
+    }
+    Ok(out)
+}
+
+/// Why the inputs are not usable yet, naming the Topic; None when all are Ready.
+pub fn inputs_problem(ns: &str, topics: &[(String, Option<Topic>)], reader: &str) -> Option<(&'static str, String)> {
+    for (name, topic) in topics {
+        match topic {
             None => return Some(("InputMissing", format!("Topic {name} (an input of {reader}) does not exist in namespace {ns}"))),
             Some(t) => {
                 let ready = t.status.as_ref().and_then(|s| conditions::find(&s.conditions, types::READY).cloned());
@@ -86,12 +97,13 @@ async fn reconcile(vv: Arc<ViewVersion>, ctx: Arc<Context>) -> Result<Action> {
     measured(&ctx, KIND, super::key(vv.as_ref()), async {
         let ns = vv.namespace().unwrap_or_default();
         let reader = format!("ViewVersion {}", vv.name_any());
-        let ready = match inputs_problem(&ctx, &ns, &vv.spec.inputs, &reader) {
+        let inputs = input_topics(&ctx, &ns, &vv.spec.inputs).await?;
+        let ready = match inputs_problem(&ns, &inputs, &reader) {
             // Nothing is created until the inputs are there.
             Some((reason, message)) => Cond::new(types::READY, false, reason, message),
             None => {
                 let topics: Api<Topic> = Api::namespaced(ctx.client.clone(), &ns);
-                let existing = ctx.stores.topics.get(&ObjectRef::new(&vv.name_any()).within(&ns));
+                let existing = topics.get_opt(&vv.name_any()).await?;
                 // Retiring switches the policy to Delete; never switch it back.
                 let policy = existing.as_ref().map_or(DeletionPolicy::Retain, |t| t.spec.deletion_policy);
                 let desired = resources::view_topic(&vv, policy);

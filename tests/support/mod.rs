@@ -366,6 +366,30 @@ where
     ns.api::<K>().patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&value)).await
 }
 
+/// The reference processor binary (built by `hack/test.sh` through
+/// `hack/images.sh`), for its `produce` and `check` subcommands.
+pub fn processor_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("KAPPA_PROCESSOR_BIN") {
+        return PathBuf::from(p);
+    }
+    // Integration tests run from target/<profile>/deps.
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let bin = exe.parent().and_then(|d| d.parent()).map(|d| d.join("kappa-processor")).expect("target folder");
+    assert!(bin.exists(), "{} is missing: build it with hack/images.sh (hack/test.sh does)", bin.display());
+    bin
+}
+
+/// Runs the reference processor's `produce` or `check`; Ok(stdout) on exit 0.
+pub fn processor(args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new(processor_bin())
+        .args(args)
+        .env("KAPPA_BOOTSTRAP_SERVERS", required("KAPPA_KAFKA_BOOTSTRAP"))
+        .output()
+        .expect("running kappa-processor");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if out.status.success() { Ok(text) } else { Err(text) }
+}
+
 /// The path of a lab tool (kubectl, helm), from the lab's PATH.
 pub fn lab_bin(name: &str) -> String {
     std::env::var("KAPPA_LAB_HOME")

@@ -77,6 +77,9 @@ pub fn run(c: &Contract, logic: Logic, field: &str, state: State, stats: Arc<Sta
         .set("auto.offset.reset", &c.start_from)
         .set("enable.partition.eof", "false")
         .set("fetch.max.bytes", "52428800")
+        // A replica that dies hard hands its partitions over in 10 s, not 45.
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "2000")
         .set("queued.max.messages.kbytes", "262144")
         .create_with_context(Rebalances(AtomicBool::new(true)))
         .map_err(|e| e.to_string())?;
