@@ -3,11 +3,15 @@
 # object with the figures.
 #
 #   hack/bench.sh topics N      N Topics to Ready: time, rate, operator peak RSS, idle writes, Kafka requests per resync
+#   hack/bench.sh replay N      N events replayed by the reference processor vs a raw consumer; lag poll cost
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 hack/lab.sh up >&2
 eval "$(hack/lab.sh env)"
-cargo build -q --release -p kappa-operator -p kappa-bench >&2
-export KAPPA_BENCH_OPERATOR="$PWD/target/release/kappa-operator"
-exec target/release/kappa-bench "$@"
+cargo build -q --release -p kappa-operator -p kappa-bench -p kappa-processor >&2
+target=$(cargo metadata -q --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+export KAPPA_BENCH_OPERATOR="$target/release/kappa-operator"
+export KAPPA_BENCH_PROCESSOR="$target/release/kappa-processor"
+hack/lab.sh image "ghcr.io/kappa-dev/kappa-processor:bench=$KAPPA_BENCH_PROCESSOR" >&2
+exec "$target/release/kappa-bench" "$@"

@@ -7,7 +7,31 @@
 //! offset not yet committed) is not counted twice: the view stays exact with
 //! at-least-once delivery.
 
-use std::collections::BTreeMap;
+use std::{
+    borrow::Cow,
+    collections::BTreeMap,
+    hash::{BuildHasherDefault, Hasher},
+    sync::Arc,
+};
+
+/// FNV-1a: keys are short and not attacker-chosen in a view's own state.
+#[derive(Default)]
+pub struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf29ce484222325 } else { self.0 };
+        for b in bytes {
+            h = (h ^ *b as u64).wrapping_mul(0x100000001b3);
+        }
+        self.0 = h;
+    }
+}
+
+pub type FastMap<V> = std::collections::HashMap<String, V, BuildHasherDefault<Fnv>>;
 
 use serde_json::{Value, json};
 
@@ -36,8 +60,12 @@ pub struct Agg {
     pub count: u64,
     pub sum: i64,
     pub max: Option<i64>,
-    /// `topic/partition` -> last offset applied.
-    pub seen: BTreeMap<String, i64>,
+    /// `topic/partition` -> last offset applied. A key usually comes from
+    /// one partition per topic, so a short list beats a map; sources are
+    /// shared strings, compared by pointer first.
+    pub seen: Vec<(Arc<str>, i64)>,
+    /// Changed since last written to the view (not part of the view).
+    pub dirty: bool,
 }
 
 /// Why an event was not counted. Never carries the event's content.
@@ -48,12 +76,30 @@ pub enum Reject {
     NoNumber,
 }
 
-/// Parses one event: (key, value of the numeric field).
-pub fn parse(record_key: Option<&[u8]>, payload: Option<&[u8]>, field: &str) -> Result<(String, i64), Reject> {
-    let v: Value = serde_json::from_slice(payload.unwrap_or_default()).map_err(|_| Reject::NotJson)?;
-    let key = match record_key.and_then(|k| std::str::from_utf8(k).ok()) {
-        Some(k) if !k.is_empty() => k.to_string(),
-        _ => v.get("key").and_then(Value::as_str).ok_or(Reject::NoKey)?.to_string(),
+/// The common shape, parsed without building a map: `{"key": .., "amount": ..}`.
+#[derive(serde::Deserialize)]
+struct Amount<'a> {
+    #[serde(borrow)]
+    key: Option<&'a str>,
+    amount: Option<i64>,
+}
+
+/// Parses one event: (key, value of the numeric field). The key borrows
+/// from the record when it can: no allocation on the hot path.
+pub fn parse<'a>(record_key: Option<&'a [u8]>, payload: Option<&'a [u8]>, field: &str) -> Result<(Cow<'a, str>, i64), Reject> {
+    let payload = payload.unwrap_or_default();
+    let record_key = record_key.and_then(|k| std::str::from_utf8(k).ok()).filter(|k| !k.is_empty());
+    if field == "amount"
+        && let Ok(Amount { key, amount: Some(n) }) = serde_json::from_slice::<Amount>(payload)
+        && let Some(k) = record_key.or(key)
+    {
+        return Ok((Cow::Borrowed(k), n));
+    }
+    // Anything else, and telling why an event is rejected.
+    let v: Value = serde_json::from_slice(payload).map_err(|_| Reject::NotJson)?;
+    let key = match record_key {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(v.get("key").and_then(Value::as_str).ok_or(Reject::NoKey)?.to_string()),
     };
     let n = v.get(field).and_then(Value::as_i64).ok_or(Reject::NoNumber)?;
     Ok((key, n))
@@ -62,13 +108,14 @@ pub fn parse(record_key: Option<&[u8]>, payload: Option<&[u8]>, field: &str) -> 
 impl Agg {
     /// Applies one event at `offset` of `source` (`topic/partition`); false
     /// if that offset was already applied.
-    pub fn apply(&mut self, logic: Logic, n: i64, source: &str, offset: i64) -> bool {
-        match self.seen.get_mut(source) {
-            Some(last) if *last >= offset => return false,
-            Some(last) => *last = offset,
-            None => {
-                self.seen.insert(source.to_string(), offset);
+    pub fn apply(&mut self, logic: Logic, n: i64, source: &Arc<str>, offset: i64) -> bool {
+        match self.seen.iter_mut().find(|(s, _)| Arc::ptr_eq(s, source) || **s == **source) {
+            Some((_, last)) if *last >= offset => return false,
+            Some((s, last)) => {
+                *s = source.clone();
+                *last = offset;
             }
+            None => self.seen.push((source.clone(), offset)),
         }
         self.count += 1;
         match logic {
@@ -81,7 +128,8 @@ impl Agg {
 
     /// The view record for this key.
     pub fn to_json(&self, logic: Logic, version: &str) -> Value {
-        let mut v = json!({"count": self.count, "logic": logic.name(), "version": version, "seen": self.seen});
+        let seen: BTreeMap<&str, i64> = self.seen.iter().map(|(s, o)| (&**s, *o)).collect();
+        let mut v = json!({"count": self.count, "logic": logic.name(), "version": version, "seen": seen});
         match logic {
             Logic::Sum => v["sum"] = json!(self.sum),
             Logic::Count => {}
@@ -98,8 +146,9 @@ impl Agg {
             seen: v
                 .get("seen")
                 .and_then(Value::as_object)
-                .map(|m| m.iter().filter_map(|(k, o)| Some((k.clone(), o.as_i64()?))).collect())
+                .map(|m| m.iter().filter_map(|(k, o)| Some((Arc::from(k.as_str()), o.as_i64()?))).collect())
                 .unwrap_or_default(),
+            dirty: false,
         }
     }
 
@@ -144,6 +193,7 @@ mod tests {
     fn parses_keys_from_the_record_or_the_event() {
         assert_eq!(parse(Some(b"a"), Some(br#"{"amount": 5}"#), "amount"), Ok(("a".into(), 5)));
         assert_eq!(parse(None, Some(br#"{"key":"b","amount": 7}"#), "amount"), Ok(("b".into(), 7)));
+        assert_eq!(parse(None, Some(br#"{"key":"c","n": 2}"#), "n"), Ok(("c".into(), 2)));
         assert_eq!(parse(None, Some(b"{oops"), "amount"), Err(Reject::NotJson));
         assert_eq!(parse(Some(b"a"), Some(br#"{"amount": "x"}"#), "amount"), Err(Reject::NoNumber));
         assert_eq!(parse(None, Some(br#"{"amount": 1}"#), "amount"), Err(Reject::NoKey));
@@ -152,17 +202,19 @@ mod tests {
     #[test]
     fn a_replayed_offset_is_not_counted_twice() {
         let mut a = Agg::default();
-        assert!(a.apply(Logic::Sum, 5, "t/0", 10));
-        assert!(!a.apply(Logic::Sum, 5, "t/0", 10));
-        assert!(a.apply(Logic::Sum, 1, "t/1", 3));
+        let (t0, t1): (Arc<str>, Arc<str>) = ("t/0".into(), "t/1".into());
+        assert!(a.apply(Logic::Sum, 5, &t0, 10));
+        assert!(!a.apply(Logic::Sum, 5, &"t/0".into(), 10), "an equal string from elsewhere is the same source");
+        assert!(a.apply(Logic::Sum, 1, &t1, 3));
         assert_eq!(a.result(Logic::Sum), (2, Some(6)));
     }
 
     #[test]
     fn the_view_record_round_trips() {
         let mut a = Agg::default();
-        a.apply(Logic::Max, 4, "t/0", 1);
-        a.apply(Logic::Max, 9, "t/0", 2);
+        let t0: Arc<str> = "t/0".into();
+        a.apply(Logic::Max, 4, &t0, 1);
+        a.apply(Logic::Max, 9, &t0, 2);
         let back = Agg::from_json(&a.to_json(Logic::Max, "v1"));
         assert_eq!(back.result(Logic::Max), (2, Some(9)));
         assert_eq!(back.seen, a.seen);
@@ -171,7 +223,8 @@ mod tests {
     #[test]
     fn logics_give_different_views() {
         let mut a = Agg::default();
-        a.apply(Logic::Sum, 4, "t/0", 1);
+        a.apply(Logic::Sum, 4, &"t/0".into(), 1);
         assert_ne!(a.to_json(Logic::Sum, "v"), a.to_json(Logic::Count, "v"));
     }
 }
+

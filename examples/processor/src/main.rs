@@ -146,7 +146,8 @@ fn check(bootstrap: &str, inputs: &[String], view: &str, logic: Logic, field: &s
     let mut rejected = 0u64;
     let read = kafka::read_all(bootstrap, inputs, |topic, partition, offset, key, payload| match logic::parse(key, payload, field) {
         Ok((k, n)) => {
-            expected.entry(k).or_default().apply(logic, n, &format!("{topic}/{partition}"), offset);
+            let source: std::sync::Arc<str> = format!("{topic}/{partition}").into();
+            expected.entry(k.into_owned()).or_default().apply(logic, n, &source, offset);
         }
         Err(_) => rejected += 1,
     })?;

@@ -2,6 +2,7 @@
 //! stdout is one JSON object with the figures. Run through `hack/bench.sh`.
 
 mod common;
+mod replay;
 mod topics;
 
 use clap::{Parser, Subcommand};
@@ -12,6 +13,10 @@ struct Cli {
     /// The operator binary to run (a release build).
     #[arg(long, env = "KAPPA_BENCH_OPERATOR")]
     operator: std::path::PathBuf,
+    /// The reference processor binary (a release build; also mapped to image
+    /// ghcr.io/kappa-dev/kappa-processor:bench in the lab).
+    #[arg(long, env = "KAPPA_BENCH_PROCESSOR")]
+    processor: std::path::PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,6 +31,10 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         idle_seconds: u64,
     },
+    /// Produce N events; the reference processor's replay rate through the
+    /// operator against a raw consumer's; the cost of one lag poll over
+    /// 1,000 partitions.
+    Replay { count: u64 },
 }
 
 #[tokio::main]
@@ -33,6 +42,7 @@ async fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Topics { count, idle_seconds } => topics::run(&cli.operator, count, idle_seconds).await,
+        Command::Replay { count } => replay::run(&cli.operator, &cli.processor, count).await,
     };
     match result {
         Ok(figures) => println!("{figures}"),

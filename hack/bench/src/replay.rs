@@ -1,0 +1,211 @@
+//! `replay N`: the reference processor replaying N events from offset zero
+//! through the operator, against a raw consumer reading the same topic; and
+//! the cost of one lag poll over 1,000 partitions.
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use kappa_operator::{
+    api::{KafkaCluster, Processor, Topic},
+    kafka::{Kafka, NewTopic, Settings, client::WireKafka},
+};
+use kube::{Api, api::PostParams};
+use rdkafka::{
+    ClientConfig, Message,
+    consumer::{BaseConsumer, Consumer},
+};
+use serde_json::json;
+
+use crate::common::{self, Operator, progress};
+
+const PARTITIONS: i32 = 3;
+
+pub async fn run(operator: &Path, processor: &Path, count: u64) -> anyhow::Result<serde_json::Value> {
+    let bootstrap = common::env("KAPPA_KAFKA_BOOTSTRAP")?;
+    let client = common::client().await?;
+    common::install_crds(&client).await?;
+    let ns = common::create_namespace(&client, "bench-replay").await?;
+    let input = format!("{ns}-events");
+    let kafka = WireKafka::new(Settings { bootstrap: vec![bootstrap.clone()], ..Default::default() });
+
+    Api::<KafkaCluster>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "default"}, "spec": {"bootstrapServers": bootstrap}}))?)
+        .await?;
+    Api::<Topic>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "events"}, "spec": {"topicName": input, "partitions": PARTITIONS, "deletionPolicy": "Delete"}}))?,
+        )
+        .await?;
+    let op = Operator::start(operator, &ns, &["--lag-poll-seconds", "1"])?;
+    common::wait_until("the input topic to exist", Duration::from_secs(60), || async {
+        Ok(!kafka.topics(std::slice::from_ref(&input)).await?.is_empty())
+    })
+    .await?;
+
+    progress(format!("producing {count} events to {input}"));
+    let out = std::process::Command::new(processor)
+        .args(["produce", "--bootstrap", &bootstrap, "--topic", &input, "--count", &count.to_string(), "--keys", "10000"])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "produce failed: {}", String::from_utf8_lossy(&out.stderr));
+
+    // The raw rate on this shared machine is noisy: the median of three reads.
+    let mut raws = Vec::new();
+    for i in 1..=3 {
+        let (bootstrap, input) = (bootstrap.clone(), input.clone());
+        let r = tokio::task::spawn_blocking(move || raw_read(&bootstrap, &input, count)).await??;
+        progress(format!("raw consumer, read {i} of 3: {r:.0} records/s"));
+        raws.push(r);
+    }
+    raws.sort_by(f64::total_cmp);
+    let raw = raws[1];
+
+    progress("processor: replaying from offset zero through the operator");
+    let created = Instant::now();
+    Api::<Processor>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "replay"}, "spec": {
+                "inputs": ["events"], "replicas": 1,
+                "template": {"image": "ghcr.io/kappa-dev/kappa-processor:bench", "args": ["run", "--logic", "sum"]},
+                "view": {"partitions": PARTITIONS}
+            }}))?,
+        )
+        .await?;
+    // The processor's own record counter, read every 20 ms from its pod:
+    // the same first-record-to-last-record measure as the raw consumer's.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+    let started = Instant::now();
+    let pod_ip = loop {
+        let list = pods.list(&kube::api::ListParams::default().labels("kappa.dev/processor=replay")).await?;
+        let ip = list.items.iter().find_map(|p| {
+            let st = p.status.as_ref()?;
+            (st.phase.as_deref() == Some("Running")).then(|| st.pod_ip.clone()).flatten()
+        });
+        if let Some(ip) = ip {
+            break ip;
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(120), "no processor pod running after 120 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let metrics_addr = format!("{pod_ip}:8080");
+    let (mut first, mut last) = (None::<Instant>, None::<Instant>);
+    let mut report = Instant::now();
+    while last.is_none() {
+        let records = match common::http_get(&metrics_addr, "/metrics").await {
+            Ok(text) => common::sum_metric(&text, "kappa_processor_records_total", |_| true) as u64,
+            Err(_) => 0,
+        };
+        if records > 0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        if records >= count {
+            last = Some(Instant::now());
+        }
+        if report.elapsed() > Duration::from_secs(2) {
+            progress(format!("{records} of {count} processed"));
+            report = Instant::now();
+        }
+        anyhow::ensure!(created.elapsed() < Duration::from_secs(900), "the replay did not finish in 15 minutes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = last.unwrap().duration_since(first.context("no record processed")?).as_secs_f64().max(0.001);
+    let processor_rate = count as f64 / elapsed;
+    let processors: Api<Processor> = Api::namespaced(client.clone(), &ns);
+    common::wait_until("the view to be complete (lag 0)", Duration::from_secs(120), || async {
+        Ok(processors.get("replay").await?.status.and_then(|s| s.lag) == Some(0))
+    })
+    .await?;
+    let end_to_end = created.elapsed().as_secs_f64();
+    progress(format!("processor: {processor_rate:.0} records/s; {end_to_end:.1} s from Processor created to lag 0"));
+
+    let (lag_requests, lag_ms) = lag_poll(&kafka, &ns).await?;
+    progress(format!("one lag poll over 1000 partitions: {lag_requests} requests, {lag_ms:.1} ms"));
+
+    progress("cleaning up");
+    common::delete_namespace(&client, &ns, Duration::from_secs(120)).await?;
+    drop(op);
+    Ok(json!({
+        "records": count,
+        "processor_records_per_second": processor_rate.round(),
+        "raw_records_per_second": raw.round(),
+        "ratio_vs_raw": ((processor_rate / raw) * 100.0).round() / 100.0,
+        "end_to_end_seconds": (end_to_end * 10.0).round() / 10.0,
+        "lag_poll_requests": lag_requests,
+        "lag_poll_ms": (lag_ms * 10.0).round() / 10.0,
+    }))
+}
+
+/// Reads `count` records from the beginning as fast as librdkafka allows;
+/// records per second from the first record to the last.
+fn raw_read(bootstrap: &str, topic: &str, count: u64) -> anyhow::Result<f64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("bench-raw-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .set("queued.max.messages.kbytes", "262144")
+        .set("queued.min.messages", "500000")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let mut read = 0u64;
+    let mut bytes = 0usize;
+    let mut start = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while read < count {
+        anyhow::ensure!(Instant::now() < deadline, "raw read did not finish");
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m?;
+            start.get_or_insert_with(Instant::now);
+            bytes += m.payload().map_or(0, |p| p.len());
+            read += 1;
+        }
+    }
+    let secs = start.map_or(1.0, |s| s.elapsed().as_secs_f64().max(0.001));
+    let _ = bytes;
+    Ok(count as f64 / secs)
+}
+
+/// One lag poll as the operator does it, over a topic of 1,000 partitions
+/// and a group that has committed on all of them.
+async fn lag_poll(kafka: &WireKafka, ns: &str) -> anyhow::Result<(u64, f64)> {
+    let topic = format!("{ns}-wide");
+    kafka
+        .create_topics(&[NewTopic { name: topic.clone(), partitions: 1000, replication_factor: 1, config: Default::default() }])
+        .await?;
+    let group = format!("{ns}-wide-group");
+    {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", common::env("KAPPA_KAFKA_BOOTSTRAP")?)
+            .set("group.id", &group)
+            .create()?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..1000 {
+            tpl.add_partition_offset(&topic, p, rdkafka::Offset::Offset(0))?;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync)?;
+    }
+    // Wait for all leaders, and warm the connection as the operator's
+    // long-lived client is.
+    common::wait_until("leaders for 1000 partitions", Duration::from_secs(60), || async {
+        Ok(kafka.log_offsets(std::slice::from_ref(&topic)).await.is_ok_and(|o| o.len() == 1000))
+    })
+    .await?;
+    let before = kafka.requests_sent();
+    let start = Instant::now();
+    let offsets = kafka.log_offsets(std::slice::from_ref(&topic)).await?;
+    let committed = kafka.committed(std::slice::from_ref(&group)).await?;
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    let f = kappa_operator::kafka::lag::figures(std::slice::from_ref(&topic), &offsets, &committed[&group]);
+    anyhow::ensure!(offsets.len() == 1000, "expected 1000 partitions, got {}", offsets.len());
+    anyhow::ensure!(f.lag == 0, "unexpected lag {}", f.lag);
+    let requests = kafka.requests_sent() - before;
+    kafka.delete_groups(&[group]).await?;
+    kafka.delete_topics(&[topic]).await?;
+    Ok((requests, ms))
+}
