@@ -6,74 +6,20 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
-use kappa_operator::api::{KafkaCluster, Processor, Topic, ViewVersion};
+use kappa_operator::api::{Processor, Topic, ViewVersion};
 use kube::{ResourceExt, api::ListParams};
 use serde_json::json;
-use support::{Env, Operator, TestNs, create, patch, processor, unique, wait_for};
+use support::{
+    create, patch,
+    pipeline::{caught_up, check, http_get, pipeline, processor_json, processor_state},
+    processor, unique, wait_for,
+};
 
 const WAIT: Duration = Duration::from_secs(120);
 
-/// Dropped in field order: the namespace goes while the operator still runs
-/// to release its finalizers.
-struct Pipeline {
-    ns: TestNs,
-    _op: Operator,
-    input: String,
-}
-
-/// A namespace with the lab's KafkaCluster, an input Topic (a unique Kafka
-/// name) and an operator; the Processor is left to each test.
-async fn pipeline(prefix: &str) -> Pipeline {
-    let env = Env::get().await;
-    support::install_crds(&env.client).await;
-    let ns = TestNs::new(&env, prefix).await;
-    let input = unique(&format!("e2e-{prefix}-orders"));
-    create::<KafkaCluster>(&ns, json!({"metadata": {"name": "default"}, "spec": {"bootstrapServers": env.kafka_bootstrap}})).await;
-    create::<Topic>(&ns, json!({"metadata": {"name": "orders"}, "spec": {"topicName": input, "partitions": 3, "deletionPolicy": "Delete"}})).await;
-    let op = Operator::start(&ns.name, &["--lag-poll-seconds", "1"]);
-    Pipeline { ns, _op: op, input }
-}
-
-fn processor_json(logic: &str, replicas: i32) -> serde_json::Value {
-    json!({"metadata": {"name": "totals"}, "spec": {
-        "inputs": ["orders"],
-        "replicas": replicas,
-        "template": {"image": "ghcr.io/kappa-dev/kappa-processor:0.1.0", "args": ["run", "--logic", logic]},
-        "view": {"partitions": 3},
-        "rollout": {"stableForSeconds": 2, "scaleDownDelaySeconds": 5},
-        "serving": {"port": 8080}
-    }})
-}
-
-async fn processor_state(ns: &TestNs) -> Result<Processor, String> {
-    ns.api::<Processor>().get("totals").await.map_err(|e| e.to_string())
-}
-
-/// Waits until the active version has consumed everything: lag 0, progress 1.
-async fn caught_up(ns: &TestNs) -> (Processor, ViewVersion) {
-    wait_for("the active version to catch up (lag 0, progress 1.0, Ready)", WAIT, || async {
-        let p = processor_state(ns).await?;
-        let st = p.status.clone().unwrap_or_default();
-        let active = st.active_version.clone().ok_or("no active version yet")?;
-        let vv = ns.api::<ViewVersion>().get(&format!("totals-{active}")).await.map_err(|e| e.to_string())?;
-        let vs = vv.status.clone().unwrap_or_default();
-        let ready = st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
-        if st.lag == Some(0) && vs.lag == Some(0) && vs.progress == Some(1.0) && ready {
-            Ok((p, vv))
-        } else {
-            Err(format!("phase {:?} lag {:?} progress {:?} ready {ready}", st.phase, vs.lag, vs.progress))
-        }
-    })
-    .await
-}
-
-fn check(input: &str, vv: &ViewVersion, logic: &str) -> Result<String, String> {
-    processor(&["check", "--input", input, "--view", &vv.spec.output_topic, "--logic", logic])
-}
-
 #[tokio::test]
 async fn one_version_converges_to_exact_aggregates_and_stays_exact() {
-    let s = pipeline("proc").await;
+    let s = pipeline("proc", &[]).await;
     create::<Processor>(&s.ns, processor_json("sum", 1)).await;
     processor(&["produce", "--topic", &s.input, "--count", "100000", "--seed", "7", "--keys", "500"]).unwrap();
     let (p, vv) = caught_up(&s.ns).await;
@@ -106,7 +52,7 @@ async fn one_version_converges_to_exact_aggregates_and_stays_exact() {
 
 #[tokio::test]
 async fn replicas_change_in_place_and_a_killed_pod_resumes_exactly() {
-    let s = pipeline("scale").await;
+    let s = pipeline("scale", &[]).await;
     create::<Processor>(&s.ns, processor_json("sum", 1)).await;
     processor(&["produce", "--topic", &s.input, "--count", "20000", "--seed", "1"]).unwrap();
     let (_, vv) = caught_up(&s.ns).await;
@@ -150,7 +96,7 @@ async fn replicas_change_in_place_and_a_killed_pod_resumes_exactly() {
 
 #[tokio::test]
 async fn invalid_events_are_counted_as_rejected_and_never_stop_the_view() {
-    let s = pipeline("reject").await;
+    let s = pipeline("reject", &[]).await;
     create::<Processor>(&s.ns, processor_json("sum", 1)).await;
     processor(&["produce", "--topic", &s.input, "--count", "5000", "--invalid-every", "100"]).unwrap();
     let (_, vv) = caught_up(&s.ns).await;
@@ -164,18 +110,9 @@ async fn invalid_events_are_counted_as_rejected_and_never_stop_the_view() {
     assert!(logs.contains("rejected event at") && !logs.contains("not json"), "rejections are logged without content:\n{logs}");
 }
 
-async fn http_get(ip: &str, port: u16, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect((ip, port)).await.expect("connect to the pod");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
-}
-
 #[tokio::test]
 async fn a_missing_input_is_named_and_nothing_is_created() {
-    let s = pipeline("missing").await;
+    let s = pipeline("missing", &[]).await;
     let mut p = processor_json("sum", 1);
     p["spec"]["inputs"] = json!(["orders", "refunds"]);
     create::<Processor>(&s.ns, p).await;
@@ -204,7 +141,7 @@ async fn a_missing_input_is_named_and_nothing_is_created() {
 
 #[tokio::test]
 async fn an_image_that_cannot_run_is_reported() {
-    let s = pipeline("badimage").await;
+    let s = pipeline("badimage", &[]).await;
     let mut p = processor_json("sum", 1);
     p["spec"]["template"]["image"] = json!("ghcr.io/kappa-dev/no-such-image:1");
     create::<Processor>(&s.ns, p).await;

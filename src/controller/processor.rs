@@ -205,6 +205,7 @@ fn observe_version(vv: &ViewVersion, w: &World) -> rollout::Version {
         replicas: d.and_then(|d| d.spec.as_ref()?.replicas),
         ready_replicas: d.and_then(|d| d.status.as_ref()?.ready_replicas).unwrap_or(0),
         broken: broken(&pods),
+        failure: (st.phase == Some(VersionPhase::Failed)).then(|| st.message.clone()).flatten(),
         verification: w.jobs.get(id).map(verification),
     }
 }
@@ -254,7 +255,14 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
     let plan = rollout::plan(&obs);
     let status = processor_status(&p, &plan, &world, &desired);
     let find = |id: &str| world.versions.iter().find(|v| v.spec.version == id).cloned();
-    let mut events = Vec::new();
+    let mut events: Vec<(bool, &'static str, String)> = plan
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Event { warning, reason, message } => Some((*warning, *reason, message.clone())),
+            _ => None,
+        })
+        .collect();
     let mut changed = false;
     let mut wait = None;
     for action in &plan.actions {
@@ -282,13 +290,19 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
             }
             Action::Promote { from, to } => {
                 // The commit point: the new active version is recorded before
-                // the Service and ConfigMap follow it.
-                changed |= write_status(&p, &ctx, status.clone()).await?;
+                // the Service and ConfigMap follow it, and the plan's events
+                // are told right after it (once: a restart does not plan the
+                // same promotion again).
+                if write_status(&p, &ctx, status.clone()).await? {
+                    changed = true;
+                    announce(&p, &ctx, &mut events).await;
+                }
                 let l = ProcessorLabels { namespace: ns.clone(), processor: name.clone() };
                 if from.is_some() {
                     ctx.metrics.cutovers.get_or_create(&l).inc();
                 }
                 info!(from = ?from, to = %to, "promoted");
+                fault_pause().await;
             }
             Action::Retire(id) => {
                 if let Some(vv) = find(id) {
@@ -297,20 +311,34 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
                     }
                 }
             }
-            Action::Event { warning, reason, message } => events.push((*warning, *reason, message.clone())),
+            Action::Event { .. } => {} // published with the status change, below
         }
     }
     if let Some(active) = plan.active.as_deref().and_then(find) {
         publish(&p, &ctx, &active, plan.candidate.as_deref(), &kc.spec.bootstrap_servers).await?;
     }
-    changed |= write_status(&p, &ctx, status).await?;
-    if changed {
-        for (warning, reason, message) in events {
-            ctx.event(p.as_ref(), warning, reason, "Rollout", message).await;
-        }
+    if write_status(&p, &ctx, status).await? || changed {
+        announce(&p, &ctx, &mut events).await;
     }
     let requeue = [plan.requeue_after, wait].into_iter().flatten().min();
     Ok(requeue.map_or_else(Requeue::await_change, Requeue::requeue))
+}
+
+/// Publishes the plan's events (only when the plan changed the status, so an
+/// idle reconcile repeats nothing).
+async fn announce(p: &Processor, ctx: &Context, events: &mut Vec<(bool, &'static str, String)>) {
+    for (warning, reason, message) in events.drain(..) {
+        ctx.event(p, warning, reason, "Rollout", message).await;
+    }
+}
+
+/// A test hook: pauses right after a cutover is committed, so crash tests
+/// can kill the operator between the commit and the Service switch.
+async fn fault_pause() {
+    if let Some(secs) = std::env::var("KAPPA_FAULT_PAUSE_AFTER_COMMIT_SECONDS").ok().and_then(|s| s.parse().ok()) {
+        tracing::warn!(secs, "pausing after a committed cutover (fault injection for tests)");
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+    }
 }
 
 async fn write_status(p: &Processor, ctx: &Context, status: ProcessorStatus) -> Result<bool> {

@@ -19,6 +19,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::api::{Cond, PromotionMode, RolloutPolicy, VersionPhase, conditions::types};
 
 pub const REPROCESSING_BLOCKED: &str = "ReprocessingBlocked";
+const VERIFICATION_FAILED_PREFIX: &str = "verification failed: ";
 
 /// A partition that no longer starts at offset zero.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +64,8 @@ pub struct Version {
     pub ready_replicas: i32,
     /// Pods that cannot run: crash-looping, or an image that cannot start.
     pub broken: Option<String>,
+    /// Why it failed, once it has (recorded with the Failed phase).
+    pub failure: Option<String>,
     pub verification: Option<Verification>,
 }
 
@@ -262,7 +265,9 @@ pub fn plan(o: &Observation) -> Plan {
                 }
             }
             Some(v) if v.phase == VersionPhase::Failed => {
-                failed = Some((format!("version {c} failed; change the spec to start a new attempt"), "RolloutFailed"));
+                let why = v.failure.clone().unwrap_or_else(|| "failed".into());
+                let reason = if why.starts_with(VERIFICATION_FAILED_PREFIX) { "VerificationFailed" } else { "RolloutFailed" };
+                failed = Some((format!("version {c}: {why}; change the spec to start a new attempt"), reason));
                 if v.replicas.unwrap_or(0) != 0 {
                     actions.push(Action::Scale { version: c.clone(), replicas: 0 });
                 }
@@ -305,7 +310,7 @@ pub fn plan(o: &Observation) -> Plan {
                         }
                         (true, Some(Verification::Failed(why))) => {
                             let message = format!("verification of version {c} failed: {why}; version {} stays active", active.as_deref().unwrap_or("none"));
-                            actions.push(Action::SetPhase { version: c.clone(), phase: VersionPhase::Failed, message: Some(format!("verification failed: {why}")) });
+                            actions.push(Action::SetPhase { version: c.clone(), phase: VersionPhase::Failed, message: Some(format!("{VERIFICATION_FAILED_PREFIX}{why}")) });
                             actions.push(Action::Scale { version: c.clone(), replicas: 0 });
                             actions.push(Action::Event { warning: true, reason: "VerificationFailed", message: message.clone() });
                             failed = Some((message, "VerificationFailed"));

@@ -31,6 +31,7 @@ fn version(id: &str) -> Version {
         replicas: None,
         ready_replicas: 0,
         broken: None,
+        failure: None,
         verification: None,
     }
 }
@@ -208,10 +209,14 @@ fn a_broken_or_stuck_candidate_fails_and_the_active_version_stays() {
     assert_eq!(p.phase, Phase::Replaying);
     assert_eq!(p.requeue_after, Some(Duration::from_secs(30)));
 
-    // Failed stays failed until the spec changes; a new spec starts a new attempt.
-    let failed = Version { phase: VersionPhase::Failed, ..version("v3") };
+    // Failed stays failed, saying why, until the spec changes; a new spec
+    // starts a new attempt.
+    let failed = Version { phase: VersionPhase::Failed, failure: Some("no progress for 600s".into()), ..version("v3") };
     let p = plan(&obs("v3", Some("v2"), vec![live("v2"), failed.clone()], 700));
     assert_eq!(p.phase, Phase::Failed);
+    assert!(cond(&p, "Stalled").message.contains("no progress for 600s"));
+    let verification = Version { failure: Some("verification failed: 3 keys differ".into()), ..failed.clone() };
+    assert_eq!(cond(&plan(&obs("v3", Some("v2"), vec![live("v2"), verification], 700)), "Stalled").reason, "VerificationFailed");
     let p = plan(&obs("v4", Some("v2"), vec![live("v2"), failed], 700));
     assert!(has(&p, &Action::CreateVersion("v4".into())));
     assert!(has(&p, &Action::Retire("v3".into())), "the failed attempt goes once superseded");

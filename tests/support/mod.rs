@@ -10,6 +10,8 @@
 //! test's namespace for inspection.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod pipeline;
+
 use std::{
     future::Future,
     path::PathBuf,
@@ -267,6 +269,8 @@ pub struct Operator {
     pub log: PathBuf,
     pub metrics_addr: String,
     args: Vec<String>,
+    /// Extra environment for the next start (fault injection hooks).
+    pub env: Vec<(String, String)>,
 }
 
 impl Operator {
@@ -276,7 +280,7 @@ impl Operator {
         let mut args: Vec<String> = vec!["run".into(), "--namespace".into(), ns.into(), "--http-addr".into(), metrics_addr.clone()];
         args.extend(extra.iter().map(|s| s.to_string()));
         let log = std::env::temp_dir().join(format!("kappa-operator-{ns}.log"));
-        let mut op = Operator { child: None, log, metrics_addr, args };
+        let mut op = Operator { child: None, log, metrics_addr, args, env: Vec::new() };
         op.spawn();
         op
     }
@@ -286,6 +290,7 @@ impl Operator {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_kappa-operator"))
             .args(&self.args)
             .env("RUST_LOG", std::env::var("KAPPA_E2E_OPERATOR_LOG").unwrap_or_else(|_| "info,kube=warn".into()))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()

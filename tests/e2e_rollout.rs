@@ -1,0 +1,282 @@
+//! The reprocessing rollout against the lab, with the reference processor:
+//! replay beside the live version, gate, verification, promotion, failure,
+//! rollback, truncated history, and operator crashes.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Service};
+use kappa_operator::api::{Processor, Topic, ViewVersion};
+use kube::{ResourceExt, api::ListParams};
+use serde_json::json;
+use support::{
+    TestNs, create, patch,
+    pipeline::{WAIT, caught_up, check, pipeline, processor_json, processor_state},
+    processor, wait_for,
+};
+
+fn logic_patch(logic: &str) -> serde_json::Value {
+    json!({"spec": {"template": {"args": ["run", "--logic", logic]}}})
+}
+
+/// What readers are told: (ConfigMap version, Service's selected version).
+async fn served(ns: &TestNs) -> (String, String) {
+    let cm: ConfigMap = ns.api().get("totals-view").await.unwrap();
+    let svc: Service = ns.api().get("totals").await.unwrap();
+    (
+        cm.data.unwrap_or_default().get("version").cloned().unwrap_or_default(),
+        svc.spec.and_then(|s| s.selector).unwrap_or_default().get("kappa.dev/version").cloned().unwrap_or_default(),
+    )
+}
+
+async fn phase_is(ns: &TestNs, want: &str) -> Processor {
+    wait_for(&format!("the Processor phase {want}"), WAIT, || async {
+        let p = processor_state(ns).await?;
+        let st = p.status.clone().unwrap_or_default();
+        if st.phase.as_deref() == Some(want) { Ok(p) } else { Err(format!("phase {:?} candidate {:?} active {:?}", st.phase, st.candidate_version, st.active_version)) }
+    })
+    .await
+}
+
+async fn active_is(ns: &TestNs, version: &str) {
+    wait_for(&format!("version {version} to be active and served"), WAIT, || async {
+        let p = processor_state(ns).await?;
+        let active = p.status.and_then(|s| s.active_version).unwrap_or_default();
+        let (cm, svc) = served(ns).await;
+        if active == version && cm == version && svc == version { Ok(()) } else { Err(format!("active {active} configmap {cm} service {svc}")) }
+    })
+    .await
+}
+
+async fn versions(ns: &TestNs) -> Vec<ViewVersion> {
+    ns.api::<ViewVersion>().list(&ListParams::default()).await.unwrap().items
+}
+
+/// Events of the Processor with this reason, counting repeats.
+async fn events(ns: &TestNs, reason: &str) -> i32 {
+    ns.api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|e| e.involved_object.kind.as_deref() == Some("Processor") && e.reason.as_deref() == Some(reason))
+        .map(|e| e.count.unwrap_or(1).max(1) + e.series.as_ref().map_or(0, |s| s.count.unwrap_or(0) - 1).max(0))
+        .sum()
+}
+
+fn produce(input: &str, count: u64, seed: u64) {
+    processor(&["produce", "--topic", input, "--count", &count.to_string(), "--seed", &seed.to_string(), "--keys", "500"]).unwrap();
+}
+
+#[tokio::test]
+async fn a_logic_change_replays_beside_the_live_version_and_cuts_over_exactly() {
+    let s = pipeline("rollout", &[]).await;
+    let mut p = processor_json("sum", 1);
+    p["spec"]["rollout"]["stableForSeconds"] = json!(5);
+    create::<Processor>(&s.ns, p).await;
+    produce(&s.input, 100_000, 1);
+    let (p1, vv1) = caught_up(&s.ns).await;
+    let v1 = p1.status.unwrap().active_version.unwrap();
+    check(&s.input, &vv1, "sum").unwrap();
+
+    patch::<Processor>(&s.ns, "totals", logic_patch("count")).await.unwrap();
+    let replaying = phase_is(&s.ns, "Replaying").await;
+    let v2 = replaying.status.unwrap().candidate_version.unwrap();
+    assert_ne!(v1, v2);
+    // While v2 replays, readers stay on v1, whose view still holds v1's results.
+    assert_eq!(served(&s.ns).await, (v1.clone(), v1.clone()));
+    check(&s.input, &vv1, "sum").expect("v1's view keeps serving v1's results during the replay");
+
+    // Events keep arriving during the replay.
+    let input = s.input.clone();
+    let background = std::thread::spawn(move || produce(&input, 20_000, 2));
+    active_is(&s.ns, &v2).await;
+    background.join().unwrap();
+    let (_, vv2) = caught_up(&s.ns).await;
+    assert_eq!(vv2.spec.version, v2);
+    let out = check(&s.input, &vv2, "count").expect("v2's view is exact over every event, old and new");
+    assert!(out.contains("120000 input events"), "{out}");
+    assert!(check(&s.input, &vv2, "max").is_err(), "and it is v2's computation, not v1's");
+
+    let phases: Vec<_> = versions(&s.ns).await.into_iter().map(|v| (v.spec.version.clone(), v.status.unwrap().phase)).collect();
+    assert!(phases.contains(&(v1.clone(), Some(kappa_operator::api::VersionPhase::Standby))), "{phases:?}");
+    assert_eq!(events(&s.ns, "CutOver").await, 1);
+}
+
+#[tokio::test]
+async fn manual_promotion_waits_for_the_spec_to_name_the_version() {
+    let s = pipeline("manual", &[]).await;
+    let mut p = processor_json("sum", 1);
+    p["spec"]["rollout"]["promotion"] = json!("Manual");
+    create::<Processor>(&s.ns, p).await;
+    produce(&s.input, 5_000, 1);
+    let (p1, _) = caught_up(&s.ns).await;
+    let v1 = p1.status.unwrap().active_version.unwrap();
+    patch::<Processor>(&s.ns, "totals", logic_patch("count")).await.unwrap();
+    let waiting = phase_is(&s.ns, "AwaitingPromotion").await;
+    let v2 = waiting.status.clone().unwrap().candidate_version.unwrap();
+    let progressing = waiting.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Progressing").unwrap();
+    assert!(progressing.message.contains(&format!("promote: \"{v2}\"")), "{}", progressing.message);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(served(&s.ns).await, (v1.clone(), v1.clone()), "no cutover without the promote field");
+    patch::<Processor>(&s.ns, "totals", json!({"spec": {"rollout": {"promote": v2}}})).await.unwrap();
+    active_is(&s.ns, &v2).await;
+}
+
+#[tokio::test]
+async fn verification_blocks_a_wrong_view_and_lets_a_right_one_through() {
+    let s = pipeline("verify", &[]).await;
+    let verify = |logic: &str| {
+        json!({"image": "ghcr.io/kappa-dev/kappa-processor:0.1.0",
+               "args": ["check", "--bootstrap", "$(KAPPA_BOOTSTRAP_SERVERS)", "--input", "$(KAPPA_INPUT_TOPICS)", "--view", "$(KAPPA_OUTPUT_TOPIC)", "--logic", logic]})
+    };
+    let mut p = processor_json("sum", 1);
+    // Checking the count view as maxima must fail.
+    p["spec"]["rollout"]["verify"] = verify("max");
+    create::<Processor>(&s.ns, p).await;
+    produce(&s.input, 5_000, 1);
+    let (p1, _) = caught_up(&s.ns).await;
+    let v1 = p1.status.unwrap().active_version.unwrap();
+    patch::<Processor>(&s.ns, "totals", logic_patch("count")).await.unwrap();
+    let failed = phase_is(&s.ns, "Failed").await;
+    let stalled = failed.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Stalled").unwrap();
+    assert_eq!((stalled.status.as_str(), stalled.reason.as_str()), ("True", "VerificationFailed"));
+    assert_eq!(served(&s.ns).await, (v1.clone(), v1.clone()), "the old version stays active");
+    assert_eq!(events(&s.ns, "VerificationFailed").await, 1);
+
+    // A right check, in a new attempt (a spec change), lets the version through.
+    patch::<Processor>(&s.ns, "totals", json!({"spec": {"rollout": {"verify": verify("count")}, "reprocessNonce": "2"}})).await.unwrap();
+    let v3 = phase_is(&s.ns, "Verifying").await.status.unwrap().candidate_version.unwrap();
+    active_is(&s.ns, &v3).await;
+}
+
+#[tokio::test]
+async fn a_crash_looping_version_fails_and_the_active_one_stays_untouched() {
+    let s = pipeline("crash", &[]).await;
+    create::<Processor>(&s.ns, processor_json("sum", 1)).await;
+    produce(&s.input, 2_000, 1);
+    let (p1, _) = caught_up(&s.ns).await;
+    let v1 = p1.status.unwrap().active_version.unwrap();
+    let pods_before: Vec<String> = s.ns.api::<Pod>().list(&ListParams::default().labels(&format!("kappa.dev/version={v1}"))).await.unwrap().items.iter().map(|p| p.name_any()).collect();
+    patch::<Processor>(&s.ns, "totals", logic_patch("no-such-logic")).await.unwrap();
+    let failed = phase_is(&s.ns, "Failed").await;
+    let st = failed.status.unwrap();
+    assert_eq!(st.active_version.as_deref(), Some(v1.as_str()));
+    let stalled = st.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
+    assert!(stalled.message.contains("crash-looping"), "{}", stalled.message);
+    assert_eq!(served(&s.ns).await, (v1.clone(), v1.clone()));
+    let pods_after: Vec<String> = s.ns.api::<Pod>().list(&ListParams::default().labels(&format!("kappa.dev/version={v1}"))).await.unwrap().items.iter().map(|p| p.name_any()).collect();
+    assert_eq!(pods_before, pods_after, "the active version's pods were not touched");
+    let failed_v = versions(&s.ns).await.into_iter().find(|v| v.spec.version != v1).unwrap();
+    assert_eq!(failed_v.status.unwrap().phase, Some(kappa_operator::api::VersionPhase::Failed));
+}
+
+#[tokio::test]
+async fn rollback_to_the_standby_catches_up_without_a_full_replay() {
+    let s = pipeline("rollback", &[]).await;
+    let mut p = processor_json("sum", 1);
+    p["spec"]["rollout"]["scaleDownDelaySeconds"] = json!(2);
+    create::<Processor>(&s.ns, p).await;
+    produce(&s.input, 20_000, 1);
+    let (p1, vv1) = caught_up(&s.ns).await;
+    let v1 = p1.status.unwrap().active_version.unwrap();
+    patch::<Processor>(&s.ns, "totals", logic_patch("count")).await.unwrap();
+    let v2 = phase_is(&s.ns, "Replaying").await.status.unwrap().candidate_version.unwrap();
+    active_is(&s.ns, &v2).await;
+    wait_for("v1 to stand by at zero replicas", WAIT, || async {
+        let pods = s.ns.api::<Pod>().list(&ListParams::default().labels(&format!("kappa.dev/version={v1}"))).await.map_err(|e| e.to_string())?;
+        if pods.items.is_empty() { Ok(()) } else { Err(format!("{} pods", pods.items.len())) }
+    })
+    .await;
+    // v1 falls 10,000 records behind while it stands by.
+    produce(&s.input, 10_000, 2);
+    caught_up(&s.ns).await;
+
+    patch::<Processor>(&s.ns, "totals", logic_patch("sum")).await.unwrap();
+    active_is(&s.ns, &v1).await;
+    let (_, back) = caught_up(&s.ns).await;
+    assert_eq!(back.uid(), vv1.uid(), "the same ViewVersion, revived: no new version");
+    assert_eq!(versions(&s.ns).await.len(), 2);
+    check(&s.input, &back, "sum").expect("the revived view is exact");
+    // The revived process read only what it had missed.
+    let pod = s.ns.api::<Pod>().list(&ListParams::default().labels(&format!("kappa.dev/version={v1}"))).await.unwrap().items.remove(0);
+    let metrics = support::pipeline::http_get(&pod.status.unwrap().pod_ip.unwrap(), 8080, "/metrics").await;
+    let processed: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kappa_processor_records_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the processor's record counter");
+    assert!(processed <= 10_000, "a rollback must not replay the log: the revived pod processed {processed} records");
+    assert_eq!(events(&s.ns, "RolledBack").await, 1);
+}
+
+#[tokio::test]
+async fn truncated_input_history_blocks_the_rollout_naming_the_partitions() {
+    let s = pipeline("truncated", &["--resync-seconds", "2"]).await;
+    create::<Processor>(&s.ns, processor_json("sum", 1)).await;
+    produce(&s.input, 3_000, 1);
+    let (p1, _) = caught_up(&s.ns).await;
+    let v1 = p1.status.unwrap().active_version.unwrap();
+    // Delete the first 10 records of partition 0, as retention would.
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", support::required("KAPPA_KAFKA_BOOTSTRAP")).create().unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(&s.input, 0, rdkafka::Offset::Offset(10)).unwrap();
+    admin.delete_records(&tpl, &rdkafka::admin::AdminOptions::new()).await.unwrap();
+    wait_for("the Topic to report the lost history", WAIT, || async {
+        let t: Topic = s.ns.api().get("orders").await.map_err(|e| e.to_string())?;
+        let st = t.status.unwrap_or_default();
+        if st.replayable_from_zero == Some(false) { Ok(()) } else { Err(format!("{:?}", st.truncated_partitions)) }
+    })
+    .await;
+    patch::<Processor>(&s.ns, "totals", logic_patch("count")).await.unwrap();
+    let blocked = phase_is(&s.ns, "Blocked").await;
+    let st = blocked.status.unwrap();
+    let cond = st.conditions.iter().find(|c| c.type_ == "ReprocessingBlocked").unwrap();
+    assert_eq!(cond.status, "True");
+    assert!(cond.message.contains(&format!("{} partition 0 (first offset still held: 10)", s.input)), "{}", cond.message);
+    assert_eq!(st.active_version.as_deref(), Some(v1.as_str()));
+    assert_eq!(versions(&s.ns).await.len(), 1, "no replay was started");
+    assert_eq!(served(&s.ns).await, (v1.clone(), v1.clone()));
+}
+
+#[tokio::test]
+async fn the_operator_killed_during_replay_and_cutover_resumes_without_repeating_a_step() {
+    let mut s = pipeline("crashsafe", &[]).await;
+    let mut p = processor_json("sum", 1);
+    p["spec"]["rollout"]["stableForSeconds"] = json!(3);
+    create::<Processor>(&s.ns, p).await;
+    produce(&s.input, 50_000, 1);
+    let (p1, _) = caught_up(&s.ns).await;
+    let v1 = p1.status.unwrap().active_version.unwrap();
+
+    // Pause after the next committed cutover, to be killed there.
+    s.op.env.push(("KAPPA_FAULT_PAUSE_AFTER_COMMIT_SECONDS".into(), "60".into()));
+    s.op.restart();
+    patch::<Processor>(&s.ns, "totals", logic_patch("count")).await.unwrap();
+    let v2 = phase_is(&s.ns, "Replaying").await.status.unwrap().candidate_version.unwrap();
+    s.op.kill(); // during the replay
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    s.op.restart();
+    wait_for("the cutover to be committed while readers still see v1", WAIT, || async {
+        let p = processor_state(&s.ns).await?;
+        let active = p.status.and_then(|s| s.active_version).unwrap_or_default();
+        let (cm, _) = served(&s.ns).await;
+        if active == v2 && cm == v1 { Ok(()) } else { Err(format!("active {active} configmap {cm}")) }
+    })
+    .await;
+    s.op.kill(); // between the commit and the switch
+    s.op.env.clear();
+    s.op.restart();
+    active_is(&s.ns, &v2).await;
+    let (_, vv2) = caught_up(&s.ns).await;
+    check(&s.input, &vv2, "count").unwrap();
+
+    let phases: Vec<_> = versions(&s.ns).await.into_iter().filter_map(|v| v.status.and_then(|s| s.phase)).collect();
+    assert_eq!(phases.iter().filter(|p| **p == kappa_operator::api::VersionPhase::Active).count(), 1, "exactly one active version: {phases:?}");
+    assert_eq!(versions(&s.ns).await.len(), 2, "no version created twice");
+    assert_eq!(events(&s.ns, "CutOver").await, 1, "the cutover happened once");
+    assert_eq!(events(&s.ns, "VersionCreated").await, 2);
+}

@@ -1,0 +1,83 @@
+//! A pipeline fixture shared by the processor and rollout tests: the lab's
+//! KafkaCluster, an input Topic with a unique Kafka name, an operator, and a
+//! Processor `totals` running the reference processor.
+
+use std::time::Duration;
+
+use kappa_operator::api::{KafkaCluster, Processor, Topic, ViewVersion};
+use serde_json::json;
+
+use super::{Env, Operator, TestNs, create, processor, unique, wait_for};
+
+pub const WAIT: Duration = Duration::from_secs(120);
+
+/// Dropped in field order: the namespace goes while the operator still runs
+/// to release its finalizers.
+pub struct Pipeline {
+    pub ns: TestNs,
+    pub op: Operator,
+    pub input: String,
+}
+
+/// A namespace with the lab's KafkaCluster, an input Topic (a unique Kafka
+/// name) and an operator; the Processor is left to each test.
+pub async fn pipeline(prefix: &str, operator_args: &[&str]) -> Pipeline {
+    let env = Env::get().await;
+    super::install_crds(&env.client).await;
+    let ns = TestNs::new(&env, prefix).await;
+    let input = unique(&format!("e2e-{prefix}-orders"));
+    create::<KafkaCluster>(&ns, json!({"metadata": {"name": "default"}, "spec": {"bootstrapServers": env.kafka_bootstrap}})).await;
+    create::<Topic>(&ns, json!({"metadata": {"name": "orders"}, "spec": {"topicName": input, "partitions": 3, "deletionPolicy": "Delete"}})).await;
+    let mut args = vec!["--lag-poll-seconds", "1"];
+    args.extend_from_slice(operator_args);
+    let op = Operator::start(&ns.name, &args);
+    Pipeline { ns, op, input }
+}
+
+pub fn processor_json(logic: &str, replicas: i32) -> serde_json::Value {
+    json!({"metadata": {"name": "totals"}, "spec": {
+        "inputs": ["orders"],
+        "replicas": replicas,
+        "template": {"image": "ghcr.io/kappa-dev/kappa-processor:0.1.0", "args": ["run", "--logic", logic]},
+        "view": {"partitions": 3},
+        "rollout": {"stableForSeconds": 2, "scaleDownDelaySeconds": 5},
+        "serving": {"port": 8080}
+    }})
+}
+
+pub async fn processor_state(ns: &TestNs) -> Result<Processor, String> {
+    ns.api::<Processor>().get("totals").await.map_err(|e| e.to_string())
+}
+
+/// Waits until the active version has consumed everything: lag 0, progress 1.
+pub async fn caught_up(ns: &TestNs) -> (Processor, ViewVersion) {
+    wait_for("the active version to catch up (lag 0, progress 1.0, Ready)", WAIT, || async {
+        let p = processor_state(ns).await?;
+        let st = p.status.clone().unwrap_or_default();
+        let active = st.active_version.clone().ok_or("no active version yet")?;
+        let vv = ns.api::<ViewVersion>().get(&format!("totals-{active}")).await.map_err(|e| e.to_string())?;
+        let vs = vv.status.clone().unwrap_or_default();
+        let ready = st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        if st.lag == Some(0) && vs.lag == Some(0) && vs.progress == Some(1.0) && ready {
+            Ok((p, vv))
+        } else {
+            Err(format!("phase {:?} lag {:?} progress {:?} ready {ready}", st.phase, vs.lag, vs.progress))
+        }
+    })
+    .await
+}
+
+pub fn check(input: &str, vv: &ViewVersion, logic: &str) -> Result<String, String> {
+    processor(&["check", "--input", input, "--view", &vv.spec.output_topic, "--logic", logic])
+}
+
+
+/// A plain HTTP GET to a pod (the lab routes pod addresses on loopback).
+pub async fn http_get(ip: &str, port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect((ip, port)).await.expect("connect to the pod");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
