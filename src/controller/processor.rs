@@ -446,6 +446,8 @@ async fn set_phase(ctx: &Context, vv: &ViewVersion, phase: VersionPhase, message
     let mut demoted_at = st.demoted_at.clone();
     let mut finished_at = st.finished_at.clone();
     match phase {
+        // A standby revived for a rollback starts a new attempt.
+        VersionPhase::Replaying if st.phase == Some(VersionPhase::Standby) => started_at = now.clone(),
         VersionPhase::Replaying => started_at = started_at.or(now.clone()),
         VersionPhase::CaughtUp | VersionPhase::Verifying => caught_up_at = caught_up_at.or(now.clone()),
         VersionPhase::Active if entering => {

@@ -148,7 +148,7 @@ pub async fn poll_lag(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
     let mut samples: HashMap<String, Sample> = HashMap::new();
     let poll = async {
         loop {
-            tokio::time::sleep(ctx.settings.lag_poll_interval).await;
+            tokio::time::sleep(poll_interval(&ctx)).await;
             let mut by_cluster: BTreeMap<(String, String), Vec<Arc<ViewVersion>>> = BTreeMap::new();
             for vv in ctx.stores.versions.state() {
                 if vv.metadata.deletion_timestamp.is_none() {
@@ -167,6 +167,19 @@ pub async fn poll_lag(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
         _ = poll => {},
         _ = shutdown => {},
     }
+}
+
+/// `lagPollInterval` when all is quiet; at most a second while a version is
+/// on its way to a cutover, so the catch-up gate is judged promptly.
+fn poll_interval(ctx: &Context) -> std::time::Duration {
+    use crate::api::VersionPhase::*;
+    let rolling = ctx
+        .stores
+        .versions
+        .state()
+        .iter()
+        .any(|v| matches!(v.status.as_ref().and_then(|s| s.phase), Some(Pending | Replaying | CaughtUp | Verifying)));
+    if rolling { ctx.settings.lag_poll_interval.min(std::time::Duration::from_secs(1)) } else { ctx.settings.lag_poll_interval }
 }
 
 async fn poll_cluster(

@@ -162,10 +162,17 @@ impl Wake {
     }
 }
 
-/// Whether a version's lag has been within the gate for long enough.
+/// Whether a version's lag has been within the gate for long enough. The
+/// window starts no earlier than this attempt did: a standby revived for a
+/// rollback may carry a lag figure from before its scale-down, and must be
+/// seen within the gate again after it runs.
 fn caught_up(v: &Version, policy: &RolloutPolicy, now: Timestamp, wake: &mut Wake) -> bool {
+    if v.phase == VersionPhase::Standby {
+        return false;
+    }
     let within = v.lag.is_some_and(|l| l <= policy.max_lag);
-    match v.lag_ok_since.filter(|_| within) {
+    let since = v.lag_ok_since.map(|s| v.started_at.map_or(s, |started| s.max(started)));
+    match since.filter(|_| within) {
         Some(since) => {
             let stable = secs(policy.stable_for_seconds);
             let waited = elapsed(now, since);

@@ -255,8 +255,12 @@ fn rollback_revives_a_standby_from_its_own_offsets() {
     assert!(!p.actions.iter().any(|a| matches!(a, Action::CreateVersion(_))), "no new version, no full replay");
     assert!(has(&p, &Action::Scale { version: "v1".into(), replicas: 2 }));
     assert_eq!(p.phase, Phase::RollingBack);
-    let caught = Version { lag: Some(0), lag_ok_since: Some(t(490)), replicas: Some(2), ..standby };
-    let p = plan(&obs("v1", Some("v2"), vec![live("v2"), caught], 500));
+    // Revived at 495: the gate counts from then, even with an older figure.
+    let caught = Version { lag: Some(0), lag_ok_since: Some(t(90)), replicas: Some(2), phase: VersionPhase::Replaying, started_at: Some(t(495)), ..standby.clone() };
+    assert!(promotes(&plan(&obs("v1", Some("v2"), vec![live("v2"), caught.clone()], 500))).is_none(), "5 of 10 seconds since the revival");
+    let still_standby = Version { lag: Some(0), lag_ok_since: Some(t(90)), ..standby };
+    assert!(promotes(&plan(&obs("v1", Some("v2"), vec![live("v2"), still_standby], 500))).is_none(), "not in the plan that revives it");
+    let p = plan(&obs("v1", Some("v2"), vec![live("v2"), caught], 505));
     assert_eq!(promotes(&p), Some((Some("v2".into()), "v1".into())));
     assert!(p.actions.iter().any(|a| matches!(a, Action::Event { reason: "RolledBack", .. })));
 }
@@ -380,6 +384,9 @@ impl World {
             }
             Action::SetPhase { version, phase, .. } => {
                 if let Some(v) = self.versions.get_mut(version) {
+                    if *phase == VersionPhase::Replaying && v.phase == VersionPhase::Standby {
+                        v.started_at = Some(now);
+                    }
                     if *phase == VersionPhase::Active && v.phase != VersionPhase::Active {
                         v.promoted_at = Some(now);
                     }

@@ -143,16 +143,20 @@ pub fn sum_metric(text: &str, name: &str, keep: impl Fn(&str) -> bool) -> f64 {
 }
 
 /// Create, update and patch requests the API server has served for the
-/// given groups and for Events, from its own metrics. Deletes are left out:
-/// the namespace controller's sweeps of terminating namespaces are not the
-/// operator's.
-pub async fn operator_writes(client: &Client, groups: &[&str]) -> anyhow::Result<f64> {
+/// given (group, resource) pairs (resource `*`: all of the group, status
+/// included; otherwise the main resource only, not its status, which other
+/// controllers write), and for Events if asked; from its own metrics.
+/// Deletes are left out: the namespace controller's sweeps of terminating
+/// namespaces are not the operator's.
+pub async fn operator_writes(client: &Client, kinds: &[(&str, &str)], events: bool) -> anyhow::Result<f64> {
     let req = http::Request::get("/metrics").body(Vec::new())?;
     let text = client.request_text(req).await?;
     Ok(sum_metric(&text, "apiserver_request_total", |labels| {
         let write = ["verb=\"POST\"", "verb=\"PUT\"", "verb=\"PATCH\"", "verb=\"APPLY\""].iter().any(|v| labels.contains(v));
-        let ours = groups.iter().any(|g| labels.contains(&format!("group=\"{g}\"")))
-            || labels.contains("resource=\"events\"");
+        let ours = kinds.iter().any(|(g, r)| {
+            labels.contains(&format!("group=\"{g}\""))
+                && (*r == "*" || (labels.contains(&format!("resource=\"{r}\"")) && labels.contains("subresource=\"\"")))
+        }) || (events && labels.contains("resource=\"events\""));
         write && ours
     }))
 }

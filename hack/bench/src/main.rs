@@ -3,6 +3,7 @@
 
 mod common;
 mod replay;
+mod rollout;
 mod topics;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +36,9 @@ enum Command {
     /// operator against a raw consumer's; the cost of one lag poll over
     /// 1,000 partitions.
     Replay { count: u64 },
+    /// One v1 -> v2 rollout: promotion latency beyond stableFor, API writes,
+    /// and a rollback to a standby 10,000 records behind.
+    Rollout,
 }
 
 #[tokio::main]
@@ -43,6 +47,7 @@ async fn main() {
     let result = match cli.command {
         Command::Topics { count, idle_seconds } => topics::run(&cli.operator, count, idle_seconds).await,
         Command::Replay { count } => replay::run(&cli.operator, &cli.processor, count).await,
+        Command::Rollout => rollout::run(&cli.operator, &cli.processor).await,
     };
     match result {
         Ok(figures) => println!("{figures}"),

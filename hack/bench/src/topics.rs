@@ -91,12 +91,12 @@ pub async fn run(operator: &Path, count: usize, idle_seconds: u64) -> anyhow::Re
 
     // Let the last events and status writes land, then watch a quiet period.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let writes_before = common::operator_writes(&client, &["kappa.dev"]).await?;
+    let writes_before = common::operator_writes(&client, &[("kappa.dev", "*")], true).await?;
     let requests_before = op.metric("kappa_topic_sync_requests").await?;
     let resyncs_before = op.metric("kappa_topic_resyncs_total").await?;
     progress(format!("idle for {idle_seconds} s (resync every {RESYNC_SECONDS} s)"));
     tokio::time::sleep(Duration::from_secs(idle_seconds)).await;
-    let idle_writes = common::operator_writes(&client, &["kappa.dev"]).await? - writes_before;
+    let idle_writes = common::operator_writes(&client, &[("kappa.dev", "*")], true).await? - writes_before;
     // The gauge is refreshed by the KafkaCluster's periodic check; give it one.
     tokio::time::sleep(Duration::from_secs(16)).await;
     let requests = op.metric("kappa_topic_sync_requests").await? - requests_before;

@@ -1,0 +1,167 @@
+//! `rollout`: one complete v1 -> v2 rollout on the lab: how long after the
+//! candidate meets the gate the Service switches (stableFor subtracted), how
+//! many API writes the whole rollout takes, and a rollback to a standby that
+//! is 10,000 records behind.
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::core::v1::{Event, Service};
+use kappa_operator::{
+    api::{KafkaCluster, Processor, Topic},
+    kafka::{Kafka, Settings, client::WireKafka, lag},
+};
+use kube::{
+    Api,
+    api::{ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+
+use crate::common::{self, Operator, progress};
+
+const STABLE_FOR: u64 = 5;
+/// What the operator writes besides Events: (API group, resource).
+const KINDS: [(&str, &str); 5] = [("kappa.dev", "*"), ("apps", "deployments"), ("batch", "jobs"), ("", "services"), ("", "configmaps")];
+
+pub async fn run(operator: &Path, processor: &Path) -> anyhow::Result<serde_json::Value> {
+    let bootstrap = common::env("KAPPA_KAFKA_BOOTSTRAP")?;
+    let client = common::client().await?;
+    common::install_crds(&client).await?;
+    let ns = common::create_namespace(&client, "bench-rollout").await?;
+    let input = format!("{ns}-orders");
+    let kafka = WireKafka::new(Settings { bootstrap: vec![bootstrap.clone()], ..Default::default() });
+    let pp = PostParams::default();
+    Api::<KafkaCluster>::namespaced(client.clone(), &ns)
+        .create(&pp, &serde_json::from_value(json!({"metadata": {"name": "default"}, "spec": {"bootstrapServers": bootstrap}}))?)
+        .await?;
+    Api::<Topic>::namespaced(client.clone(), &ns)
+        .create(&pp, &serde_json::from_value(json!({"metadata": {"name": "orders"}, "spec": {"topicName": input, "partitions": 3, "deletionPolicy": "Delete"}}))?)
+        .await?;
+    let op = Operator::start(operator, &ns, &[])?;
+    let processors: Api<Processor> = Api::namespaced(client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    processors
+        .create(&pp, &serde_json::from_value(json!({"metadata": {"name": "totals"}, "spec": {
+            "inputs": ["orders"], "replicas": 1,
+            "template": {"image": "ghcr.io/kappa-dev/kappa-processor:bench", "args": ["run", "--logic", "sum"]},
+            "view": {"partitions": 3},
+            "rollout": {"stableForSeconds": STABLE_FOR, "scaleDownDelaySeconds": 5, "retainVersions": 1},
+            "serving": {"port": 8080}
+        }}))?)
+        .await?;
+    produce(processor, &bootstrap, &input, 100_000, 1)?;
+    let v1 = live(&processors, None).await?;
+    progress(format!("v1 ({v1}) is live over 100000 events"));
+
+    // The rollout: writes counted from the spec change to the old version's scale-down.
+    let writes_before = common::operator_writes(&client, &KINDS, false).await?;
+    let events_before = operator_events(&client, &ns).await?;
+    let logic = |l: &str| json!({"spec": {"template": {"args": ["run", "--logic", l]}}});
+    processors.patch("totals", &PatchParams::default(), &Patch::Merge(logic("count"))).await?;
+    let started = Instant::now();
+    let mut v2 = None;
+    let (mut gate_met, mut switched) = (None::<Instant>, None::<Instant>);
+    while switched.is_none() {
+        if v2.is_none() {
+            v2 = processors.get("totals").await?.status.and_then(|s| s.candidate_version);
+        }
+        if let (Some(v), None) = (&v2, gate_met) {
+            let group = format!("kappa.{ns}.totals.{v}");
+            let offsets = kafka.log_offsets(std::slice::from_ref(&input)).await?;
+            let committed = kafka.committed(std::slice::from_ref(&group)).await?;
+            if lag::figures(std::slice::from_ref(&input), &offsets, &committed[&group]).lag == 0 {
+                gate_met = Some(Instant::now());
+                progress(format!("v2 ({v}) met the gate (lag 0) after {:.1} s", started.elapsed().as_secs_f64()));
+            }
+        }
+        let selected = selected_version(&services).await?;
+        if v2.is_some() && selected == v2 {
+            switched = Some(Instant::now());
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(300), "no cutover within 5 minutes");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let v2 = v2.unwrap_or_default();
+    let gate = gate_met.unwrap_or(switched.unwrap());
+    let promote_latency = (switched.unwrap().duration_since(gate).as_secs_f64() - STABLE_FOR as f64).max(0.0);
+    progress(format!("Service switched to v2 {:.1} s after the gate ({promote_latency:.1} s beyond stableFor)", switched.unwrap().duration_since(gate).as_secs_f64()));
+    common::wait_until("v1 to scale down to a standby", Duration::from_secs(120), || async {
+        let deploy: k8s_openapi::api::apps::v1::Deployment =
+            Api::namespaced(client.clone(), &ns).get(&format!("totals-{v1}")).await?;
+        Ok(deploy.status.and_then(|s| s.replicas).unwrap_or(0) == 0)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let writes = common::operator_writes(&client, &KINDS, false).await? - writes_before;
+    let events = operator_events(&client, &ns).await? - events_before;
+    let writes_per_rollout = writes + events as f64;
+    progress(format!("the rollout took {writes} create/update/patch requests and {events} events"));
+
+    // Rollback to the standby, 10,000 records behind.
+    produce(processor, &bootstrap, &input, 10_000, 2)?;
+    live(&processors, Some(&v2)).await?;
+    let rollback_start = Instant::now();
+    processors.patch("totals", &PatchParams::default(), &Patch::Merge(logic("sum"))).await?;
+    common::wait_until("the Service to switch back to v1", Duration::from_secs(300), || async {
+        Ok(selected_version(&services).await?.as_deref() == Some(v1.as_str()))
+    })
+    .await?;
+    let rollback_seconds = rollback_start.elapsed().as_secs_f64();
+    progress(format!("rolled back to v1 in {rollback_seconds:.1} s"));
+
+    progress("cleaning up");
+    common::delete_namespace(&client, &ns, Duration::from_secs(120)).await?;
+    drop(op);
+    Ok(json!({
+        "promote_latency_seconds": (promote_latency * 10.0).round() / 10.0,
+        "stable_for_seconds": STABLE_FOR,
+        "writes_per_rollout": writes_per_rollout,
+        "events_per_rollout": events,
+        "rollback_seconds": (rollback_seconds * 10.0).round() / 10.0,
+        "records": 110_000,
+    }))
+}
+
+fn produce(processor: &Path, bootstrap: &str, topic: &str, count: u64, seed: u64) -> anyhow::Result<()> {
+    let out = std::process::Command::new(processor)
+        .args(["produce", "--bootstrap", bootstrap, "--topic", topic, "--count", &count.to_string(), "--seed", &seed.to_string()])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "produce failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+/// Waits until the Processor is Live with lag 0 (on `version`, if given).
+async fn live(processors: &Api<Processor>, version: Option<&str>) -> anyhow::Result<String> {
+    let start = Instant::now();
+    loop {
+        let st = processors.get("totals").await?.status.unwrap_or_default();
+        let active = st.active_version.clone().unwrap_or_default();
+        if st.phase.as_deref() == Some("Live") && st.lag == Some(0) && version.is_none_or(|v| v == active) {
+            return Ok(active);
+        }
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(300), "not live after 300 s: {:?}", st.phase);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn selected_version(services: &Api<Service>) -> anyhow::Result<Option<String>> {
+    Ok(services
+        .get_opt("totals")
+        .await?
+        .and_then(|s| s.spec?.selector?.get("kappa.dev/version").cloned()))
+}
+
+/// Events the operator recorded in the namespace (counting repeats).
+async fn operator_events(client: &kube::Client, ns: &str) -> anyhow::Result<i64> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    Ok(events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter(|e| e.reporting_component.as_deref() == Some("kappa-operator"))
+        .map(|e| e.count.unwrap_or(1).max(1) as i64)
+        .sum())
+}
