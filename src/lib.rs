@@ -11,6 +11,7 @@ pub mod api;
 pub mod controller;
 pub mod http;
 pub mod kafka;
+pub mod leader;
 pub mod metrics;
 pub mod naming;
 pub mod resources;

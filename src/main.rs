@@ -2,7 +2,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand};
-use kappa_operator::{api, controller, http, metrics::Metrics, telemetry};
+use kappa_operator::{api, controller, http, leader, metrics::Metrics, telemetry};
 
 #[derive(Parser)]
 #[command(name = "kappa-operator", version, about = "Kappa-architecture pipelines on Kubernetes: replay, verify, cut over")]
@@ -25,9 +25,18 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "KAPPA_WATCH_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only these namespaces, comma-separated (default: all namespaces).
+    #[arg(long, env = "KAPPA_WATCH_NAMESPACES", value_delimiter = ',')]
+    namespace: Vec<String>,
+    /// Act only while holding a Lease, so that of several replicas one acts.
+    #[arg(long, env = "KAPPA_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Namespace of the leader-election Lease (default: the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "kappa-operator")]
+    lease_name: String,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "KAPPA_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
@@ -71,6 +80,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(http::Health { metrics: metrics.clone(), ready: Default::default() });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx_for_leader = stop_tx.clone();
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
@@ -85,14 +95,42 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = http_stop.wait_for(|s| *s).await;
     }));
     let settings = controller::Settings {
-        namespace: args.namespace,
         resync: Duration::from_secs(args.resync_seconds),
         lag_poll_interval: Duration::from_secs(args.lag_poll_seconds),
         ..Default::default()
     };
-    controller::check_crds(&client, settings.namespace.as_deref()).await?;
+    let namespaces: Vec<Option<String>> =
+        if args.namespace.is_empty() { vec![None] } else { args.namespace.iter().cloned().map(Some).collect() };
+    for ns in &namespaces {
+        controller::check_crds(&client, ns.as_deref()).await?;
+    }
+    // A standby replica is ready: it serves its endpoints and waits to lead.
     health.ready.store(true, std::sync::atomic::Ordering::Relaxed);
-    controller::run(client, settings, metrics, stop_rx).await?;
+    let lease = if args.leader_election {
+        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("kappa-operator-{}", std::process::id()));
+        let lease = leader::Leadership::acquire(client.clone(), &args.lease_namespace, &args.lease_name, &identity, stop_rx.clone()).await?;
+        match lease {
+            Some(l) => Some(l),
+            None => {
+                server.await??;
+                return Ok(());
+            }
+        }
+    } else {
+        None
+    };
+    let lost = lease.as_ref().map(|l| l.on_loss(stop_tx_for_leader.clone()));
+    let runs = namespaces.into_iter().map(|namespace| {
+        let settings = controller::Settings { namespace, ..settings.clone() };
+        controller::run(client.clone(), settings, metrics.clone(), stop_rx.clone())
+    });
+    futures::future::try_join_all(runs).await?;
+    if let Some(l) = lease {
+        l.release().await;
+    }
     server.await??;
+    if lost.is_some_and(|l| l.load(std::sync::atomic::Ordering::SeqCst)) {
+        anyhow::bail!("lost the leader-election Lease; exiting so that the replica restarts as a standby");
+    }
     Ok(())
 }
