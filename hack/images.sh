@@ -12,4 +12,5 @@ if [ "${1:-}" = --release ]; then profile=release; fi
 cargo build -q --workspace --bins $([ $profile = release ] && echo --release)
 target=$(cargo metadata -q --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 hack/lab.sh image "ghcr.io/kappa-dev/kappa-operator=$target/$profile/kappa-operator"
+hack/lab.sh image "ghcr.io/kappa-dev/kappa-operator:dev=$target/$profile/kappa-operator"
 hack/lab.sh image "ghcr.io/kappa-dev/kappa-processor=$target/$profile/kappa-processor"

@@ -38,6 +38,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// The API server's refusal when the operator lacks a permission (it
+    /// names the verb, resource and namespace).
+    pub fn forbidden(&self) -> Option<&str> {
+        match self {
+            Error::Kube(kube::Error::Api(s)) if s.code == 403 => Some(&s.message),
+            _ => None,
+        }
+    }
+
     pub fn label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "KubeError",

@@ -94,7 +94,13 @@ pub fn run(
 
 #[instrument(skip_all, fields(namespace = p.namespace(), name = p.name_any()))]
 async fn reconcile(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
-    measured(&ctx, KIND, super::key(p.as_ref()), apply(p.clone(), ctx.clone())).await
+    let result = measured(&ctx, KIND, super::key(p.as_ref()), apply(p.clone(), ctx.clone())).await;
+    if let Some(message) = result.as_ref().err().and_then(|e| e.forbidden()) {
+        // Say which permission is missing where the user looks.
+        let message = format!("the operator lacks a permission: {message}; see the chart's RBAC");
+        let _ = write_status(&p, &ctx, status_without_plan(&p, "PermissionDenied", &message)).await;
+    }
+    result
 }
 
 /// Everything observed about one Processor in the cluster.
@@ -348,7 +354,7 @@ async fn write_status(p: &Processor, ctx: &Context, status: ProcessorStatus) -> 
 fn status_without_plan(p: &Processor, reason: &str, message: &str) -> ProcessorStatus {
     let mut st = p.status.clone().unwrap_or_default();
     st.observed_generation = p.metadata.generation;
-    st.phase = Some("Pending".into());
+    st.phase = Some(if st.active_version.is_some() { st.phase.clone().unwrap_or_default() } else { "Pending".into() });
     st.conditions = conditions::merge(
         &st.conditions,
         &[

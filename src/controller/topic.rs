@@ -81,6 +81,15 @@ pub fn run(
 
 #[instrument(skip_all, fields(namespace = topic.namespace(), name = topic.name_any()))]
 async fn reconcile(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action> {
+    let result = reconcile_inner(topic.clone(), ctx.clone()).await;
+    if let Some(message) = result.as_ref().err().and_then(|e| e.forbidden()) {
+        let message = format!("the operator lacks a permission: {message}; see the chart's RBAC");
+        let _ = not_ready(&topic, &ctx, "PermissionDenied", message, true, Action::await_change()).await;
+    }
+    result
+}
+
+async fn reconcile_inner(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action> {
     measured(&ctx, KIND, super::key(topic.as_ref()), async {
         if paused(&topic) {
             return pause(&topic, &ctx).await;

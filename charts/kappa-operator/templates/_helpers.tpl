@@ -38,19 +38,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: [secrets]
   verbs: [get, list, watch]
 # One Deployment per processor version; its pods are read for crash loops.
+# (Server-side apply creates what does not exist yet: create and patch.)
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, patch]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch]
 # Readers' Service and ConfigMap.
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, patch, delete]
+  verbs: [get, create, patch, delete]
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, patch]
+  verbs: [get, create, patch]
 # Verification Jobs.
 - apiGroups: [batch]
   resources: [jobs]
