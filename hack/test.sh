@@ -4,11 +4,11 @@
 # every unit and end-to-end test. Exits non-zero on any failure.
 #
 #   hack/test.sh                 everything
-#   hack/test.sh --test e2e_lab  extra arguments go to `cargo test --all-targets`
+#   hack/test.sh --test e2e_lab  extra arguments go to `cargo test --workspace --all-targets`
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 hack/lab.sh up
 eval "$(hack/lab.sh env)"
 hack/images.sh
-cargo test --all-targets "$@"
+cargo test --workspace --all-targets --no-fail-fast "$@"

@@ -124,7 +124,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let settings = controller::Settings { namespace, ..settings.clone() };
         controller::run(client.clone(), settings, metrics.clone(), stop_rx.clone())
     });
-    futures::future::try_join_all(runs).await?;
+    // Once asked to stop, in-flight reconciles get a few seconds; then the
+    // Lease is released so that a standby takes over at once.
+    let runs = futures::future::try_join_all(runs);
+    tokio::pin!(runs);
+    let mut stopping = stop_rx.clone();
+    tokio::select! {
+        r = &mut runs => { r?; }
+        _ = stopping.wait_for(|s| *s) => {
+            match tokio::time::timeout(Duration::from_secs(5), &mut runs).await {
+                Ok(r) => { r?; }
+                Err(_) => tracing::warn!("controllers did not stop within 5 s; letting go of the Lease anyway"),
+            }
+        }
+    }
     if let Some(l) = lease {
         l.release().await;
     }

@@ -178,15 +178,17 @@ impl Ns {
         if namespaces.delete(&self.name, &DeleteParams::background()).await.is_err() {
             return;
         }
+        // Only Topics' finalizers hold a namespace up; wait while they do.
+        let topics: Api<kappa_operator::api::Topic> = Api::namespaced(self.client.clone(), &self.name);
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if !matches!(namespaces.get_opt(&self.name).await, Ok(Some(_))) {
-                return;
+            match topics.list(&ListParams::default()).await {
+                Ok(l) if l.items.iter().all(|t| t.finalizers().is_empty()) => return,
+                Err(_) => return,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(500)).await,
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
         }
         eprintln!("namespace {} is stuck terminating; removing Topic finalizers", self.name);
-        let topics: Api<kappa_operator::api::Topic> = Api::namespaced(self.client.clone(), &self.name);
         for t in topics.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default() {
             let patch = serde_json::json!({"metadata": {"finalizers": null}});
             let _ = topics.patch(&t.name_any(), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await;

@@ -170,7 +170,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 }
                 Some(Ok(watcher::Event::Apply(p))) => dispatch(&lab, &mut workers, p),
                 Some(Ok(watcher::Event::Delete(p))) => {
-                    if let Some(tx) = workers.remove(&uid(&p)) { let _ = tx.send(None); }
+                    // The last state carries the deletion's grace period (0
+                    // for a forced deletion); the worker stops the processes
+                    // accordingly, then sees its channel close.
+                    if let Some(tx) = workers.remove(&uid(&p)) {
+                        let _ = tx.send(if p.metadata.deletion_timestamp.is_some() { Some(p) } else { None });
+                    }
                 }
             }
         }
