@@ -22,7 +22,7 @@ use crate::{
 const KIND: &str = "KafkaCluster";
 
 pub fn controller(client: &Client, settings: &Settings) -> Controller<KafkaCluster> {
-    super::controller_for(client, settings)
+    super::controller_for(client, settings, 16)
 }
 
 pub fn run(

@@ -182,7 +182,10 @@ pub fn error_policy<K: Resource>(kind: &'static str) -> impl Fn(Arc<K>, &Error, 
 /// finalizers, the deletion or a `kappa.dev/` annotation changes, never for
 /// a status write. Managed fields are dropped from the cache (they are most
 /// of an applied object's size).
-pub fn controller_for<K>(client: &Client, settings: &Settings) -> kube::runtime::Controller<K>
+///
+/// `concurrency` bounds the reconciles in flight: each holds a connection to
+/// the API server, so it bounds the operator's memory too.
+pub fn controller_for<K>(client: &Client, settings: &Settings, concurrency: u16) -> kube::runtime::Controller<K>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
@@ -194,7 +197,7 @@ where
         .reflect(writer)
         .applied_objects()
         .predicate_filter(wanted_changes::<K>, PredicateConfig::default());
-    kube::runtime::Controller::for_stream(stream, reader)
+    kube::runtime::Controller::for_stream(stream, reader).with_config(kube::runtime::Config::default().concurrency(concurrency))
 }
 
 fn wanted_changes<K: Resource>(obj: &K) -> Option<u64> {

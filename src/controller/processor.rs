@@ -41,7 +41,7 @@ const KIND: &str = "Processor";
 const SPEC_HASH: &str = "kappa.dev/spec-hash";
 
 pub fn controller(client: &Client, settings: &Settings) -> Controller<Processor> {
-    super::controller_for(client, settings)
+    super::controller_for(client, settings, 32)
 }
 
 /// Processors whose `kappa.dev/processor` label value is `label`.

@@ -36,7 +36,7 @@ const CONDITIONS_MANAGER: &str = "kappa-operator-viewversion";
 const LAG_MANAGER: &str = "kappa-operator-lag";
 
 pub fn controller(client: &Client, settings: &Settings) -> Controller<ViewVersion> {
-    super::controller_for(client, settings)
+    super::controller_for(client, settings, 64)
 }
 
 pub fn run(
