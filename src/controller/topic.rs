@@ -8,13 +8,8 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Client, ResourceExt,
-    runtime::{
-        Controller,
-        controller::Action,
-        finalizer::{Event as Finalizer, finalizer},
-        reflector::ObjectRef,
-        watcher,
-    },
+    api::{Patch, PatchParams},
+    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
 };
 use tracing::{info, instrument};
 
@@ -30,9 +25,11 @@ use crate::{
 
 const KIND: &str = "Topic";
 pub const FINALIZER: &str = "kappa.dev/topic";
+/// The field manager that owns the finalizer entry.
+const FINALIZER_MANAGER: &str = "kappa-operator-finalizer";
 
 pub fn controller(client: &Client, settings: &Settings) -> Controller<Topic> {
-    super::controller_for(client, settings)
+    super::controller_for(client, settings, 256)
 }
 
 pub fn run(
@@ -95,19 +92,44 @@ async fn reconcile_inner(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action>
             return pause(&topic, &ctx).await;
         }
         let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &topic.namespace().unwrap_or_default());
-        finalizer(&api, FINALIZER, topic, |event| async {
-            match event {
-                Finalizer::Apply(t) => apply(t, &ctx).await,
-                Finalizer::Cleanup(t) => cleanup(t, &ctx).await,
+        let ours = topic.finalizers().iter().any(|f| f == FINALIZER);
+        if topic.metadata.deletion_timestamp.is_some() {
+            if !ours {
+                return Ok(Action::await_change());
             }
-        })
-        .await
-        .map_err(|e| match e {
-            kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-            other => Error::Finalizer(other.to_string()),
-        })
+            let action = cleanup(topic.clone(), &ctx).await?;
+            release_finalizer(&api, &topic.name_any()).await?;
+            return Ok(action);
+        }
+        if !ours {
+            // Server-side apply of our one finalizer: idempotent, so a cache
+            // that has not seen an earlier add yet costs nothing but a write.
+            let patch = serde_json::json!({
+                "apiVersion": "kappa.dev/v1alpha1", "kind": "Topic",
+                "metadata": {"name": topic.name_any(), "finalizers": [FINALIZER]}
+            });
+            api.patch(&topic.name_any(), &PatchParams::apply(FINALIZER_MANAGER).force(), &Patch::Apply(&patch)).await?;
+        }
+        apply(topic, &ctx).await
     })
     .await
+}
+
+/// Removes the finalizer from the object as it is now on the server (the
+/// cache may be behind), with a test that fails rather than drop another
+/// controller's finalizer.
+async fn release_finalizer(api: &Api<Topic>, name: &str) -> Result<()> {
+    let Some(fresh) = api.get_opt(name).await? else { return Ok(()) };
+    let Some(i) = fresh.finalizers().iter().position(|f| f == FINALIZER) else { return Ok(()) };
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+        {"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": FINALIZER},
+        {"op": "remove", "path": format!("/metadata/finalizers/{i}")},
+    ]))?;
+    match api.patch(name, &PatchParams::default(), &Patch::Json::<()>(patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn paused(topic: &Topic) -> bool {
@@ -207,6 +229,10 @@ async fn apply(topic: Arc<Topic>, ctx: &Context) -> Result<Action> {
     if apply_status(&ctx.client, topic.as_ref(), topic.status.as_ref(), &status).await? {
         announce(&topic, ctx, &report, &previous, &ready).await;
     }
+    if report.info.is_none() && report.error.is_none() {
+        // Kafka has the topic but its metadata does not show it yet.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     Ok(Action::await_change())
 }
 
@@ -271,7 +297,7 @@ pub fn status_from(topic: &Topic, r: &TopicReport, previous: &TopicStatus) -> (T
             ),
         })
     } else if r.info.is_none() {
-        Some(("TopicMissing", format!("Kafka topic {name} does not exist yet")))
+        Some(("TopicMissing", format!("Kafka topic {name} is being created; waiting for Kafka's metadata to show it")))
     } else {
         None
     };
@@ -283,7 +309,10 @@ pub fn status_from(topic: &Topic, r: &TopicReport, previous: &TopicStatus) -> (T
     let stalled = problem.as_ref().is_some_and(|(reason, _)| *reason != "TopicMissing");
     let conds = [
         ready.clone(),
-        Cond::new(types::RECONCILING, false, if stalled { "Stalled" } else { "Reconciled" }, ""),
+        match &problem {
+            Some(("TopicMissing", message)) => Cond::new(types::RECONCILING, true, "Creating", message.clone()),
+            _ => Cond::new(types::RECONCILING, false, if stalled { "Stalled" } else { "Reconciled" }, ""),
+        },
         Cond::new(types::STALLED, stalled, if stalled { ready.reason.clone() } else { "NotStalled".into() }, if stalled { ready.message.clone() } else { String::new() }),
     ];
     let truncated: Vec<TruncatedPartition> = r
@@ -445,6 +474,15 @@ mod tests {
         let (_, ready) = status_from(&topic(3), &r, &TopicStatus::default());
         assert_eq!(ready.reason, "KafkaRejected");
         assert!(ready.message.contains("Unknown topic config name: x.y"));
+    }
+
+    #[test]
+    fn a_topic_not_yet_in_kafkas_metadata_is_reconciling_not_stalled() {
+        let r = TopicReport::default();
+        let (s, ready) = status_from(&topic(3), &r, &TopicStatus::default());
+        assert_eq!(ready.reason, "TopicMissing");
+        assert!(conditions::is_true(&s.conditions, types::RECONCILING));
+        assert!(!conditions::is_true(&s.conditions, types::STALLED));
     }
 
     #[test]

@@ -131,6 +131,9 @@ pub async fn sync(kafka: &dyn Kafka, desired: &[DesiredTopic]) -> Result<Vec<Top
                     r.created = true;
                     r.config = d.config.clone();
                 }
+                // Created a moment ago and not yet in the metadata this
+                // broker answered with: the next sync will see it.
+                Err(e) if e.code == "TopicAlreadyExists" => {}
                 Err(e) => r.error = Some(e.clone()),
             }
         }
