@@ -179,15 +179,19 @@ impl WireKafka {
         Ok(out)
     }
 
-    /// One ListOffsets per leader: earliest (-2) or latest (-1) offsets.
-    async fn list_offsets(&self, by_leader: &BTreeMap<i32, Vec<Tp>>, earliest: bool) -> Result<BTreeMap<Tp, i64>> {
+    /// One ListOffsets per leader: earliest (-2) or latest (-1) offsets,
+    /// and the partitions Kafka could not answer for (no leader yet, a
+    /// leader moving) with why.
+    async fn list_offsets(&self, by_leader: &BTreeMap<i32, Vec<Tp>>, earliest: bool) -> Result<(BTreeMap<Tp, i64>, Vec<(Tp, ItemError)>)> {
         let timestamp = if earliest { -2 } else { -1 };
         let mut out = BTreeMap::new();
+        let mut failed = Vec::new();
         for (leader, tps) in by_leader.iter().filter(|(_, tps)| !tps.is_empty()) {
-            let addr = self.broker_addr(BrokerId(*leader)).ok_or_else(|| KafkaError::Unreachable {
-                addr: format!("broker {leader}"),
-                reason: "a partition has no available leader".into(),
-            })?;
+            let Some(addr) = self.broker_addr(BrokerId(*leader)) else {
+                let why = ItemError { code: "LeaderNotAvailable".into(), message: format!("no broker {leader} leads it") };
+                failed.extend(tps.iter().map(|tp| (tp.clone(), why.clone())));
+                continue;
+            };
             let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
             for (t, p) in tps {
                 topics.entry(t.as_str()).or_default().push(*p);
@@ -215,18 +219,17 @@ impl WireKafka {
                 .await?;
             for t in resp.topics {
                 for p in t.partitions {
-                    if let Some(e) = item_error(p.error_code, None) {
-                        return Err(KafkaError::Api {
-                            api: "ListOffsets",
-                            code: e.code,
-                            message: format!("{}/{}", t.name.as_str(), p.partition_index),
-                        });
+                    let tp = (t.name.to_string(), p.partition_index);
+                    match item_error(p.error_code, None) {
+                        Some(e) => failed.push((tp, e)),
+                        None => {
+                            out.insert(tp, p.offset);
+                        }
                     }
-                    out.insert((t.name.to_string(), p.partition_index), p.offset);
                 }
             }
         }
-        Ok(out)
+        Ok((out, failed))
     }
 }
 
@@ -462,11 +465,12 @@ impl Kafka for WireKafka {
             topics.sort();
             topics.dedup();
             let leaders = self.leaders(&topics).await?;
-            let wanted: BTreeMap<i32, Vec<Tp>> = leaders
+            let wanted: std::collections::HashSet<&Tp> = partitions.iter().collect();
+            let by_leader: BTreeMap<i32, Vec<Tp>> = leaders
                 .into_iter()
-                .map(|(leader, tps)| (leader, tps.into_iter().filter(|tp| partitions.contains(tp)).collect()))
+                .map(|(leader, tps)| (leader, tps.into_iter().filter(|tp| wanted.contains(tp)).collect()))
                 .collect();
-            self.list_offsets(&wanted, earliest).await
+            Ok(self.list_offsets(&by_leader, earliest).await?.0)
         }
         .boxed()
     }
@@ -476,9 +480,14 @@ impl Kafka for WireKafka {
             if topics.is_empty() {
                 return Ok(BTreeMap::new());
             }
+            // Lag from part of the partitions would be wrong: all or nothing.
+            let strict = |(offsets, failed): (BTreeMap<Tp, i64>, Vec<(Tp, ItemError)>)| match failed.into_iter().next() {
+                None => Ok(offsets),
+                Some(((t, p), e)) => Err(KafkaError::Api { api: "ListOffsets", code: e.code, message: format!("{t}/{p}") }),
+            };
             let leaders = self.leaders(topics).await?;
-            let starts = self.list_offsets(&leaders, true).await?;
-            let ends = self.list_offsets(&leaders, false).await?;
+            let starts = strict(self.list_offsets(&leaders, true).await?)?;
+            let ends = strict(self.list_offsets(&leaders, false).await?)?;
             Ok(ends.into_iter().map(|(tp, end)| {
                 let start = starts.get(&tp).copied().unwrap_or(0);
                 (tp, (start, end))

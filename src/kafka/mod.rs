@@ -159,7 +159,8 @@ pub trait Kafka: Send + Sync + 'static {
     /// Deletes topics (one DeleteTopics).
     fn delete_topics<'a>(&'a self, names: &'a [String]) -> BoxFuture<'a, Result<BTreeMap<String, ItemResult>>>;
     /// First (`earliest`) or next (latest) offsets of partitions (one
-    /// ListOffsets per partition leader).
+    /// ListOffsets per partition leader). A partition Kafka cannot answer
+    /// for right now (no leader yet, a leader moving) is left out.
     fn offsets<'a>(&'a self, partitions: &'a [Tp], earliest: bool) -> BoxFuture<'a, Result<BTreeMap<Tp, i64>>>;
     /// First and next offsets of every partition of these topics (one
     /// Metadata, then two ListOffsets per partition leader).
