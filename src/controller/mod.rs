@@ -179,9 +179,10 @@ pub fn error_policy<K: Resource>(kind: &'static str) -> impl Fn(Arc<K>, &Error, 
 
 /// A Controller for `K` that ignores changes it makes itself: its main
 /// watch only triggers a reconcile when the spec (generation), the
-/// finalizers, the deletion or a `kappa.dev/` annotation changes, never for
-/// a status write. Managed fields are dropped from the cache (they are most
-/// of an applied object's size).
+/// deletion or a `kappa.dev/` annotation changes, never for a status write
+/// or the Topic finalizer it adds (a reconcile goes on after adding it).
+/// Managed fields are dropped from the cache (they are most of an applied
+/// object's size).
 ///
 /// `concurrency` bounds the reconciles in flight: each holds a connection to
 /// the API server, so it bounds the operator's memory too.
@@ -206,7 +207,6 @@ fn wanted_changes<K: Resource>(obj: &K) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     m.generation.hash(&mut h);
     m.deletion_timestamp.as_ref().map(|t| t.0.as_second()).hash(&mut h);
-    m.finalizers.hash(&mut h);
     for (k, v) in m.annotations.iter().flatten().filter(|(k, _)| k.starts_with("kappa.dev/")) {
         (k, v).hash(&mut h);
     }

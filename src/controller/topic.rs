@@ -2,7 +2,7 @@
 //! drift, grows partitions, refuses what Kafka cannot do, and deletes the
 //! Kafka topic only when told to and nothing reads it.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::jiff::Timestamp;
@@ -41,16 +41,21 @@ pub fn run(
     let topics = ctrl.store();
     let by_cluster = topics.clone();
     let ns = ctx.settings.namespace.clone();
-    let resync = ctx.settings.resync;
-    let metrics = ctx.metrics.clone();
-    // Drift made behind the operator's back is found by comparing every
-    // Topic with Kafka periodically; the reconciles arrive together and are
-    // batched into a few requests.
-    let ticks = futures::stream::unfold(metrics, move |metrics| async move {
-        tokio::time::sleep(resync).await;
-        metrics.topic_resyncs.inc();
-        Some(((), metrics))
-    });
+    // Drift made behind the operator's back: every resync, what Kafka has
+    // for all Topics is read in one batch per cluster, and only the Topics
+    // it would change are reconciled.
+    let drifted = {
+        let (ctx, topics) = (ctx.clone(), topics.clone());
+        futures::stream::unfold((), move |()| {
+            let (ctx, topics) = (ctx.clone(), topics.clone());
+            async move {
+                tokio::time::sleep(ctx.settings.resync).await;
+                ctx.metrics.topic_resyncs.inc();
+                Some((futures::stream::iter(drifted(&ctx, &topics.state()).await), ()))
+            }
+        })
+        .flatten()
+    };
     ctrl.watches(watched_api::<KafkaCluster>(client, ns.as_deref()), watcher::Config::default(), move |kc| {
         let (ns, name) = (kc.namespace(), kc.name_any());
         by_cluster
@@ -70,10 +75,48 @@ pub fn run(
             .map(|t| ObjectRef::from_obj(t.as_ref()))
             .collect::<Vec<_>>()
     })
-    .reconcile_all_on(ticks)
+    .reconcile_on(drifted)
     .graceful_shutdown_on(shutdown)
     .run(reconcile, super::error_policy::<Topic>(KIND), ctx.clone())
     .map(|_| ())
+}
+
+/// The Topics whose Kafka topic no longer matches their status (or that
+/// lack the finalizer), found with a few Kafka requests per cluster.
+async fn drifted(ctx: &Context, topics: &[Arc<Topic>]) -> Vec<ObjectRef<Topic>> {
+    let mut by_cluster: BTreeMap<(String, String), Vec<&Arc<Topic>>> = BTreeMap::new();
+    for t in topics.iter().filter(|t| t.metadata.deletion_timestamp.is_none() && !paused(t)) {
+        by_cluster.entry((t.namespace().unwrap_or_default(), t.spec.cluster_ref.clone())).or_default().push(t);
+    }
+    let mut out = Vec::new();
+    for ((ns, cluster), topics) in by_cluster {
+        let observed = match ctx.clusters.get(&ns, &cluster) {
+            Some(handle) => handle.topics.observe(topics.iter().map(|t| desired(t)).collect()).await.ok(),
+            None => None,
+        };
+        let Some(reports) = observed else {
+            // The reconciles will say what is wrong with the cluster.
+            out.extend(topics.iter().map(|t| ObjectRef::from_obj(t.as_ref())));
+            continue;
+        };
+        for (t, r) in topics.iter().zip(&reports) {
+            let previous = t.status.clone().unwrap_or_default();
+            let finalized = t.finalizers().iter().any(|f| f == FINALIZER);
+            if !finalized || t.status.as_ref() != Some(&status_from(t, r, &previous).0) {
+                out.push(ObjectRef::from_obj(t.as_ref()));
+            }
+        }
+    }
+    out
+}
+
+fn desired(topic: &Topic) -> DesiredTopic {
+    DesiredTopic {
+        name: topic.kafka_name(),
+        partitions: topic.spec.partitions,
+        replication_factor: topic.spec.replication_factor,
+        config: topic.spec.config.clone(),
+    }
 }
 
 #[instrument(skip_all, fields(namespace = topic.namespace(), name = topic.name_any()))]
@@ -210,13 +253,7 @@ async fn apply(topic: Arc<Topic>, ctx: &Context) -> Result<Action> {
         return not_ready(&topic, ctx, "KafkaClusterNotReady", message, false, Action::await_change()).await;
     }
 
-    let desired = DesiredTopic {
-        name: name.clone(),
-        partitions: topic.spec.partitions,
-        replication_factor: topic.spec.replication_factor,
-        config: topic.spec.config.clone(),
-    };
-    let report = match cluster.topics.sync(desired).await {
+    let report = match cluster.topics.sync(desired(&topic)).await {
         Ok(r) => r,
         Err(e) => {
             let backoff = ctx.backoff(&format!("{KIND}-kafka/{ns}/{}", topic.name_any()));
@@ -229,8 +266,8 @@ async fn apply(topic: Arc<Topic>, ctx: &Context) -> Result<Action> {
     if apply_status(&ctx.client, topic.as_ref(), topic.status.as_ref(), &status).await? {
         announce(&topic, ctx, &report, &previous, &ready).await;
     }
-    if report.info.is_none() && report.error.is_none() {
-        // Kafka has the topic but its metadata does not show it yet.
+    if !report.settled() {
+        // Kafka has the topic but its metadata does not fully show it yet.
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     Ok(Action::await_change())
@@ -321,6 +358,12 @@ pub fn status_from(topic: &Topic, r: &TopicReport, previous: &TopicStatus) -> (T
         .filter(|(_, o)| **o > 0)
         .map(|(p, o)| TruncatedPartition { partition: *p, log_start_offset: *o })
         .collect();
+    // Until Kafka answers for every partition, what was known stands.
+    let (replayable, truncated) = match &r.info {
+        Some(i) if r.log_start.len() < i.partitions as usize => (previous.replayable_from_zero, previous.truncated_partitions.clone()),
+        Some(_) => (Some(truncated.is_empty()), truncated),
+        None => (None, truncated),
+    };
     let status = TopicStatus {
         observed_generation: topic.metadata.generation,
         conditions: conditions::merge(&previous.conditions, &conds, topic.metadata.generation, Timestamp::now()),
@@ -329,7 +372,7 @@ pub fn status_from(topic: &Topic, r: &TopicReport, previous: &TopicStatus) -> (T
         partitions: r.info.as_ref().map(|i| i.partitions),
         replication_factor: r.info.as_ref().map(|i| i.replication_factor),
         config: r.config.clone(),
-        replayable_from_zero: r.info.as_ref().map(|_| truncated.is_empty()),
+        replayable_from_zero: replayable,
         truncated_partitions: truncated,
     };
     (status, ready)
@@ -454,6 +497,19 @@ mod tests {
         let (s, _) = status_from(&topic(2), &r, &TopicStatus::default());
         assert_eq!(s.replayable_from_zero, Some(false));
         assert_eq!(s.truncated_partitions, vec![TruncatedPartition { partition: 1, log_start_offset: 40 }]);
+    }
+
+    #[test]
+    fn unanswered_log_starts_keep_what_was_known() {
+        let mut r = report(2);
+        r.log_start.insert(1, 40);
+        let (known, _) = status_from(&topic(2), &r, &TopicStatus::default());
+        r.log_start.remove(&0);
+        let (s, ready) = status_from(&topic(2), &r, &known);
+        assert!(ready.status, "a partition without a leader for a moment is no reason to be not Ready");
+        assert!(!r.settled());
+        assert_eq!(s.replayable_from_zero, Some(false));
+        assert_eq!(s.truncated_partitions, known.truncated_partitions);
     }
 
     #[test]

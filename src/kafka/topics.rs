@@ -73,8 +73,28 @@ pub struct TopicReport {
     pub refusals: Vec<Refusal>,
     /// Kafka refused a create, config change or partition increase.
     pub error: Option<ItemError>,
-    /// First offset still held, per partition.
+    /// First offset still held, per partition Kafka answered for.
     pub log_start: BTreeMap<i32, i64>,
+}
+
+impl TopicReport {
+    /// Whether this report is complete: the topic is visible in Kafka's
+    /// metadata with every partition's log start known, or Kafka refused
+    /// something. Moments after a create neither may hold yet.
+    pub fn settled(&self) -> bool {
+        self.error.is_some() || self.info.as_ref().is_some_and(|i| self.log_start.len() == i.partitions as usize)
+    }
+}
+
+/// What Kafka has for these topics, changing nothing: one Metadata, one
+/// DescribeConfigs for the declared keys, and the log start offsets.
+pub async fn observe(kafka: &dyn Kafka, desired: &[DesiredTopic]) -> Result<Vec<TopicReport>> {
+    let mut reports = describe(kafka, desired).await?;
+    for (d, r) in desired.iter().zip(reports.iter_mut()) {
+        r.refusals = plan(d, r.info.as_ref(), &r.config).refusals;
+    }
+    log_starts(kafka, desired, &mut reports).await?;
+    Ok(reports)
 }
 
 /// Brings many topics to their declared state with a fixed number of
@@ -82,27 +102,10 @@ pub struct TopicReport {
 /// CreateTopics, IncrementalAlterConfigs and CreatePartitions, and one
 /// ListOffsets per leader for the log start offsets.
 pub async fn sync(kafka: &dyn Kafka, desired: &[DesiredTopic]) -> Result<Vec<TopicReport>> {
-    let names: Vec<String> = desired.iter().map(|d| d.name.clone()).collect();
-    let infos = kafka.topics(&names).await?;
-    let keys: BTreeMap<String, Vec<String>> = desired
-        .iter()
-        .filter(|d| infos.contains_key(&d.name) && !d.config.is_empty())
-        .map(|d| (d.name.clone(), d.config.keys().cloned().collect()))
-        .collect();
-    let configs = kafka.topic_configs(&keys).await?;
-
-    let mut reports: Vec<TopicReport> = Vec::with_capacity(desired.len());
-    let mut plans = Vec::with_capacity(desired.len());
-    for d in desired {
-        let info = infos.get(&d.name);
-        let current = match configs.get(&d.name) {
-            Some(Ok(c)) => c.clone(),
-            _ => BTreeMap::new(),
-        };
-        let p = plan(d, info, &current);
-        let error = configs.get(&d.name).and_then(|c| c.as_ref().err().cloned());
-        reports.push(TopicReport { info: info.cloned(), config: current, refusals: p.refusals.clone(), error, ..Default::default() });
-        plans.push(p);
+    let mut reports = describe(kafka, desired).await?;
+    let plans: Vec<Plan> = desired.iter().zip(&reports).map(|(d, r)| plan(d, r.info.as_ref(), &r.config)).collect();
+    for (r, p) in reports.iter_mut().zip(&plans) {
+        r.refusals = p.refusals.clone();
     }
 
     let to_create: Vec<NewTopic> = desired
@@ -156,8 +159,37 @@ pub async fn sync(kafka: &dyn Kafka, desired: &[DesiredTopic]) -> Result<Vec<Top
             _ => {}
         }
     }
+    log_starts(kafka, desired, &mut reports).await?;
+    Ok(reports)
+}
 
-    // New topics start at offset 0; only existing ones need asking.
+/// Each topic's shape and declared configs as Kafka has them (two requests).
+async fn describe(kafka: &dyn Kafka, desired: &[DesiredTopic]) -> Result<Vec<TopicReport>> {
+    let names: Vec<String> = desired.iter().map(|d| d.name.clone()).collect();
+    let infos = kafka.topics(&names).await?;
+    let keys: BTreeMap<String, Vec<String>> = desired
+        .iter()
+        .filter(|d| infos.contains_key(&d.name) && !d.config.is_empty())
+        .map(|d| (d.name.clone(), d.config.keys().cloned().collect()))
+        .collect();
+    let configs = kafka.topic_configs(&keys).await?;
+    Ok(desired
+        .iter()
+        .map(|d| {
+            let (config, error) = match configs.get(&d.name) {
+                Some(Ok(c)) => (c.clone(), None),
+                Some(Err(e)) => (BTreeMap::new(), Some(e.clone())),
+                None => (BTreeMap::new(), None),
+            };
+            TopicReport { info: infos.get(&d.name).cloned(), config, error, ..Default::default() }
+        })
+        .collect())
+}
+
+/// The first offset still held per partition. New topics start at 0; only
+/// existing ones are asked (one ListOffsets per leader). A partition Kafka
+/// could not answer for is left out: see [`TopicReport::settled`].
+async fn log_starts(kafka: &dyn Kafka, desired: &[DesiredTopic], reports: &mut [TopicReport]) -> Result<()> {
     let partitions: Vec<(String, i32)> = reports
         .iter()
         .zip(desired)
@@ -168,14 +200,19 @@ pub async fn sync(kafka: &dyn Kafka, desired: &[DesiredTopic]) -> Result<Vec<Top
     let starts = kafka.offsets(&partitions, true).await?;
     for (r, d) in reports.iter_mut().zip(desired) {
         if let Some(info) = &r.info {
-            r.log_start = (0..info.partitions).map(|p| (p, starts.get(&(d.name.clone(), p)).copied().unwrap_or(0))).collect();
+            r.log_start = if r.created {
+                (0..info.partitions).map(|p| (p, 0)).collect()
+            } else {
+                (0..info.partitions).filter_map(|p| Some((p, *starts.get(&(d.name.clone(), p))?))).collect()
+            };
         }
     }
-    Ok(reports)
+    Ok(())
 }
 
 enum Job {
     Sync(DesiredTopic, oneshot::Sender<Result<TopicReport>>),
+    Observe(Vec<DesiredTopic>, oneshot::Sender<Result<Vec<TopicReport>>>),
     Delete(String, oneshot::Sender<Result<ItemResult>>),
 }
 
@@ -209,6 +246,13 @@ impl Batcher {
         rx.await.unwrap_or_else(|_| Err(gone()))
     }
 
+    /// What Kafka has for many topics at once, changing nothing.
+    pub async fn observe(&self, desired: Vec<DesiredTopic>) -> Result<Vec<TopicReport>> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.tx.send(Job::Observe(desired, tx)).await;
+        rx.await.unwrap_or_else(|_| Err(gone()))
+    }
+
     pub async fn delete(&self, name: String) -> Result<ItemResult> {
         let (tx, rx) = oneshot::channel();
         let _ = self.tx.send(Job::Delete(name, tx)).await;
@@ -236,6 +280,9 @@ async fn run(kafka: Arc<dyn Kafka>, mut rx: mpsc::Receiver<Job>, requests: Arc<s
             match j {
                 Job::Sync(d, tx) => syncs.push((d, tx)),
                 Job::Delete(n, tx) => deletes.push((n, tx)),
+                Job::Observe(d, tx) => {
+                    let _ = tx.send(observe(kafka.as_ref(), &d).await);
+                }
             }
         }
         if !syncs.is_empty() {
