@@ -1,6 +1,7 @@
 //! The reconcilers, one per kind, over one shared [`Context`].
 
 pub mod clusters;
+pub mod events;
 pub mod kafka_cluster;
 pub mod processor;
 pub mod topic;
@@ -19,7 +20,6 @@ use kube::{
     api::{ListParams, Patch, PatchParams},
     runtime::{
         controller::Action,
-        events::{Event, EventType, Recorder, Reporter},
         reflector::Store,
     },
 };
@@ -72,7 +72,7 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
+    pub events: events::Events,
     pub clusters: clusters::Clusters,
     pub stores: Stores,
     failures: Mutex<HashMap<String, u32>>,
@@ -94,14 +94,7 @@ impl Context {
 
     /// Publishes an Event about `obj`; failing to record one is logged, not fatal.
     pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, action: &str, note: String) {
-        let ev = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
-        };
-        match self.recorder.publish(&ev, &obj.object_ref(&())).await {
+        match self.events.publish(obj.object_ref(&()), warning, reason, action, note).await {
             Ok(()) => {}
             // A terminating namespace takes no new objects; nobody will read the event.
             Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("being terminated") => {}
@@ -256,7 +249,7 @@ pub async fn check_crds(client: &Client, namespace: Option<&str>) -> Result<()> 
 pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shutdown: watch::Receiver<bool>) -> Result<()> {
     check_crds(&client, settings.namespace.as_deref()).await?;
     let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "local".into());
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "kappa-operator".into(), instance: Some(instance) });
+    let events = events::Events::new(client.clone(), instance);
 
     let kc = kafka_cluster::controller(&client, &settings);
     let topics = topic::controller(&client, &settings);
@@ -267,7 +260,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         client: client.clone(),
         settings: settings.clone(),
         metrics,
-        recorder,
+        events,
         clusters: clusters::Clusters::default(),
         stores: stores.clone(),
         failures: Mutex::default(),
