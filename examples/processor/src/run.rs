@@ -3,9 +3,13 @@
 //! It consumes the inputs under its consumer group from the earliest offset,
 //! keeps each key's aggregate, writes changed aggregates to the (compacted)
 //! view topic, and commits the consumed offsets only after those writes are
-//! flushed. On start and after every rebalance it rebuilds its state from
-//! the view, which holds every key's aggregate as of the committed offsets
-//! (or later: see `logic::Agg::apply` for why that is still exact).
+//! flushed. On every assignment it rebuilds its state from the view, which
+//! holds every key's aggregate as of the committed offsets (or later: see
+//! `logic::Agg::apply` for why that is still exact), before it applies a
+//! record of the new assignment. When partitions are revoked, the batch in
+//! progress is dropped, neither written nor committed: their next owner may
+//! already have rebuilt its state, and a late write would overwrite newer
+//! aggregates.
 
 use std::{
     sync::{
@@ -51,15 +55,25 @@ impl Contract {
     }
 }
 
-/// Notes partition assignments, so state is rebuilt from the view after one.
-struct Rebalances(AtomicBool);
+/// Notes rebalances (they happen inside `poll`) for the loop to act on
+/// before it applies the next record.
+#[derive(Default)]
+struct Rebalances {
+    revoked: AtomicBool,
+    assigned: AtomicBool,
+}
 
 impl ClientContext for Rebalances {}
 
 impl ConsumerContext for Rebalances {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if matches!(rebalance, Rebalance::Revoke(_)) {
+            self.revoked.store(true, Ordering::SeqCst);
+        }
+    }
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if matches!(rebalance, Rebalance::Assign(_)) {
-            self.0.store(true, Ordering::SeqCst);
+            self.assigned.store(true, Ordering::SeqCst);
         }
     }
 }
@@ -97,7 +111,10 @@ pub fn run(c: &Contract, logic: Logic, field: &str, state: State, stats: Arc<Sta
         .set("heartbeat.interval.ms", "2000")
         .set("queued.max.messages.kbytes", "262144")
         .set("queued.min.messages", "500000")
-        .create_with_context(Rebalances(AtomicBool::new(true)))
+        // Eager rebalancing: every partition is revoked before any is
+        // assigned, so a revoke drops the whole batch.
+        .set("partition.assignment.strategy", "range")
+        .create_with_context(Rebalances::default())
         .map_err(|e| e.to_string())?;
     let producer: ThreadedProducer<DefaultProducerContext> = kafka::config(&c.bootstrap)
         .set("enable.idempotence", "true")
@@ -113,9 +130,6 @@ pub fn run(c: &Contract, logic: Logic, field: &str, state: State, stats: Arc<Sta
     // free of duplicates without a second lookup per record.
     let mut dirty: Vec<String> = Vec::new();
     while !STOP.load(Ordering::SeqCst) {
-        if consumer.context().0.swap(false, Ordering::SeqCst) {
-            restore(c, &state, &stats)?;
-        }
         let started = Instant::now();
         let mut n = 0;
         let mut applied = 0;
@@ -128,7 +142,20 @@ pub fn run(c: &Contract, logic: Logic, field: &str, state: State, stats: Arc<Sta
                 if polls % 256 == 0 && started.elapsed() >= BATCH_WAIT {
                     break;
                 }
-                let Some(msg) = consumer.poll(Duration::from_millis(50)) else {
+                let polled = consumer.poll(Duration::from_millis(50));
+                if consumer.context().revoked.swap(false, Ordering::SeqCst) {
+                    for key in dirty.drain(..) {
+                        if let Some(agg) = st.get_mut(&key) {
+                            agg.dirty = false;
+                        }
+                    }
+                    parts.clear();
+                    eprintln!("partitions revoked: the batch in progress is dropped, its records will be read again");
+                }
+                if consumer.context().assigned.swap(false, Ordering::SeqCst) {
+                    *st = restore(c, &stats)?;
+                }
+                let Some(msg) = polled else {
                     if started.elapsed() >= BATCH_WAIT {
                         break;
                     }
@@ -165,9 +192,6 @@ pub fn run(c: &Contract, logic: Logic, field: &str, state: State, stats: Arc<Sta
                             eprintln!("rejected event at {}/{}@{}: {why:?} ({total} rejected so far)", m.topic(), m.partition(), m.offset());
                         }
                     }
-                }
-                if consumer.context().0.load(Ordering::SeqCst) {
-                    break; // a rebalance: commit what we have, then rebuild
                 }
             }
             stats.records.fetch_add(applied, Ordering::Relaxed);
@@ -214,8 +238,8 @@ pub fn run(c: &Contract, logic: Logic, field: &str, state: State, stats: Arc<Sta
     Ok(())
 }
 
-/// Rebuilds every key's aggregate from the view topic.
-fn restore(c: &Contract, state: &State, stats: &Stats) -> Result<(), String> {
+/// Every key's aggregate, rebuilt from the view topic.
+fn restore(c: &Contract, stats: &Stats) -> Result<logic::FastMap<Agg>, String> {
     let started = Instant::now();
     let mut fresh: logic::FastMap<Agg> = Default::default();
     let read = kafka::read_all(&c.bootstrap, std::slice::from_ref(&c.output), |_, _, _, key, payload| {
@@ -225,7 +249,6 @@ fn restore(c: &Contract, state: &State, stats: &Stats) -> Result<(), String> {
         }
     })?;
     eprintln!("restored {} keys from {} view records of {} in {:?}", fresh.len(), read, c.output, started.elapsed());
-    *state.lock().expect("state lock") = fresh;
     stats.restores.fetch_add(1, Ordering::Relaxed);
-    Ok(())
+    Ok(fresh)
 }
