@@ -239,14 +239,19 @@ async fn apply(topic: Arc<Topic>, ctx: &Context) -> Result<Action> {
         return not_ready(&topic, ctx, "ResourceConflict", message, true, Action::await_change()).await;
     }
 
+    let kafka_key = format!("{KIND}-kafka/{ns}/{}", topic.name_any());
     let Some(cluster) = ctx.clusters.get(&ns, &topic.spec.cluster_ref) else {
         let exists = ctx.stores.clusters.get(&ObjectRef::new(&topic.spec.cluster_ref).within(&ns)).is_some();
-        let message = if exists {
-            format!("waiting for KafkaCluster {} to connect", topic.spec.cluster_ref)
+        let (message, then) = if exists {
+            // Right after a start the KafkaCluster's first connection may
+            // not be made yet: look again soon.
+            (format!("waiting for KafkaCluster {} to connect", topic.spec.cluster_ref), Action::requeue(ctx.backoff(&kafka_key)))
         } else {
-            format!("KafkaCluster {} (spec.clusterRef) does not exist in namespace {ns}", topic.spec.cluster_ref)
+            // Its creation wakes this Topic through the KafkaCluster watch.
+            let message = format!("KafkaCluster {} (spec.clusterRef) does not exist in namespace {ns}", topic.spec.cluster_ref);
+            (message, Action::requeue(Duration::from_secs(30)))
         };
-        return not_ready(&topic, ctx, "KafkaClusterNotReady", message, false, Action::requeue(Duration::from_secs(30))).await;
+        return not_ready(&topic, ctx, "KafkaClusterNotReady", message, false, then).await;
     };
     if let Some(Err((reason, message))) = cluster.health() {
         let message = format!("KafkaCluster {} is not Ready ({reason}): {message}", topic.spec.cluster_ref);
@@ -255,12 +260,9 @@ async fn apply(topic: Arc<Topic>, ctx: &Context) -> Result<Action> {
 
     let report = match cluster.topics.sync(desired(&topic)).await {
         Ok(r) => r,
-        Err(e) => {
-            let backoff = ctx.backoff(&format!("{KIND}-kafka/{ns}/{}", topic.name_any()));
-            return not_ready(&topic, ctx, e.reason(), e.to_string(), false, Action::requeue(backoff)).await;
-        }
+        Err(e) => return not_ready(&topic, ctx, e.reason(), e.to_string(), false, Action::requeue(ctx.backoff(&kafka_key))).await,
     };
-    ctx.succeeded(&format!("{KIND}-kafka/{ns}/{}", topic.name_any()));
+    ctx.succeeded(&kafka_key);
 
     let (status, ready) = status_from(&topic, &report, &previous);
     if apply_status(&ctx.client, topic.as_ref(), topic.status.as_ref(), &status).await? {
