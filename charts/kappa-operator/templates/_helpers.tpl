@@ -59,5 +59,5 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 # Events for every decision a person cares about.
 - apiGroups: [events.k8s.io]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 {{- end -}}
