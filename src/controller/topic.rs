@@ -242,16 +242,14 @@ async fn apply(topic: Arc<Topic>, ctx: &Context) -> Result<Action> {
     let kafka_key = format!("{KIND}-kafka/{ns}/{}", topic.name_any());
     let Some(cluster) = ctx.clusters.get(&ns, &topic.spec.cluster_ref) else {
         let exists = ctx.stores.clusters.get(&ObjectRef::new(&topic.spec.cluster_ref).within(&ns)).is_some();
-        let (message, then) = if exists {
-            // Right after a start the KafkaCluster's first connection may
-            // not be made yet: look again soon.
-            (format!("waiting for KafkaCluster {} to connect", topic.spec.cluster_ref), Action::requeue(ctx.backoff(&kafka_key)))
+        let message = if exists {
+            format!("waiting for KafkaCluster {} to connect", topic.spec.cluster_ref)
         } else {
-            // Its creation wakes this Topic through the KafkaCluster watch.
-            let message = format!("KafkaCluster {} (spec.clusterRef) does not exist in namespace {ns}", topic.spec.cluster_ref);
-            (message, Action::requeue(Duration::from_secs(30)))
+            format!("KafkaCluster {} (spec.clusterRef) does not exist in namespace {ns}", topic.spec.cluster_ref)
         };
-        return not_ready(&topic, ctx, "KafkaClusterNotReady", message, false, then).await;
+        // Right after a start, the caches and the first connection may lag
+        // this Topic by a moment: look again soon, then less often.
+        return not_ready(&topic, ctx, "KafkaClusterNotReady", message, false, Action::requeue(ctx.backoff(&kafka_key))).await;
     };
     if let Some(Err((reason, message))) = cluster.health() {
         let message = format!("KafkaCluster {} is not Ready ({reason}): {message}", topic.spec.cluster_ref);
