@@ -154,7 +154,7 @@ async fn existing_topics_are_adopted_and_a_larger_partition_count_is_reported() 
     // Declaring what Kafka has makes it Ready, with no recreation.
     patch::<Topic>(&s.ns, "existing", json!({"spec": {"partitions": 6}})).await.unwrap();
     let t = topic_ready(&s.ns, "existing", "True", None).await;
-    assert_eq!(t.status.unwrap().topic_id, Some(k.topics(&[name.clone()]).await.unwrap()[&name].id.clone()));
+    assert_eq!(t.status.unwrap().topic_id, Some(k.topics(std::slice::from_ref(&name)).await.unwrap()[&name].id.clone()));
 }
 
 #[tokio::test]

@@ -134,7 +134,7 @@ async fn apply(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action> {
     };
     let status = KafkaClusterStatus {
         observed_generation: kc.metadata.generation,
-        conditions: conditions::merge(&previous.conditions, &[ready.clone()], kc.metadata.generation, Timestamp::now()),
+        conditions: conditions::merge(&previous.conditions, std::slice::from_ref(&ready), kc.metadata.generation, Timestamp::now()),
         brokers,
     };
     if apply_status(&ctx.client, kc.as_ref(), kc.status.as_ref(), &status).await? {

@@ -311,11 +311,10 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
                 fault_pause().await;
             }
             Action::Retire(id) => {
-                if let Some(vv) = find(id) {
-                    if let Some(d) = retire(&ctx, &vv, &world).await? {
+                if let Some(vv) = find(id)
+                    && let Some(d) = retire(&ctx, &vv, &world).await? {
                         wait = Some(d);
                     }
-                }
             }
             Action::Event { .. } => {} // published with the status change, below
         }

@@ -44,18 +44,13 @@ pub fn run(
     // Drift made behind the operator's back: every resync, what Kafka has
     // for all Topics is read in one batch per cluster, and only the Topics
     // it would change are reconciled.
-    let drifted = {
-        let (ctx, topics) = (ctx.clone(), topics.clone());
-        futures::stream::unfold((), move |()| {
-            let (ctx, topics) = (ctx.clone(), topics.clone());
-            async move {
-                tokio::time::sleep(ctx.settings.resync).await;
-                ctx.metrics.topic_resyncs.inc();
-                Some((futures::stream::iter(drifted(&ctx, &topics.state()).await), ()))
-            }
-        })
-        .flatten()
-    };
+    let drifted = futures::stream::unfold((ctx.clone(), topics.clone()), |(ctx, topics)| async move {
+        tokio::time::sleep(ctx.settings.resync).await;
+        ctx.metrics.topic_resyncs.inc();
+        let found = drifted(&ctx, &topics.state()).await;
+        Some((futures::stream::iter(found), (ctx, topics)))
+    })
+    .flatten();
     ctrl.watches(watched_api::<KafkaCluster>(client, ns.as_deref()), watcher::Config::default(), move |kc| {
         let (ns, name) = (kc.namespace(), kc.name_any());
         by_cluster

@@ -30,7 +30,7 @@ use kafka_protocol::{
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::{
-    ClusterInfo, ItemError, ItemResult, Kafka, KafkaError, NewTopic, Result, Settings, TopicInfo, Tp,
+    ClusterInfo, ConfigResult, ItemError, ItemResult, Kafka, KafkaError, NewTopic, Result, Settings, TopicInfo, Tp,
     wire::{Conn, error_name},
 };
 
@@ -275,7 +275,7 @@ impl Kafka for WireKafka {
     fn topic_configs<'a>(
         &'a self,
         keys: &'a BTreeMap<String, Vec<String>>,
-    ) -> BoxFuture<'a, Result<BTreeMap<String, std::result::Result<BTreeMap<String, String>, ItemError>>>> {
+    ) -> BoxFuture<'a, Result<BTreeMap<String, ConfigResult>>> {
         async move {
             if keys.is_empty() {
                 return Ok(BTreeMap::new());

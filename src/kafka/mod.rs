@@ -107,6 +107,9 @@ impl std::fmt::Display for ItemError {
 
 pub type ItemResult = std::result::Result<(), ItemError>;
 
+/// One topic's values of the asked config keys, or why Kafka refused.
+pub type ConfigResult = std::result::Result<BTreeMap<String, String>, ItemError>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterInfo {
     pub brokers: usize,
@@ -143,7 +146,7 @@ pub trait Kafka: Send + Sync + 'static {
     fn topic_configs<'a>(
         &'a self,
         keys: &'a BTreeMap<String, Vec<String>>,
-    ) -> BoxFuture<'a, Result<BTreeMap<String, std::result::Result<BTreeMap<String, String>, ItemError>>>>;
+    ) -> BoxFuture<'a, Result<BTreeMap<String, ConfigResult>>>;
     /// Creates topics (one CreateTopics); returns what Kafka created.
     fn create_topics<'a>(
         &'a self,

@@ -503,11 +503,10 @@ proptest! {
                 },
                 Step::NewSpec(n) => w.desired = format!("v{}", n + 1),
                 Step::RevertToOlder(i) => if let Some(id) = w.nth(i) { w.desired = id },
-                Step::Break(i) => if let Some(id) = w.nth(i) {
-                    if w.active.as_deref() != Some(id.as_str()) {
+                Step::Break(i) => if let Some(id) = w.nth(i)
+                    && w.active.as_deref() != Some(id.as_str()) {
                         w.versions.get_mut(&id).unwrap().broken = Some("CrashLoopBackOff".into());
-                    }
-                },
+                    },
                 Step::Verify(i, ok) => if let Some(id) = w.nth(i) {
                     let v = w.versions.get_mut(&id).unwrap();
                     if v.verification == Some(Verification::Running) {

@@ -122,7 +122,7 @@ fn produce(bootstrap: &str, topic: &str, count: u64, seed: u64, keys: u64, inval
     for i in 1..=count {
         let (key, mut payload) = logic::event(&mut rng, keys);
         if invalid_every.is_some_and(|m| i % m == 0) {
-            payload = if (i / invalid_every.unwrap_or(1)) % 2 == 0 { "{not json".into() } else { r#"{"note":"no amount"}"#.into() };
+            payload = if (i / invalid_every.unwrap_or(1)).is_multiple_of(2) { "{not json".into() } else { r#"{"note":"no amount"}"#.into() };
         }
         let mut record = BaseRecord::to(topic).key(&key).payload(&payload);
         loop {

@@ -139,7 +139,7 @@ pub fn run(c: &Contract, logic: Logic, field: &str, state: State, stats: Arc<Sta
             let mut polls = 0u32;
             while n < BATCH_MAX && !STOP.load(Ordering::SeqCst) {
                 polls = polls.wrapping_add(1);
-                if polls % 256 == 0 && started.elapsed() >= BATCH_WAIT {
+                if polls.is_multiple_of(256) && started.elapsed() >= BATCH_WAIT {
                     break;
                 }
                 let polled = consumer.poll(Duration::from_millis(50));

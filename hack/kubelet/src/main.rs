@@ -192,11 +192,10 @@ fn uid(p: &Pod) -> String {
 
 fn dispatch(lab: &Arc<Lab>, workers: &mut HashMap<String, watch::Sender<Option<Pod>>>, p: Pod) {
     let key = uid(&p);
-    if let Some(tx) = workers.get(&key) {
-        if tx.send(Some(p.clone())).is_ok() {
+    if let Some(tx) = workers.get(&key)
+        && tx.send(Some(p.clone())).is_ok() {
             return;
         }
-    }
     let (tx, rx) = watch::channel(Some(p));
     tokio::spawn(pod::run(lab.clone(), rx));
     workers.insert(key, tx);

@@ -63,11 +63,10 @@ async fn patch_status(lab: &Lab) -> anyhow::Result<()> {
         cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
     ];
     for c in &mut conditions {
-        if let Some(p) = prior.iter().find(|p| p.type_ == c["type"] && p.status == c["status"]) {
-            if let Some(t) = &p.last_transition_time {
+        if let Some(p) = prior.iter().find(|p| p.type_ == c["type"] && p.status == c["status"])
+            && let Some(t) = &p.last_transition_time {
                 c["lastTransitionTime"] = json!(t);
             }
-        }
     }
     let capacity = json!({"cpu": "32", "memory": "128Gi", "pods": "2000", "ephemeral-storage": "100Gi"});
     let status = json!({"status": {

@@ -64,7 +64,7 @@ async fn http_get(host: &str, port: u16, path: &str) -> Option<u16> {
     let mut s = TcpStream::connect((host, port)).await.ok()?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.34\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.ok()?;
-    let mut buf = vec![0u8; 64];
+    let mut buf = [0u8; 64];
     let mut n = 0;
     while n < 12 {
         let read = s.read(&mut buf[n..]).await.ok()?;
