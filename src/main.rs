@@ -108,7 +108,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     health.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let lease = if args.leader_election {
         let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("kappa-operator-{}", std::process::id()));
-        let lease = leader::Leadership::acquire(client.clone(), &args.lease_namespace, &args.lease_name, &identity, stop_rx.clone()).await?;
+        let lease =
+            leader::Leadership::acquire(client.clone(), &args.lease_namespace, &args.lease_name, &identity, stop_rx.clone()).await?;
         match lease {
             Some(l) => Some(l),
             None => {

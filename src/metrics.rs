@@ -57,9 +57,8 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("kappa");
         let reconciles = Family::<KindLabels, Counter>::default();
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
-        let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0])
-        });
+        let reconcile_duration =
+            Family::<KindLabels, Histogram>::new_with_constructor(|| Histogram::new([0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]));
         let version_lag = Family::<VersionLabels, Gauge>::default();
         let version_progress_permille = Family::<VersionLabels, Gauge>::default();
         let rollouts = Family::<ProcessorLabels, Counter>::default();

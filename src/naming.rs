@@ -92,10 +92,7 @@ pub fn dns_label(s: &str) -> String {
     if valid {
         return s.to_string();
     }
-    let mut cleaned: String = s
-        .chars()
-        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' })
-        .collect();
+    let mut cleaned: String = s.chars().map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' }).collect();
     if !cleaned.starts_with(|c: char| c.is_ascii_lowercase()) {
         cleaned.insert_str(0, "p-");
     }
@@ -183,10 +180,8 @@ mod tests {
         let base = version_id(&spec());
         let mut s = spec();
         s.replicas = 7;
-        s.template.resources = Some(ResourceRequirements {
-            limits: Some([("cpu".to_string(), Quantity("2".into()))].into()),
-            ..Default::default()
-        });
+        s.template.resources =
+            Some(ResourceRequirements { limits: Some([("cpu".to_string(), Quantity("2".into()))].into()), ..Default::default() });
         s.template.labels.insert("team".into(), "data".into());
         s.template.annotations.insert("note".into(), "x".into());
         s.rollout.max_lag = 100;

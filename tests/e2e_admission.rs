@@ -100,9 +100,7 @@ async fn every_example_is_accepted() {
     assert!(!files.is_empty());
     for file in files {
         for doc in documents(&file) {
-            apply(&env.client, &ns.name, &doc, true)
-                .await
-                .unwrap_or_else(|e| panic!("{} was refused: {e}", file.display()));
+            apply(&env.client, &ns.name, &doc, true).await.unwrap_or_else(|e| panic!("{} was refused: {e}", file.display()));
         }
     }
 }

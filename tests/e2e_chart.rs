@@ -97,9 +97,20 @@ async fn the_chart_installs_a_restricted_highly_available_operator_and_uninstall
 
     let release = unique("kappa");
     let installed = helm(&[
-        "install", &release, &chart(), "-n", &system.name, "--wait", "--timeout", "3m",
-        "--set", "image.tag=dev", "--set", "logFormat=human",
-        "--set", &format!("watchNamespaces={{{}}}", apps.name),
+        "install",
+        &release,
+        &chart(),
+        "-n",
+        &system.name,
+        "--wait",
+        "--timeout",
+        "3m",
+        "--set",
+        "image.tag=dev",
+        "--set",
+        "logFormat=human",
+        "--set",
+        &format!("watchNamespaces={{{}}}", apps.name),
     ]);
     if let Err(e) = &installed {
         panic!("helm install failed:\n{e}\n{}", system.diagnostics().await);
@@ -112,7 +123,11 @@ async fn the_chart_installs_a_restricted_highly_available_operator_and_uninstall
     // The example pipeline, reconciled by the chart's operator.
     let input = unique("e2e-chart-orders");
     create::<KafkaCluster>(&apps, json!({"metadata": {"name": "default"}, "spec": {"bootstrapServers": env.kafka_bootstrap}})).await;
-    create::<Topic>(&apps, json!({"metadata": {"name": "orders"}, "spec": {"topicName": input, "partitions": 3, "deletionPolicy": "Retain"}})).await;
+    create::<Topic>(
+        &apps,
+        json!({"metadata": {"name": "orders"}, "spec": {"topicName": input, "partitions": 3, "deletionPolicy": "Retain"}}),
+    )
+    .await;
     create::<Processor>(&apps, processor_json("sum", 1)).await;
     processor(&["produce", "--topic", &input, "--count", "5000"]).unwrap();
     wait_for("the pipeline to be Ready", WAIT, || async { processor_ready(&apps).await }).await;
@@ -143,7 +158,8 @@ async fn the_chart_installs_a_restricted_highly_available_operator_and_uninstall
 
     // An upgrade with changed values rolls the operator.
     let before: BTreeSet<String> = operator_pods(&system).await.iter().map(|p| p.name_any()).collect();
-    helm(&["upgrade", &release, &chart(), "-n", &system.name, "--reuse-values", "--set", "logLevel=debug", "--wait", "--timeout", "3m"]).unwrap();
+    helm(&["upgrade", &release, &chart(), "-n", &system.name, "--reuse-values", "--set", "logLevel=debug", "--wait", "--timeout", "3m"])
+        .unwrap();
     wait_for("the upgrade to replace every operator pod", WAIT, || async {
         let now: BTreeSet<String> = operator_pods(&system).await.iter().filter(|p| ready(p)).map(|p| p.name_any()).collect();
         if now.len() == 2 && now.is_disjoint(&before) { Ok(()) } else { Err(format!("{now:?}")) }

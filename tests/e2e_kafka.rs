@@ -98,15 +98,10 @@ async fn offsets_and_committed_offsets_of_many_groups_in_few_requests() {
     let k = plaintext();
     let bootstrap = required("KAPPA_KAFKA_BOOTSTRAP");
     let topic = unique("e2e-kafka-lag");
-    k.create_topics(&[NewTopic { name: topic.clone(), partitions: 3, replication_factor: 1, config: BTreeMap::new() }])
-        .await
-        .unwrap();
+    k.create_topics(&[NewTopic { name: topic.clone(), partitions: 3, replication_factor: 1, config: BTreeMap::new() }]).await.unwrap();
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
     for i in 0..30 {
-        producer
-            .send(FutureRecord::to(&topic).partition(i % 3).key("k").payload("v"), Duration::from_secs(10))
-            .await
-            .unwrap();
+        producer.send(FutureRecord::to(&topic).partition(i % 3).key("k").payload("v"), Duration::from_secs(10)).await.unwrap();
     }
     let groups: Vec<String> = (0..3).map(|i| unique(&format!("e2e-kafka-group-{i}"))).collect();
     // Group i commits offset 2*i+1 on partition 0 only.

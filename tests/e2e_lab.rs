@@ -39,31 +39,31 @@ fn pid_of(p: &Pod) -> Option<i32> {
 }
 
 fn ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 #[tokio::test]
 async fn deployment_pod_runs_is_ready_and_restarts_when_killed() {
     let env = Env::get().await;
     let ns = TestNs::new(&env, "lab-deploy").await;
-    create::<Deployment>(&ns, json!({
-        "metadata": {"name": "web"},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{
-                    "name": "app", "image": "kappa-lab/testapp:dev", "args": ["serve", "8080"],
-                    "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
-                    "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1}
-                }]}
+    create::<Deployment>(
+        &ns,
+        json!({
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{
+                        "name": "app", "image": "kappa-lab/testapp:dev", "args": ["serve", "8080"],
+                        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+                        "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1}
+                    }]}
+                }
             }
-        }
-    }))
+        }),
+    )
     .await;
 
     let pod = wait_for("the web pod to be Running and Ready", WAIT, || async {
@@ -115,24 +115,23 @@ async fn jobs_succeed_and_fail_by_exit_code() {
     let env = Env::get().await;
     let ns = TestNs::new(&env, "lab-jobs").await;
     for (name, code) in [("succeeds", 0), ("fails", 3)] {
-        create::<Job>(&ns, json!({
-            "metadata": {"name": name},
-            "spec": {"backoffLimit": 0, "template": {"spec": {
-                "restartPolicy": "Never",
-                "containers": [{"name": "c", "image": "kappa-lab/testapp", "args": ["exit", code.to_string()]}]
-            }}}
-        }))
+        create::<Job>(
+            &ns,
+            json!({
+                "metadata": {"name": name},
+                "spec": {"backoffLimit": 0, "template": {"spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "c", "image": "kappa-lab/testapp", "args": ["exit", code.to_string()]}]
+                }}}
+            }),
+        )
         .await;
     }
     for (name, want) in [("succeeds", "Complete"), ("fails", "Failed")] {
         wait_for(&format!("job {name} to be {want}"), WAIT, || async {
             let job = ns.api::<Job>().get(name).await.map_err(|e| e.to_string())?;
             let conds = job.status.and_then(|s| s.conditions).unwrap_or_default();
-            if conds.iter().any(|c| c.type_ == want && c.status == "True") {
-                Ok(())
-            } else {
-                Err(format!("{conds:?}"))
-            }
+            if conds.iter().any(|c| c.type_ == want && c.status == "True") { Ok(()) } else { Err(format!("{conds:?}")) }
         })
         .await;
     }
@@ -146,9 +145,12 @@ async fn children_are_garbage_collected_with_their_owner() {
     let env = Env::get().await;
     let ns = TestNs::new(&env, "lab-gc").await;
     let owner: ConfigMap = create(&ns, json!({"metadata": {"name": "owner"}})).await;
-    create::<ConfigMap>(&ns, json!({"metadata": {"name": "child", "ownerReferences": [{
-        "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.uid().unwrap()
-    }]}}))
+    create::<ConfigMap>(
+        &ns,
+        json!({"metadata": {"name": "child", "ownerReferences": [{
+            "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.uid().unwrap()
+        }]}}),
+    )
     .await;
     ns.api::<ConfigMap>().delete("owner", &DeleteParams::background()).await.unwrap();
     wait_for("the garbage collector to delete the child", WAIT, || async {
@@ -170,12 +172,15 @@ async fn programs_in_pods_are_subject_to_rbac() {
         let ns = &ns;
         let url = url.clone();
         async move {
-            create::<Pod>(ns, json!({
-                "metadata": {"name": name},
-                "spec": {"serviceAccountName": "reader", "restartPolicy": "Never", "containers": [{
-                    "name": "c", "image": "kappa-lab/kubectl", "command": ["kubectl"], "args": ["get", "--raw", url, "-v=6"]
-                }]}
-            }))
+            create::<Pod>(
+                ns,
+                json!({
+                    "metadata": {"name": name},
+                    "spec": {"serviceAccountName": "reader", "restartPolicy": "Never", "containers": [{
+                        "name": "c", "image": "kappa-lab/kubectl", "command": ["kubectl"], "args": ["get", "--raw", url, "-v=6"]
+                    }]}
+                }),
+            )
             .await;
             let pod = wait_for(&format!("pod {name} to finish"), WAIT, || async {
                 let p = ns.api::<Pod>().get(name).await.map_err(|e| e.to_string())?;
@@ -194,12 +199,19 @@ async fn programs_in_pods_are_subject_to_rbac() {
     assert!(logs.contains("403 Forbidden"), "expected a 403 for the unprivileged service account, got:\n{logs}");
     assert!(logs.contains(&format!("system:serviceaccount:{}:reader", ns.name)), "the request must carry the pod's identity:\n{logs}");
 
-    create::<Role>(&ns, json!({"metadata": {"name": "read-cm"}, "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]})).await;
-    create::<RoleBinding>(&ns, json!({
-        "metadata": {"name": "read-cm"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-cm"},
-        "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": ns.name}]
-    }))
+    create::<Role>(
+        &ns,
+        json!({"metadata": {"name": "read-cm"}, "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]}),
+    )
+    .await;
+    create::<RoleBinding>(
+        &ns,
+        json!({
+            "metadata": {"name": "read-cm"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-cm"},
+            "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": ns.name}]
+        }),
+    )
     .await;
     let (phase, logs) = run("after-grant").await;
     assert_eq!(phase, "Succeeded", "logs:\n{logs}");
@@ -210,17 +222,13 @@ async fn programs_in_pods_are_subject_to_rbac() {
 async fn kafka_round_trips_a_record() {
     let env = Env::get().await;
     let topic = unique("e2e-lab");
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", &env.kafka_bootstrap).create().unwrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &env.kafka_bootstrap).create().unwrap();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let created = admin.create_topics(&[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))], &opts).await.unwrap();
     assert!(created[0].is_ok(), "{created:?}");
 
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &env.kafka_bootstrap).create().unwrap();
-    producer
-        .send(FutureRecord::to(&topic).key("k").payload("hello lab"), Duration::from_secs(10))
-        .await
-        .expect("delivery");
+    producer.send(FutureRecord::to(&topic).key("k").payload("hello lab"), Duration::from_secs(10)).await.expect("delivery");
 
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &env.kafka_bootstrap)

@@ -132,7 +132,11 @@ async fn a_missing_input_is_named_and_nothing_is_created() {
     assert!(s.ns.api::<Deployment>().list(&ListParams::default()).await.unwrap().items.is_empty(), "no Deployment is created");
 
     let refunds = unique("e2e-refunds");
-    create::<Topic>(&s.ns, json!({"metadata": {"name": "refunds"}, "spec": {"topicName": refunds, "partitions": 1, "deletionPolicy": "Delete"}})).await;
+    create::<Topic>(
+        &s.ns,
+        json!({"metadata": {"name": "refunds"}, "spec": {"topicName": refunds, "partitions": 1, "deletionPolicy": "Delete"}}),
+    )
+    .await;
     processor(&["produce", "--topic", &refunds, "--count", "100"]).unwrap();
     let (_, vv) = caught_up(&s.ns).await;
     assert_eq!(vv.spec.input_topics, vec![s.input.clone(), refunds.clone()]);

@@ -34,7 +34,11 @@ async fn phase_is(ns: &TestNs, want: &str) -> Processor {
     wait_for(&format!("the Processor phase {want}"), WAIT, || async {
         let p = processor_state(ns).await?;
         let st = p.status.clone().unwrap_or_default();
-        if st.phase.as_deref() == Some(want) { Ok(p) } else { Err(format!("phase {:?} candidate {:?} active {:?}", st.phase, st.candidate_version, st.active_version)) }
+        if st.phase.as_deref() == Some(want) {
+            Ok(p)
+        } else {
+            Err(format!("phase {:?} candidate {:?} active {:?}", st.phase, st.candidate_version, st.active_version))
+        }
     })
     .await
 }
@@ -44,7 +48,11 @@ async fn active_is(ns: &TestNs, version: &str) {
         let p = processor_state(ns).await?;
         let active = p.status.and_then(|s| s.active_version).unwrap_or_default();
         let (cm, svc) = served(ns).await;
-        if active == version && cm == version && svc == version { Ok(()) } else { Err(format!("active {active} configmap {cm} service {svc}")) }
+        if active == version && cm == version && svc == version {
+            Ok(())
+        } else {
+            Err(format!("active {active} configmap {cm} service {svc}"))
+        }
     })
     .await
 }
@@ -159,7 +167,15 @@ async fn a_crash_looping_version_fails_and_the_active_one_stays_untouched() {
     produce(&s.input, 2_000, 1);
     let (p1, _) = caught_up(&s.ns).await;
     let v1 = p1.status.unwrap().active_version.unwrap();
-    let pods_before: Vec<String> = s.ns.api::<Pod>().list(&ListParams::default().labels(&format!("kappa.dev/version={v1}"))).await.unwrap().items.iter().map(|p| p.name_any()).collect();
+    let pods_before: Vec<String> =
+        s.ns.api::<Pod>()
+            .list(&ListParams::default().labels(&format!("kappa.dev/version={v1}")))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
     patch::<Processor>(&s.ns, "totals", logic_patch("no-such-logic")).await.unwrap();
     let failed = phase_is(&s.ns, "Failed").await;
     let st = failed.status.unwrap();
@@ -167,7 +183,15 @@ async fn a_crash_looping_version_fails_and_the_active_one_stays_untouched() {
     let stalled = st.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
     assert!(stalled.message.contains("crash-looping"), "{}", stalled.message);
     assert_eq!(served(&s.ns).await, (v1.clone(), v1.clone()));
-    let pods_after: Vec<String> = s.ns.api::<Pod>().list(&ListParams::default().labels(&format!("kappa.dev/version={v1}"))).await.unwrap().items.iter().map(|p| p.name_any()).collect();
+    let pods_after: Vec<String> =
+        s.ns.api::<Pod>()
+            .list(&ListParams::default().labels(&format!("kappa.dev/version={v1}")))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
     assert_eq!(pods_before, pods_after, "the active version's pods were not touched");
     let failed_v = versions(&s.ns).await.into_iter().find(|v| v.spec.version != v1).unwrap();
     assert_eq!(failed_v.status.unwrap().phase, Some(kappa_operator::api::VersionPhase::Failed));
@@ -186,7 +210,8 @@ async fn rollback_to_the_standby_catches_up_without_a_full_replay() {
     let v2 = phase_is(&s.ns, "Replaying").await.status.unwrap().candidate_version.unwrap();
     active_is(&s.ns, &v2).await;
     wait_for("v1 to stand by at zero replicas", WAIT, || async {
-        let pods = s.ns.api::<Pod>().list(&ListParams::default().labels(&format!("kappa.dev/version={v1}"))).await.map_err(|e| e.to_string())?;
+        let pods =
+            s.ns.api::<Pod>().list(&ListParams::default().labels(&format!("kappa.dev/version={v1}"))).await.map_err(|e| e.to_string())?;
         if pods.items.is_empty() { Ok(()) } else { Err(format!("{} pods", pods.items.len())) }
     })
     .await;
@@ -275,7 +300,11 @@ async fn the_operator_killed_during_replay_and_cutover_resumes_without_repeating
     check(&s.input, &vv2, "count").unwrap();
 
     let phases: Vec<_> = versions(&s.ns).await.into_iter().filter_map(|v| v.status.and_then(|s| s.phase)).collect();
-    assert_eq!(phases.iter().filter(|p| **p == kappa_operator::api::VersionPhase::Active).count(), 1, "exactly one active version: {phases:?}");
+    assert_eq!(
+        phases.iter().filter(|p| **p == kappa_operator::api::VersionPhase::Active).count(),
+        1,
+        "exactly one active version: {phases:?}"
+    );
     assert_eq!(versions(&s.ns).await.len(), 2, "no version created twice");
     assert_eq!(events(&s.ns, "CutOver").await, 1, "the cutover happened once");
     assert_eq!(events(&s.ns, "VersionCreated").await, 2);

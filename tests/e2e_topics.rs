@@ -54,7 +54,9 @@ async fn topic_ready(ns: &TestNs, name: &str, status: &str, reason: Option<&str>
         let st = t.status.clone().unwrap_or_default();
         let ready = condition(&st.conditions, "Ready");
         match &ready {
-            Some(c) if c.status == status && reason.is_none_or(|r| c.reason == r) && st.observed_generation == t.metadata.generation => Ok(t),
+            Some(c) if c.status == status && reason.is_none_or(|r| c.reason == r) && st.observed_generation == t.metadata.generation => {
+                Ok(t)
+            }
             other => Err(format!("{other:?}")),
         }
     })
@@ -199,9 +201,12 @@ async fn a_topic_read_by_a_processor_is_not_deleted() {
     let name = unique("e2e-read");
     create::<Topic>(&s.ns, topic_json("events", &name, 1, "Delete", json!({}))).await;
     topic_ready(&s.ns, "events", "True", None).await;
-    create::<Processor>(&s.ns, json!({"metadata": {"name": "reader"}, "spec": {
-        "inputs": ["events"], "replicas": 0, "template": {"image": "kappa-lab/testapp"}
-    }}))
+    create::<Processor>(
+        &s.ns,
+        json!({"metadata": {"name": "reader"}, "spec": {
+            "inputs": ["events"], "replicas": 0, "template": {"image": "kappa-lab/testapp"}
+        }}),
+    )
     .await;
     s.ns.api::<Topic>().delete("events", &DeleteParams::default()).await.unwrap();
     let t = wait_for("the deletion to wait for the Processor", WAIT, || async {
@@ -300,23 +305,34 @@ async fn scram_credentials_right_and_wrong() {
     let ns = TestNs::new(&env, "scram").await;
     let password = std::fs::read_to_string(required("KAPPA_KAFKA_SCRAM_PASSWORD_FILE")).unwrap();
     for (secret, pw) in [("right", password.trim().to_string()), ("wrong", "not-the-password".to_string())] {
-        create::<Secret>(&ns, json!({"metadata": {"name": secret}, "stringData": {
-            "username": required("KAPPA_KAFKA_SCRAM_USER"), "password": pw
-        }}))
+        create::<Secret>(
+            &ns,
+            json!({"metadata": {"name": secret}, "stringData": {
+                "username": required("KAPPA_KAFKA_SCRAM_USER"), "password": pw
+            }}),
+        )
         .await;
-        create::<KafkaCluster>(&ns, json!({"metadata": {"name": secret}, "spec": {
-            "bootstrapServers": required("KAPPA_KAFKA_SCRAM_BOOTSTRAP"),
-            "sasl": {"mechanism": "SCRAM-SHA-512", "credentials": {"secretName": secret}}
-        }}))
+        create::<KafkaCluster>(
+            &ns,
+            json!({"metadata": {"name": secret}, "spec": {
+                "bootstrapServers": required("KAPPA_KAFKA_SCRAM_BOOTSTRAP"),
+                "sasl": {"mechanism": "SCRAM-SHA-512", "credentials": {"secretName": secret}}
+            }}),
+        )
         .await;
     }
-    create::<KafkaCluster>(&ns, json!({"metadata": {"name": "missing-secret"}, "spec": {
-        "bootstrapServers": required("KAPPA_KAFKA_SCRAM_BOOTSTRAP"),
-        "sasl": {"mechanism": "SCRAM-SHA-512", "credentials": {"secretName": "nope"}}
-    }}))
+    create::<KafkaCluster>(
+        &ns,
+        json!({"metadata": {"name": "missing-secret"}, "spec": {
+            "bootstrapServers": required("KAPPA_KAFKA_SCRAM_BOOTSTRAP"),
+            "sasl": {"mechanism": "SCRAM-SHA-512", "credentials": {"secretName": "nope"}}
+        }}),
+    )
     .await;
     let _op = Operator::start(&ns.name, &[]);
-    for (name, status, reason) in [("right", "True", "Connected"), ("wrong", "False", "AuthenticationFailed"), ("missing-secret", "False", "SecretMissing")] {
+    for (name, status, reason) in
+        [("right", "True", "Connected"), ("wrong", "False", "AuthenticationFailed"), ("missing-secret", "False", "SecretMissing")]
+    {
         let kc = wait_for(&format!("KafkaCluster {name} Ready={status} {reason}"), WAIT, || async {
             let kc = ns.api::<KafkaCluster>().get(name).await.map_err(|e| e.to_string())?;
             match condition(&kc.status.clone().unwrap_or_default().conditions, "Ready") {

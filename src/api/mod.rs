@@ -75,8 +75,7 @@ mod tests {
         for dir in ["crds", "charts/kappa-operator/crds"] {
             for crd in crds() {
                 let path = root.join(dir).join(crd_file_name(&crd));
-                let committed = std::fs::read_to_string(&path)
-                    .unwrap_or_else(|e| panic!("{}: {e}; run hack/crdgen.sh", path.display()));
+                let committed = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}; run hack/crdgen.sh", path.display()));
                 assert!(
                     committed == crd_yaml(&crd),
                     "{} differs from the generated CRD; run hack/crdgen.sh and commit the result",

@@ -75,10 +75,8 @@ pub async fn resolve(client: &Client, ns: &str, spec: &KafkaClusterSpec) -> Resu
                 .ok_or_else(|| ("SecretMissing".to_string(), format!("Secret {name} has no key {key:?} ({field})")))
         }
     };
-    let mut settings = kafka::Settings {
-        bootstrap: spec.bootstrap_servers.split(',').map(|s| s.trim().to_string()).collect(),
-        ..Default::default()
-    };
+    let mut settings =
+        kafka::Settings { bootstrap: spec.bootstrap_servers.split(',').map(|s| s.trim().to_string()).collect(), ..Default::default() };
     if let Some(tls) = &spec.tls {
         let ca_pem = match &tls.ca {
             Some(ca) => Some(read(ca.name.clone(), ca.key.clone(), "spec.tls.ca").await?),

@@ -18,10 +18,7 @@ use futures::StreamExt;
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{ListParams, Patch, PatchParams},
-    runtime::{
-        controller::Action,
-        reflector::Store,
-    },
+    runtime::{controller::Action, reflector::Store},
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;

@@ -69,8 +69,12 @@ pub fn run(
         .watches(watched_api::<Deployment>(client, ns.as_deref()), labelled.clone(), move |d| {
             by_label(&s1, d.namespace(), d.labels().get(labels::PROCESSOR))
         })
-        .watches(watched_api::<Pod>(client, ns.as_deref()), labelled.clone(), move |p| by_label(&s2, p.namespace(), p.labels().get(labels::PROCESSOR)))
-        .watches(watched_api::<Job>(client, ns.as_deref()), labelled, move |j| by_label(&s3, j.namespace(), j.labels().get(labels::PROCESSOR)))
+        .watches(watched_api::<Pod>(client, ns.as_deref()), labelled.clone(), move |p| {
+            by_label(&s2, p.namespace(), p.labels().get(labels::PROCESSOR))
+        })
+        .watches(watched_api::<Job>(client, ns.as_deref()), labelled, move |j| {
+            by_label(&s3, j.namespace(), j.labels().get(labels::PROCESSOR))
+        })
         .watches(watched_api::<Topic>(client, ns.as_deref()), watcher::Config::default(), move |t| {
             let (ns, name) = (t.namespace(), t.name_any());
             s4.state()
@@ -135,13 +139,8 @@ async fn observe(p: &Processor, ctx: &Context) -> Result<World> {
         .map(|d| (by_version(d.labels()), d))
         .collect();
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns).list(&lp).await?.items;
-    let jobs = Api::<Job>::namespaced(ctx.client.clone(), &ns)
-        .list(&lp)
-        .await?
-        .items
-        .into_iter()
-        .map(|j| (by_version(j.labels()), j))
-        .collect();
+    let jobs =
+        Api::<Job>::namespaced(ctx.client.clone(), &ns).list(&lp).await?.items.into_iter().map(|j| (by_version(j.labels()), j)).collect();
     Ok(World { versions, deployments, pods, jobs })
 }
 
@@ -187,7 +186,11 @@ fn verification(job: &Job) -> Verification {
     }
     let failed = st.conditions.iter().flatten().find(|c| c.type_ == "Failed" && c.status == "True");
     match failed {
-        Some(c) => Verification::Failed(format!("Job {}: {}", job.name_any(), c.message.clone().unwrap_or_else(|| c.reason.clone().unwrap_or_default()))),
+        Some(c) => Verification::Failed(format!(
+            "Job {}: {}",
+            job.name_any(),
+            c.message.clone().unwrap_or_else(|| c.reason.clone().unwrap_or_default())
+        )),
         None if st.failed.unwrap_or(0) > 0 => Verification::Failed(format!("Job {} failed", job.name_any())),
         None => Verification::Running,
     }
@@ -312,9 +315,10 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
             }
             Action::Retire(id) => {
                 if let Some(vv) = find(id)
-                    && let Some(d) = retire(&ctx, &vv, &world).await? {
-                        wait = Some(d);
-                    }
+                    && let Some(d) = retire(&ctx, &vv, &world).await?
+                {
+                    wait = Some(d);
+                }
             }
             Action::Event { .. } => {} // published with the status change, below
         }
@@ -415,7 +419,14 @@ async fn create_version(p: &Processor, ctx: &Context, id: &str, inputs: &[(Strin
             if p.status.as_ref().and_then(|s| s.active_version.as_ref()).is_some() {
                 ctx.metrics.rollouts.get_or_create(&ProcessorLabels { namespace: ns, processor: p.name_any() }).inc();
             }
-            ctx.event(p, false, "VersionCreated", "CreateVersion", format!("version {id} replays the inputs from offset zero into {}", vv.spec.output_topic)).await;
+            ctx.event(
+                p,
+                false,
+                "VersionCreated",
+                "CreateVersion",
+                format!("version {id} replays the inputs from offset zero into {}", vv.spec.output_topic),
+            )
+            .await;
             Ok(())
         }
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
@@ -424,7 +435,14 @@ async fn create_version(p: &Processor, ctx: &Context, id: &str, inputs: &[(Strin
 }
 
 /// Applies the version's Deployment unless it already is what we would apply.
-async fn scale(p: &Processor, ctx: &Context, vv: &ViewVersion, replicas: i32, kafka: &crate::api::KafkaClusterSpec, existing: Option<&Deployment>) -> Result<()> {
+async fn scale(
+    p: &Processor,
+    ctx: &Context,
+    vv: &ViewVersion,
+    replicas: i32,
+    kafka: &crate::api::KafkaClusterSpec,
+    existing: Option<&Deployment>,
+) -> Result<()> {
     let mut d = resources::deployment(p, vv, replicas, kafka);
     let hash = {
         let bytes = serde_json::to_vec(&d.spec).unwrap_or_default();
@@ -466,15 +484,20 @@ async fn set_phase(ctx: &Context, vv: &ViewVersion, phase: VersionPhase, message
         VersionPhase::Failed | VersionPhase::Retired if entering => finished_at = now.clone(),
         _ => {}
     }
-    apply_status_fields(&ctx.client, vv, MANAGER, json!({
-        "phase": phase,
-        "message": message,
-        "startedAt": started_at,
-        "caughtUpAt": caught_up_at,
-        "promotedAt": promoted_at,
-        "demotedAt": demoted_at,
-        "finishedAt": finished_at,
-    }))
+    apply_status_fields(
+        &ctx.client,
+        vv,
+        MANAGER,
+        json!({
+            "phase": phase,
+            "message": message,
+            "startedAt": started_at,
+            "caughtUpAt": caught_up_at,
+            "promotedAt": promoted_at,
+            "demotedAt": demoted_at,
+            "finishedAt": finished_at,
+        }),
+    )
     .await
 }
 
@@ -507,13 +530,18 @@ async fn retire(ctx: &Context, vv: &ViewVersion, w: &World) -> Result<Option<Dur
     }
     let topics: Api<Topic> = Api::namespaced(ctx.client.clone(), &ns);
     if topics.get_opt(&vv.name_any()).await?.is_some_and(|t| t.spec.deletion_policy != DeletionPolicy::Delete) {
-        topics
-            .patch(&vv.name_any(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"deletionPolicy": "Delete"}})))
-            .await?;
+        topics.patch(&vv.name_any(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"deletionPolicy": "Delete"}}))).await?;
     }
     Api::<ViewVersion>::namespaced(ctx.client.clone(), &ns).delete(&vv.name_any(), &DeleteParams::background()).await?;
     info!(version = %id, "retired version");
-    ctx.event(vv, false, "Retired", "Retire", format!("version {id} retired: view topic {} and consumer group {} deleted", vv.spec.output_topic, vv.spec.consumer_group)).await;
+    ctx.event(
+        vv,
+        false,
+        "Retired",
+        "Retire",
+        format!("version {id} retired: view topic {} and consumer group {} deleted", vv.spec.output_topic, vv.spec.consumer_group),
+    )
+    .await;
     Ok(None)
 }
 
@@ -524,11 +552,17 @@ async fn publish(p: &Processor, ctx: &Context, active: &ViewVersion, candidate: 
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let names = naming::processor_names(&p.name_any());
     if let Some(svc) = resources::service(p, &active.spec.version) {
-        apply_if_changed(&services, &names.service, &svc, |a, b| a.spec.as_ref().map(|s| (&s.selector, &s.ports)) == b.spec.as_ref().map(|s| (&s.selector, &s.ports))).await?;
+        apply_if_changed(&services, &names.service, &svc, |a, b| {
+            a.spec.as_ref().map(|s| (&s.selector, &s.ports)) == b.spec.as_ref().map(|s| (&s.selector, &s.ports))
+        })
+        .await?;
     }
     match candidate.and_then(|c| resources::preview_service(p, c)) {
         Some(svc) => {
-            apply_if_changed(&services, &names.preview_service, &svc, |a, b| a.spec.as_ref().map(|s| &s.selector) == b.spec.as_ref().map(|s| &s.selector)).await?
+            apply_if_changed(&services, &names.preview_service, &svc, |a, b| {
+                a.spec.as_ref().map(|s| &s.selector) == b.spec.as_ref().map(|s| &s.selector)
+            })
+            .await?
         }
         None => {
             if services.get_opt(&names.preview_service).await?.is_some() {

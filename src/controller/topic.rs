@@ -199,12 +199,8 @@ async fn pause(topic: &Topic, ctx: &Context) -> Result<Action> {
 /// The older of two Topics naming the same Kafka topic on the same cluster
 /// manages it; the other is told so.
 fn conflicting_owner(topic: &Topic, ctx: &Context) -> Option<Arc<Topic>> {
-    let bootstrap = |ns: &str, cluster: &str| {
-        ctx.stores
-            .clusters
-            .get(&ObjectRef::new(cluster).within(ns))
-            .map(|kc| kc.spec.bootstrap_servers.clone())
-    };
+    let bootstrap =
+        |ns: &str, cluster: &str| ctx.stores.clusters.get(&ObjectRef::new(cluster).within(ns)).map(|kc| kc.spec.bootstrap_servers.clone());
     let ns = topic.namespace().unwrap_or_default();
     let mine = bootstrap(&ns, &topic.spec.cluster_ref)?;
     let name = topic.kafka_name();
@@ -273,7 +269,14 @@ async fn announce(topic: &Topic, ctx: &Context, r: &TopicReport, previous: &Topi
     let name = topic.kafka_name();
     if r.created {
         info!(topic = %name, "created Kafka topic");
-        ctx.event(topic, false, "Created", "CreateTopic", format!("created Kafka topic {name} with {} partition(s)", topic.spec.partitions)).await;
+        ctx.event(
+            topic,
+            false,
+            "Created",
+            "CreateTopic",
+            format!("created Kafka topic {name} with {} partition(s)", topic.spec.partitions),
+        )
+        .await;
     } else if previous.topic_id.is_none() && r.info.is_some() {
         let info = r.info.as_ref().expect("checked");
         let mut differences = Vec::new();
@@ -293,7 +296,8 @@ async fn announce(topic: &Topic, ctx: &Context, r: &TopicReport, previous: &Topi
         };
         ctx.event(topic, false, "Adopted", "AdoptTopic", note).await;
     } else if !r.changed.is_empty() {
-        let keys: Vec<String> = r.changed.iter().map(|(k, (old, new))| format!("{k}: {} -> {new}", old.as_deref().unwrap_or("<default>"))).collect();
+        let keys: Vec<String> =
+            r.changed.iter().map(|(k, (old, new))| format!("{k}: {} -> {new}", old.as_deref().unwrap_or("<default>"))).collect();
         ctx.event(topic, false, "ConfigUpdated", "AlterConfigs", format!("Kafka topic {name}: {}", keys.join(", "))).await;
     }
     if let Some((from, to)) = r.grew {
@@ -345,14 +349,15 @@ pub fn status_from(topic: &Topic, r: &TopicReport, previous: &TopicStatus) -> (T
             Some(("TopicMissing", message)) => Cond::new(types::RECONCILING, true, "Creating", message.clone()),
             _ => Cond::new(types::RECONCILING, false, if stalled { "Stalled" } else { "Reconciled" }, ""),
         },
-        Cond::new(types::STALLED, stalled, if stalled { ready.reason.clone() } else { "NotStalled".into() }, if stalled { ready.message.clone() } else { String::new() }),
+        Cond::new(
+            types::STALLED,
+            stalled,
+            if stalled { ready.reason.clone() } else { "NotStalled".into() },
+            if stalled { ready.message.clone() } else { String::new() },
+        ),
     ];
-    let truncated: Vec<TruncatedPartition> = r
-        .log_start
-        .iter()
-        .filter(|(_, o)| **o > 0)
-        .map(|(p, o)| TruncatedPartition { partition: *p, log_start_offset: *o })
-        .collect();
+    let truncated: Vec<TruncatedPartition> =
+        r.log_start.iter().filter(|(_, o)| **o > 0).map(|(p, o)| TruncatedPartition { partition: *p, log_start_offset: *o }).collect();
     // Until Kafka answers for every partition, what was known stands.
     let (replayable, truncated) = match &r.info {
         Some(i) if r.log_start.len() < i.partitions as usize => (previous.replayable_from_zero, previous.truncated_partitions.clone()),
@@ -380,16 +385,24 @@ async fn not_ready(topic: &Topic, ctx: &Context, reason: &str, message: String, 
     let ready = Cond::new(types::READY, false, reason, message.clone());
     let conds = [
         ready.clone(),
-        Cond::new(types::RECONCILING, !stalled, if stalled { "Stalled" } else { "Waiting" }, if stalled { String::new() } else { message.clone() }),
-        Cond::new(types::STALLED, stalled, if stalled { reason } else { "NotStalled" }, if stalled { message.clone() } else { String::new() }),
+        Cond::new(
+            types::RECONCILING,
+            !stalled,
+            if stalled { "Stalled" } else { "Waiting" },
+            if stalled { String::new() } else { message.clone() },
+        ),
+        Cond::new(
+            types::STALLED,
+            stalled,
+            if stalled { reason } else { "NotStalled" },
+            if stalled { message.clone() } else { String::new() },
+        ),
     ];
     let was = conditions::find(&status.conditions, types::READY).cloned();
     status.observed_generation = topic.metadata.generation;
     status.topic_name = Some(topic.kafka_name());
     status.conditions = conditions::merge(&status.conditions, &conds, topic.metadata.generation, Timestamp::now());
-    if apply_status(&ctx.client, topic, topic.status.as_ref(), &status).await?
-        && was.is_none_or(|c| c.reason != reason)
-    {
+    if apply_status(&ctx.client, topic, topic.status.as_ref(), &status).await? && was.is_none_or(|c| c.reason != reason) {
         ctx.event(topic, true, reason, "Reconcile", message).await;
     }
     Ok(then)
@@ -434,7 +447,8 @@ async fn cleanup(topic: Arc<Topic>, ctx: &Context) -> Result<Action> {
     match cluster.topics.delete(name.clone()).await? {
         Ok(()) => {
             info!(topic = %name, "deleted Kafka topic");
-            ctx.event(topic.as_ref(), false, "Deleted", "DeleteTopic", format!("deleted Kafka topic {name} (deletionPolicy: Delete)")).await;
+            ctx.event(topic.as_ref(), false, "Deleted", "DeleteTopic", format!("deleted Kafka topic {name} (deletionPolicy: Delete)"))
+                .await;
             Ok(Action::await_change())
         }
         Err(e) => {

@@ -83,7 +83,12 @@ pub fn inputs_problem(ns: &str, topics: &[(String, Option<Topic>)], reader: &str
                 let ready = t.status.as_ref().and_then(|s| conditions::find(&s.conditions, types::READY).cloned());
                 match ready {
                     Some(c) if c.status == "True" => {}
-                    Some(c) => return Some(("InputNotReady", format!("Topic {name} (an input of {reader}) is not Ready: {}: {}", c.reason, c.message))),
+                    Some(c) => {
+                        return Some((
+                            "InputNotReady",
+                            format!("Topic {name} (an input of {reader}) is not Ready: {}: {}", c.reason, c.message),
+                        ));
+                    }
                     None => return Some(("InputNotReady", format!("Topic {name} (an input of {reader}) is not Ready yet"))),
                 }
             }
@@ -110,12 +115,18 @@ async fn reconcile(vv: Arc<ViewVersion>, ctx: Arc<Context>) -> Result<Action> {
                 if existing.as_ref().is_none_or(|t| t.spec != desired.spec) {
                     topics.patch(&vv.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&desired)).await?;
                 }
-                let view_ready = existing
-                    .and_then(|t| t.status.clone())
-                    .and_then(|s| conditions::find(&s.conditions, types::READY).cloned());
+                let view_ready =
+                    existing.and_then(|t| t.status.clone()).and_then(|s| conditions::find(&s.conditions, types::READY).cloned());
                 match view_ready {
-                    Some(c) if c.status == "True" => Cond::new(types::READY, true, "Ready", format!("view topic {} is Ready", vv.spec.output_topic)),
-                    Some(c) => Cond::new(types::READY, false, "ViewTopicNotReady", format!("view topic {}: {}: {}", vv.spec.output_topic, c.reason, c.message)),
+                    Some(c) if c.status == "True" => {
+                        Cond::new(types::READY, true, "Ready", format!("view topic {} is Ready", vv.spec.output_topic))
+                    }
+                    Some(c) => Cond::new(
+                        types::READY,
+                        false,
+                        "ViewTopicNotReady",
+                        format!("view topic {}: {}: {}", vv.spec.output_topic, c.reason, c.message),
+                    ),
                     None => Cond::new(types::READY, false, "ViewTopicNotReady", format!("creating view topic {}", vv.spec.output_topic)),
                 }
             }
@@ -124,10 +135,15 @@ async fn reconcile(vv: Arc<ViewVersion>, ctx: Arc<Context>) -> Result<Action> {
         let merged = conditions::merge(&current, &[ready], vv.metadata.generation, Timestamp::now());
         let observed = vv.status.as_ref().and_then(|s| s.observed_generation);
         if merged != current || observed != vv.metadata.generation {
-            apply_status_fields(&ctx.client, vv.as_ref(), CONDITIONS_MANAGER, json!({
-                "observedGeneration": vv.metadata.generation,
-                "conditions": merged,
-            }))
+            apply_status_fields(
+                &ctx.client,
+                vv.as_ref(),
+                CONDITIONS_MANAGER,
+                json!({
+                    "observedGeneration": vv.metadata.generation,
+                    "conditions": merged,
+                }),
+            )
             .await?;
         }
         Ok(Action::await_change())
@@ -200,11 +216,7 @@ async fn poll_cluster(
     for vv in versions {
         let f = lag::figures(&vv.spec.input_topics, &offsets, committed.get(&vv.spec.consumer_group).unwrap_or(&BTreeMap::new()));
         let status = vv.status.clone().unwrap_or_default();
-        let max_lag = ctx
-            .stores
-            .processors
-            .get(&ObjectRef::new(&vv.spec.processor).within(ns))
-            .map_or(0, |p| p.spec.rollout.max_lag);
+        let max_lag = ctx.stores.processors.get(&ObjectRef::new(&vv.spec.processor).within(ns)).map_or(0, |p| p.spec.rollout.max_lag);
         let target = status.replay_target.unwrap_or(f.available);
         let uid = vv.metadata.uid.clone().unwrap_or_default();
         let previous = samples.get(&uid);

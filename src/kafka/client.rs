@@ -13,9 +13,9 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use futures::{FutureExt, future::BoxFuture};
 use kafka_protocol::{
     messages::{
-        ApiKey, BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
-        DescribeConfigsRequest, FindCoordinatorRequest, GroupId, IncrementalAlterConfigsRequest, ListOffsetsRequest,
-        MetadataRequest, MetadataResponse, OffsetFetchRequest, TopicName,
+        ApiKey, BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
+        FindCoordinatorRequest, GroupId, IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse,
+        OffsetFetchRequest, TopicName,
         create_partitions_request::CreatePartitionsTopic,
         create_topics_request::{CreatableTopic, CreatableTopicConfig},
         delete_topics_request::DeleteTopicState,
@@ -54,10 +54,7 @@ fn s(v: &str) -> StrBytes {
 }
 
 fn item_error(code: i16, message: Option<&StrBytes>) -> Option<ItemError> {
-    (code != 0).then(|| ItemError {
-        code: error_name(code),
-        message: message.map(|m| m.to_string()).unwrap_or_default(),
-    })
+    (code != 0).then(|| ItemError { code: error_name(code), message: message.map(|m| m.to_string()).unwrap_or_default() })
 }
 
 impl WireKafka {
@@ -105,13 +102,7 @@ impl WireKafka {
         addrs
     }
 
-    async fn call_any<R: Request>(
-        &self,
-        key: ApiKey,
-        min: i16,
-        preferred: i16,
-        build: impl Fn(i16) -> R,
-    ) -> Result<R::Response> {
+    async fn call_any<R: Request>(&self, key: ApiKey, min: i16, preferred: i16, build: impl Fn(i16) -> R) -> Result<R::Response> {
         let mut last = None;
         for addr in self.any_addrs() {
             match self.call(&addr, key, min, preferred, &build).await {
@@ -126,9 +117,9 @@ impl WireKafka {
         let resp = self
             .call_any(ApiKey::Metadata, 4, 12, |_| {
                 MetadataRequest::default()
-                    .with_topics(topics.map(|t| {
-                        t.iter().map(|n| MetadataRequestTopic::default().with_name(Some(TopicName(s(n))))).collect()
-                    }))
+                    .with_topics(
+                        topics.map(|t| t.iter().map(|n| MetadataRequestTopic::default().with_name(Some(TopicName(s(n))))).collect()),
+                    )
                     .with_allow_auto_topic_creation(false)
             })
             .await?;
@@ -272,10 +263,7 @@ impl Kafka for WireKafka {
         .boxed()
     }
 
-    fn topic_configs<'a>(
-        &'a self,
-        keys: &'a BTreeMap<String, Vec<String>>,
-    ) -> BoxFuture<'a, Result<BTreeMap<String, ConfigResult>>> {
+    fn topic_configs<'a>(&'a self, keys: &'a BTreeMap<String, Vec<String>>) -> BoxFuture<'a, Result<BTreeMap<String, ConfigResult>>> {
         async move {
             if keys.is_empty() {
                 return Ok(BTreeMap::new());
@@ -300,11 +288,7 @@ impl Kafka for WireKafka {
                 .map(|r| {
                     let v = match item_error(r.error_code, r.error_message.as_ref()) {
                         Some(e) => Err(e),
-                        None => Ok(r
-                            .configs
-                            .into_iter()
-                            .filter_map(|c| Some((c.name.to_string(), c.value?.to_string())))
-                            .collect()),
+                        None => Ok(r.configs.into_iter().filter_map(|c| Some((c.name.to_string(), c.value?.to_string()))).collect()),
                     };
                     (r.resource_name.to_string(), v)
                 })
@@ -466,10 +450,8 @@ impl Kafka for WireKafka {
             topics.dedup();
             let leaders = self.leaders(&topics).await?;
             let wanted: std::collections::HashSet<&Tp> = partitions.iter().collect();
-            let by_leader: BTreeMap<i32, Vec<Tp>> = leaders
-                .into_iter()
-                .map(|(leader, tps)| (leader, tps.into_iter().filter(|tp| wanted.contains(tp)).collect()))
-                .collect();
+            let by_leader: BTreeMap<i32, Vec<Tp>> =
+                leaders.into_iter().map(|(leader, tps)| (leader, tps.into_iter().filter(|tp| wanted.contains(tp)).collect())).collect();
             Ok(self.list_offsets(&by_leader, earliest).await?.0)
         }
         .boxed()
@@ -488,10 +470,13 @@ impl Kafka for WireKafka {
             let leaders = self.leaders(topics).await?;
             let starts = strict(self.list_offsets(&leaders, true).await?)?;
             let ends = strict(self.list_offsets(&leaders, false).await?)?;
-            Ok(ends.into_iter().map(|(tp, end)| {
-                let start = starts.get(&tp).copied().unwrap_or(0);
-                (tp, (start, end))
-            }).collect())
+            Ok(ends
+                .into_iter()
+                .map(|(tp, end)| {
+                    let start = starts.get(&tp).copied().unwrap_or(0);
+                    (tp, (start, end))
+                })
+                .collect())
         }
         .boxed()
     }
@@ -516,7 +501,11 @@ impl Kafka for WireKafka {
                     .await?;
                 for g in resp.groups {
                     if let Some(e) = item_error(g.error_code, None).filter(|_| g.error_code != GROUP_ID_NOT_FOUND) {
-                        return Err(KafkaError::Api { api: "OffsetFetch", code: e.code, message: format!("group {}", g.group_id.as_str()) });
+                        return Err(KafkaError::Api {
+                            api: "OffsetFetch",
+                            code: e.code,
+                            message: format!("group {}", g.group_id.as_str()),
+                        });
                     }
                     let entry = out.entry(g.group_id.to_string()).or_default();
                     for t in g.topics {

@@ -39,10 +39,7 @@ pub struct Tls {
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tls")
-            .field("ca", &self.ca_pem.is_some())
-            .field("client_certificate", &self.client_cert_pem.is_some())
-            .finish()
+        f.debug_struct("Tls").field("ca", &self.ca_pem.is_some()).field("client_certificate", &self.client_cert_pem.is_some()).finish()
     }
 }
 
@@ -143,10 +140,7 @@ pub trait Kafka: Send + Sync + 'static {
     /// Which of these topics exist, and their shape (one Metadata request).
     fn topics<'a>(&'a self, names: &'a [String]) -> BoxFuture<'a, Result<BTreeMap<String, TopicInfo>>>;
     /// Current values of the given config keys per topic (one DescribeConfigs).
-    fn topic_configs<'a>(
-        &'a self,
-        keys: &'a BTreeMap<String, Vec<String>>,
-    ) -> BoxFuture<'a, Result<BTreeMap<String, ConfigResult>>>;
+    fn topic_configs<'a>(&'a self, keys: &'a BTreeMap<String, Vec<String>>) -> BoxFuture<'a, Result<BTreeMap<String, ConfigResult>>>;
     /// Creates topics (one CreateTopics); returns what Kafka created.
     fn create_topics<'a>(
         &'a self,

@@ -112,18 +112,18 @@ pub async fn sync(kafka: &dyn Kafka, desired: &[DesiredTopic]) -> Result<Vec<Top
         .iter()
         .zip(&plans)
         .filter(|(_, p)| p.create)
-        .map(|(d, _)| NewTopic { name: d.name.clone(), partitions: d.partitions, replication_factor: d.replication_factor, config: d.config.clone() })
+        .map(|(d, _)| NewTopic {
+            name: d.name.clone(),
+            partitions: d.partitions,
+            replication_factor: d.replication_factor,
+            config: d.config.clone(),
+        })
         .collect();
     let created = kafka.create_topics(&to_create).await?;
-    let changes: BTreeMap<String, BTreeMap<String, String>> = desired
-        .iter()
-        .zip(&plans)
-        .filter(|(_, p)| !p.set_config.is_empty())
-        .map(|(d, p)| (d.name.clone(), p.set_config.clone()))
-        .collect();
+    let changes: BTreeMap<String, BTreeMap<String, String>> =
+        desired.iter().zip(&plans).filter(|(_, p)| !p.set_config.is_empty()).map(|(d, p)| (d.name.clone(), p.set_config.clone())).collect();
     let altered = kafka.alter_topic_configs(&changes).await?;
-    let growth: BTreeMap<String, i32> =
-        desired.iter().zip(&plans).filter_map(|(d, p)| Some((d.name.clone(), p.grow_to?))).collect();
+    let growth: BTreeMap<String, i32> = desired.iter().zip(&plans).filter_map(|(d, p)| Some((d.name.clone(), p.grow_to?))).collect();
     let grown = kafka.create_partitions(&growth).await?;
 
     for ((d, p), r) in desired.iter().zip(&plans).zip(reports.iter_mut()) {
@@ -347,11 +347,12 @@ mod tests {
     #[test]
     fn only_drifted_declared_keys_are_set() {
         let current = [("retention.ms".to_string(), "99".to_string()), ("cleanup.policy".to_string(), "compact".to_string())].into();
-        let p = plan(&desired(3, 1, &[("retention.ms", "10"), ("cleanup.policy", "compact"), ("segment.ms", "5")]), Some(&info(3, 1)), &current);
-        assert_eq!(
-            p.set_config,
-            [("retention.ms".to_string(), "10".to_string()), ("segment.ms".to_string(), "5".to_string())].into()
+        let p = plan(
+            &desired(3, 1, &[("retention.ms", "10"), ("cleanup.policy", "compact"), ("segment.ms", "5")]),
+            Some(&info(3, 1)),
+            &current,
         );
+        assert_eq!(p.set_config, [("retention.ms".to_string(), "10".to_string()), ("segment.ms".to_string(), "5".to_string())].into());
     }
 
     #[test]
@@ -362,10 +363,7 @@ mod tests {
         assert_eq!(p.grow_to, None);
         assert_eq!(
             p.refusals,
-            vec![
-                Refusal::PartitionDecrease { declared: 2, actual: 3 },
-                Refusal::ReplicationFactorChange { declared: 3, actual: 1 }
-            ]
+            vec![Refusal::PartitionDecrease { declared: 2, actual: 3 }, Refusal::ReplicationFactorChange { declared: 3, actual: 1 }]
         );
     }
 }

@@ -5,9 +5,7 @@ use std::{collections::HashMap, time::Duration};
 
 use bytes::{Buf, BufMut, BytesMut};
 use kafka_protocol::{
-    messages::{
-        ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslHandshakeRequest,
-    },
+    messages::{ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslHandshakeRequest},
     protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes},
 };
 use tokio::{
@@ -101,16 +99,11 @@ impl Conn {
 
     async fn authenticate(&mut self, sasl: &Sasl) -> Result<()> {
         let auth_err = |m: String| KafkaError::Authentication(m);
-        let hs = self
-            .send_raw(&SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(sasl.mechanism.as_str())), 1)
-            .await?;
+        let hs =
+            self.send_raw(&SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(sasl.mechanism.as_str())), 1).await?;
         if hs.error_code != 0 {
             let offered: Vec<String> = hs.mechanisms.iter().map(|m| m.to_string()).collect();
-            return Err(auth_err(format!(
-                "the broker does not accept {} (it offers {})",
-                sasl.mechanism.as_str(),
-                offered.join(", ")
-            )));
+            return Err(auth_err(format!("the broker does not accept {} (it offers {})", sasl.mechanism.as_str(), offered.join(", "))));
         }
         match sasl.mechanism {
             SaslMechanism::Plain => {
@@ -222,11 +215,7 @@ async fn tls_connect(addr: &str, tcp: TcpStream, tls: &Tls) -> Result<tokio_open
         builder.set_private_key(&key).map_err(|e| fail(e.to_string()))?;
     }
     let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr).trim_matches(['[', ']']);
-    let ssl = builder
-        .build()
-        .configure()
-        .and_then(|c| c.into_ssl(host))
-        .map_err(|e| fail(e.to_string()))?;
+    let ssl = builder.build().configure().and_then(|c| c.into_ssl(host)).map_err(|e| fail(e.to_string()))?;
     let mut stream = tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| fail(e.to_string()))?;
     timeout(CONNECT_TIMEOUT, std::pin::Pin::new(&mut stream).connect())
         .await

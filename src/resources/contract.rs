@@ -36,10 +36,7 @@ pub fn contract_env(vv: &ViewVersion, kafka: &KafkaClusterSpec, prefix: &str) ->
     if prefix != "KAPPA_" {
         return (env, vec![], vec![]);
     }
-    env.splice(
-        0..0,
-        [var("KAPPA_BOOTSTRAP_SERVERS", &kafka.bootstrap_servers), var("KAPPA_INPUT_TOPICS", s.input_topics.join(","))],
-    );
+    env.splice(0..0, [var("KAPPA_BOOTSTRAP_SERVERS", &kafka.bootstrap_servers), var("KAPPA_INPUT_TOPICS", s.input_topics.join(","))]);
     env.push(var("KAPPA_START_FROM", "earliest"));
     // Lets a processor bind to its own address (and the lab's pods share one host).
     env.push(EnvVar {
@@ -74,7 +71,12 @@ pub fn contract_env(vv: &ViewVersion, kafka: &KafkaClusterSpec, prefix: &str) ->
             }),
             ..Default::default()
         });
-        mounts.push(VolumeMount { name: name.into(), mount_path: format!("{TLS_DIR}/{name}"), read_only: Some(true), ..Default::default() });
+        mounts.push(VolumeMount {
+            name: name.into(),
+            mount_path: format!("{TLS_DIR}/{name}"),
+            read_only: Some(true),
+            ..Default::default()
+        });
     };
     if let Some(tls) = &kafka.tls {
         if let Some(ca) = &tls.ca {

@@ -19,11 +19,7 @@ use crate::{api::labels, naming};
 
 /// The labels that select one version's pods.
 pub fn selector(processor: &str, version: &str) -> BTreeMap<String, String> {
-    [
-        (labels::PROCESSOR.to_string(), naming::label_value(processor)),
-        (labels::VERSION.to_string(), version.to_string()),
-    ]
-    .into()
+    [(labels::PROCESSOR.to_string(), naming::label_value(processor)), (labels::VERSION.to_string(), version.to_string())].into()
 }
 
 /// Labels on everything the operator creates for a processor.

@@ -88,16 +88,33 @@ pub enum Action {
     /// Create the ViewVersion (and so its view Topic) of this version.
     CreateVersion(String),
     /// Ensure the version's Deployment runs this many replicas.
-    Scale { version: String, replicas: i32 },
+    Scale {
+        version: String,
+        replicas: i32,
+    },
     /// Record the version's phase (the executor stamps the timestamps).
-    SetPhase { version: String, phase: VersionPhase, message: Option<String> },
+    SetPhase {
+        version: String,
+        phase: VersionPhase,
+        message: Option<String>,
+    },
     /// Run the verification Job of `candidate` against `active`.
-    StartVerification { candidate: String, active: String },
+    StartVerification {
+        candidate: String,
+        active: String,
+    },
     /// The commit point of a cutover: `to` becomes the active version.
-    Promote { from: Option<String>, to: String },
+    Promote {
+        from: Option<String>,
+        to: String,
+    },
     /// Delete the version: Deployment, view topic and consumer group.
     Retire(String),
-    Event { warning: bool, reason: &'static str, message: String },
+    Event {
+        warning: bool,
+        reason: &'static str,
+        message: String,
+    },
 }
 
 /// The Processor's phase.
@@ -188,10 +205,8 @@ fn caught_up(v: &Version, policy: &RolloutPolicy, now: Timestamp, wake: &mut Wak
 }
 
 fn truncation_message(truncated: &[Truncation]) -> String {
-    let parts: Vec<String> = truncated
-        .iter()
-        .map(|t| format!("{} partition {} (first offset still held: {})", t.topic, t.partition, t.first_offset))
-        .collect();
+    let parts: Vec<String> =
+        truncated.iter().map(|t| format!("{} partition {} (first offset still held: {})", t.topic, t.partition, t.first_offset)).collect();
     format!(
         "inputs lost history, so a replay from offset zero would be incomplete: {}; raise retention or set \
          spec.rollout.allowTruncatedHistory: true to replay what is left",
@@ -284,12 +299,13 @@ pub fn plan(o: &Observation) -> Plan {
                 rolling_back = v.demoted_at.is_some();
                 let deadline = secs(policy.progress_deadline_seconds);
                 let last_progress = v.progressed_at.or(v.started_at);
-                let stuck = v.lag.is_none_or(|l| l > policy.max_lag)
-                    && last_progress.is_some_and(|t| elapsed(o.now, t) >= deadline);
+                let stuck = v.lag.is_none_or(|l| l > policy.max_lag) && last_progress.is_some_and(|t| elapsed(o.now, t) >= deadline);
                 if let Some(t) = last_progress {
                     wake.at(deadline.saturating_sub(elapsed(o.now, t)));
                 }
-                if let Some(why) = v.broken.clone().or_else(|| stuck.then(|| format!("no progress for {}s", policy.progress_deadline_seconds))) {
+                if let Some(why) =
+                    v.broken.clone().or_else(|| stuck.then(|| format!("no progress for {}s", policy.progress_deadline_seconds)))
+                {
                     let message = format!("version {c} failed: {why}; version {} stays active", active.as_deref().unwrap_or("none"));
                     actions.push(Action::SetPhase { version: c.clone(), phase: VersionPhase::Failed, message: Some(why) });
                     actions.push(Action::Scale { version: c.clone(), replicas: 0 });
@@ -316,8 +332,15 @@ pub fn plan(o: &Observation) -> Plan {
                             false
                         }
                         (true, Some(Verification::Failed(why))) => {
-                            let message = format!("verification of version {c} failed: {why}; version {} stays active", active.as_deref().unwrap_or("none"));
-                            actions.push(Action::SetPhase { version: c.clone(), phase: VersionPhase::Failed, message: Some(format!("{VERIFICATION_FAILED_PREFIX}{why}")) });
+                            let message = format!(
+                                "verification of version {c} failed: {why}; version {} stays active",
+                                active.as_deref().unwrap_or("none")
+                            );
+                            actions.push(Action::SetPhase {
+                                version: c.clone(),
+                                phase: VersionPhase::Failed,
+                                message: Some(format!("{VERIFICATION_FAILED_PREFIX}{why}")),
+                            });
                             actions.push(Action::Scale { version: c.clone(), replicas: 0 });
                             actions.push(Action::Event { warning: true, reason: "VerificationFailed", message: message.clone() });
                             failed = Some((message, "VerificationFailed"));
@@ -346,10 +369,7 @@ pub fn plan(o: &Observation) -> Plan {
                             actions.push(Action::Event {
                                 warning: false,
                                 reason: if rolling_back { "RolledBack" } else { "CutOver" },
-                                message: format!(
-                                    "readers switched from version {} to version {c}",
-                                    from.as_deref().unwrap_or("none")
-                                ),
+                                message: format!("readers switched from version {} to version {c}", from.as_deref().unwrap_or("none")),
                             });
                             active = Some(c.clone());
                             candidate = None;
@@ -392,7 +412,10 @@ pub fn plan(o: &Observation) -> Plan {
     let mut former: Vec<&Version> = o
         .versions
         .iter()
-        .filter(|v| !keep.contains(&v.id.as_str()) && (v.promoted_at.is_some() || v.demoted_at.is_some() || o.active.as_deref() == Some(v.id.as_str())))
+        .filter(|v| {
+            !keep.contains(&v.id.as_str())
+                && (v.promoted_at.is_some() || v.demoted_at.is_some() || o.active.as_deref() == Some(v.id.as_str()))
+        })
         .collect();
     // Most recently demoted first; one demoted in this very plan has no timestamp yet.
     former.sort_by_key(|v| std::cmp::Reverse(v.demoted_at.unwrap_or(o.now)));
@@ -454,9 +477,19 @@ pub fn plan(o: &Observation) -> Plan {
             if let Some(why) = &v.broken {
                 Cond::new(types::READY, false, "PodsFailing", format!("version {}: {why}", v.id))
             } else if !v.view_ready {
-                Cond::new(types::READY, false, "Pending", waiting_inputs.clone().unwrap_or_else(|| format!("version {} waits for its view topic and inputs", v.id)))
+                Cond::new(
+                    types::READY,
+                    false,
+                    "Pending",
+                    waiting_inputs.clone().unwrap_or_else(|| format!("version {} waits for its view topic and inputs", v.id)),
+                )
             } else if !caught {
-                Cond::new(types::READY, false, "Replaying", format!("version {} is replaying (lag {})", v.id, v.lag.map_or("unknown".into(), |l| l.to_string())))
+                Cond::new(
+                    types::READY,
+                    false,
+                    "Replaying",
+                    format!("version {} is replaying (lag {})", v.id, v.lag.map_or("unknown".into(), |l| l.to_string())),
+                )
             } else if o.replicas > 0 && v.ready_replicas == 0 {
                 Cond::new(types::READY, false, "PodsNotReady", format!("version {} has no ready pod", v.id))
             } else {
@@ -465,13 +498,25 @@ pub fn plan(o: &Observation) -> Plan {
         }
     };
     let progressing = match phase {
-        Phase::Replaying | Phase::Verifying | Phase::RollingBack | Phase::CuttingOver => {
-            Cond::new(types::PROGRESSING, true, phase.as_str(), format!("version {} is on its way", candidate.as_deref().unwrap_or(o.desired.as_str())))
+        Phase::Replaying | Phase::Verifying | Phase::RollingBack | Phase::CuttingOver => Cond::new(
+            types::PROGRESSING,
+            true,
+            phase.as_str(),
+            format!("version {} is on its way", candidate.as_deref().unwrap_or(o.desired.as_str())),
+        ),
+        Phase::Pending => {
+            Cond::new(types::PROGRESSING, true, "Pending", waiting_inputs.clone().unwrap_or_else(|| "creating the first version".into()))
         }
-        Phase::Pending => Cond::new(types::PROGRESSING, true, "Pending", waiting_inputs.clone().unwrap_or_else(|| "creating the first version".into())),
         Phase::AwaitingPromotion => Cond::new(types::PROGRESSING, false, "AwaitingPromotion", awaiting.clone().unwrap_or_default()),
-        Phase::Failed | Phase::Blocked => Cond::new(types::PROGRESSING, false, phase.as_str(), failed.as_ref().map(|f| f.0.clone()).or(blocked.clone()).unwrap_or_default()),
-        Phase::Live => Cond::new(types::PROGRESSING, false, "RolloutComplete", format!("version {} is active", active.as_deref().unwrap_or_default())),
+        Phase::Failed | Phase::Blocked => Cond::new(
+            types::PROGRESSING,
+            false,
+            phase.as_str(),
+            failed.as_ref().map(|f| f.0.clone()).or(blocked.clone()).unwrap_or_default(),
+        ),
+        Phase::Live => {
+            Cond::new(types::PROGRESSING, false, "RolloutComplete", format!("version {} is active", active.as_deref().unwrap_or_default()))
+        }
     };
     let stalled = match (&blocked, &failed) {
         (Some(why), _) => Cond::new(types::STALLED, true, REPROCESSING_BLOCKED, why.clone()),
@@ -489,12 +534,5 @@ pub fn plan(o: &Observation) -> Plan {
         // Lag arrives by watch; this is only a safety net.
         wake.at(Duration::from_secs(30));
     }
-    Plan {
-        actions,
-        active,
-        candidate,
-        phase,
-        conditions: vec![ready, progressing, stalled, blocked_cond],
-        requeue_after: wake.0,
-    }
+    Plan { actions, active, candidate, phase, conditions: vec![ready, progressing, stalled, blocked_cond], requeue_after: wake.0 }
 }

@@ -146,7 +146,10 @@ fn the_gate_needs_lag_within_max_for_stable_for() {
     assert_eq!(promotes(&p), Some((Some("v1".into()), "v2".into())));
     assert_eq!(p.phase, Phase::CuttingOver);
     assert!(has(&p, &Action::SetPhase { version: "v1".into(), phase: VersionPhase::Standby, message: None }));
-    assert!(!p.actions.iter().any(|a| matches!(a, Action::Scale { version, replicas: 0 } if version == "v1")), "no scale-down at the cutover");
+    assert!(
+        !p.actions.iter().any(|a| matches!(a, Action::Scale { version, replicas: 0 } if version == "v1")),
+        "no scale-down at the cutover"
+    );
 
     let above = Version { lag: Some(1), ..v2 };
     assert!(promotes(&plan(&obs("v2", Some("v1"), vec![live("v1"), above], 200))).is_none());
@@ -256,7 +259,14 @@ fn rollback_revives_a_standby_from_its_own_offsets() {
     assert!(has(&p, &Action::Scale { version: "v1".into(), replicas: 2 }));
     assert_eq!(p.phase, Phase::RollingBack);
     // Revived at 495: the gate counts from then, even with an older figure.
-    let caught = Version { lag: Some(0), lag_ok_since: Some(t(90)), replicas: Some(2), phase: VersionPhase::Replaying, started_at: Some(t(495)), ..standby.clone() };
+    let caught = Version {
+        lag: Some(0),
+        lag_ok_since: Some(t(90)),
+        replicas: Some(2),
+        phase: VersionPhase::Replaying,
+        started_at: Some(t(495)),
+        ..standby.clone()
+    };
     assert!(promotes(&plan(&obs("v1", Some("v2"), vec![live("v2"), caught.clone()], 500))).is_none(), "5 of 10 seconds since the revival");
     let still_standby = Version { lag: Some(0), lag_ok_since: Some(t(90)), ..standby };
     assert!(promotes(&plan(&obs("v1", Some("v2"), vec![live("v2"), still_standby], 500))).is_none(), "not in the plan that revives it");

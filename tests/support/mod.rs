@@ -46,11 +46,7 @@ impl Env {
     pub async fn get() -> Env {
         required("KUBECONFIG");
         let client = Client::try_default().await.expect("a kube client from KUBECONFIG");
-        Env {
-            client,
-            kafka_bootstrap: required("KAPPA_KAFKA_BOOTSTRAP"),
-            lab_home: std::env::var_os("KAPPA_LAB_HOME").map(PathBuf::from),
-        }
+        Env { client, kafka_bootstrap: required("KAPPA_KAFKA_BOOTSTRAP"), lab_home: std::env::var_os("KAPPA_LAB_HOME").map(PathBuf::from) }
     }
 }
 

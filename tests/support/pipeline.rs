@@ -27,7 +27,11 @@ pub async fn pipeline(prefix: &str, operator_args: &[&str]) -> Pipeline {
     let ns = TestNs::new(&env, prefix).await;
     let input = unique(&format!("e2e-{prefix}-orders"));
     create::<KafkaCluster>(&ns, json!({"metadata": {"name": "default"}, "spec": {"bootstrapServers": env.kafka_bootstrap}})).await;
-    create::<Topic>(&ns, json!({"metadata": {"name": "orders"}, "spec": {"topicName": input, "partitions": 3, "deletionPolicy": "Delete"}})).await;
+    create::<Topic>(
+        &ns,
+        json!({"metadata": {"name": "orders"}, "spec": {"topicName": input, "partitions": 3, "deletionPolicy": "Delete"}}),
+    )
+    .await;
     let mut args = vec!["--lag-poll-seconds", "1"];
     args.extend_from_slice(operator_args);
     let op = Operator::start(&ns.name, &args);
@@ -70,7 +74,6 @@ pub async fn caught_up(ns: &TestNs) -> (Processor, ViewVersion) {
 pub fn check(input: &str, vv: &ViewVersion, logic: &str) -> Result<String, String> {
     processor(&["check", "--input", input, "--view", &vv.spec.output_topic, "--logic", logic])
 }
-
 
 /// A plain HTTP GET to a pod (the lab routes pod addresses on loopback).
 pub async fn http_get(ip: &str, port: u16, path: &str) -> String {

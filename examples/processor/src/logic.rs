@@ -227,4 +227,3 @@ mod tests {
         assert_ne!(a.to_json(Logic::Sum, "v"), a.to_json(Logic::Count, "v"));
     }
 }
-

@@ -93,7 +93,9 @@ fn main() {
     }
     let result = match Cli::parse().command {
         Command::Run { logic, field, port } => run(logic, &field, port),
-        Command::Produce { bootstrap, topic, count, seed, keys, invalid_every } => produce(&bootstrap, &topic, count, seed, keys, invalid_every),
+        Command::Produce { bootstrap, topic, count, seed, keys, invalid_every } => {
+            produce(&bootstrap, &topic, count, seed, keys, invalid_every)
+        }
         Command::Check { bootstrap, input, view, logic, field } => check(&bootstrap, &input, &view, logic, &field),
     };
     if let Err(e) = result {
@@ -122,7 +124,8 @@ fn produce(bootstrap: &str, topic: &str, count: u64, seed: u64, keys: u64, inval
     for i in 1..=count {
         let (key, mut payload) = logic::event(&mut rng, keys);
         if invalid_every.is_some_and(|m| i % m == 0) {
-            payload = if (i / invalid_every.unwrap_or(1)).is_multiple_of(2) { "{not json".into() } else { r#"{"note":"no amount"}"#.into() };
+            payload =
+                if (i / invalid_every.unwrap_or(1)).is_multiple_of(2) { "{not json".into() } else { r#"{"note":"no amount"}"#.into() };
         }
         let mut record = BaseRecord::to(topic).key(&key).payload(&payload);
         loop {
@@ -176,6 +179,11 @@ fn check(bootstrap: &str, inputs: &[String], view: &str, logic: Logic, field: &s
         for w in wrong.iter().take(10) {
             eprintln!("mismatch {w}");
         }
-        Err(format!("{} of {} keys do not match the input ({read} events, logic {})", wrong.len(), expected.len().max(actual.len()), logic.name()))
+        Err(format!(
+            "{} of {} keys do not match the input ({read} events, logic {})",
+            wrong.len(),
+            expected.len().max(actual.len()),
+            logic.name()
+        ))
     }
 }

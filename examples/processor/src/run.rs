@@ -116,11 +116,8 @@ pub fn run(c: &Contract, logic: Logic, field: &str, state: State, stats: Arc<Sta
         .set("partition.assignment.strategy", "range")
         .create_with_context(Rebalances::default())
         .map_err(|e| e.to_string())?;
-    let producer: ThreadedProducer<DefaultProducerContext> = kafka::config(&c.bootstrap)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create()
-        .map_err(|e| e.to_string())?;
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        kafka::config(&c.bootstrap).set("enable.idempotence", "true").set("linger.ms", "5").create().map_err(|e| e.to_string())?;
     let inputs: Vec<&str> = c.inputs.iter().map(String::as_str).collect();
     consumer.subscribe(&inputs).map_err(|e| e.to_string())?;
     eprintln!("kappa-processor {}: {} -> {} (group {}, logic {})", c.version, c.inputs.join(","), c.output, c.group, logic.name());
@@ -189,7 +186,12 @@ pub fn run(c: &Contract, logic: Logic, field: &str, state: State, stats: Arc<Sta
                         // Counted and logged without the event's content.
                         let total = stats.rejected.fetch_add(1, Ordering::Relaxed) + 1;
                         if total <= 10 || total.is_power_of_two() {
-                            eprintln!("rejected event at {}/{}@{}: {why:?} ({total} rejected so far)", m.topic(), m.partition(), m.offset());
+                            eprintln!(
+                                "rejected event at {}/{}@{}: {why:?} ({total} rejected so far)",
+                                m.topic(),
+                                m.partition(),
+                                m.offset()
+                            );
                         }
                     }
                 }
@@ -233,7 +235,12 @@ pub fn run(c: &Contract, logic: Logic, field: &str, state: State, stats: Arc<Sta
             Err(e) => eprintln!("commit failed (will be redone by the partitions' next owner): {e}"),
         }
     }
-    eprintln!("kappa-processor {}: stopping ({} records, {} rejected)", c.version, stats.records.load(Ordering::Relaxed), stats.rejected.load(Ordering::Relaxed));
+    eprintln!(
+        "kappa-processor {}: stopping ({} records, {} rejected)",
+        c.version,
+        stats.records.load(Ordering::Relaxed),
+        stats.rejected.load(Ordering::Relaxed)
+    );
     producer.flush(Duration::from_secs(30)).map_err(|e| e.to_string())?;
     Ok(())
 }

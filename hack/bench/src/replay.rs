@@ -32,12 +32,17 @@ pub async fn run(operator: &Path, processor: &Path, count: u64) -> anyhow::Resul
     let kafka = WireKafka::new(Settings { bootstrap: vec![bootstrap.clone()], ..Default::default() });
 
     Api::<KafkaCluster>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "default"}, "spec": {"bootstrapServers": bootstrap}}))?)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "default"}, "spec": {"bootstrapServers": bootstrap}}))?,
+        )
         .await?;
     Api::<Topic>::namespaced(client.clone(), &ns)
         .create(
             &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "events"}, "spec": {"topicName": input, "partitions": PARTITIONS, "deletionPolicy": "Delete"}}))?,
+            &serde_json::from_value(
+                json!({"metadata": {"name": "events"}, "spec": {"topicName": input, "partitions": PARTITIONS, "deletionPolicy": "Delete"}}),
+            )?,
         )
         .await?;
     let op = Operator::start(operator, &ns, &["--lag-poll-seconds", "1"])?;
@@ -174,15 +179,11 @@ fn raw_read(bootstrap: &str, topic: &str, count: u64) -> anyhow::Result<f64> {
 /// and a group that has committed on all of them.
 async fn lag_poll(kafka: &WireKafka, ns: &str) -> anyhow::Result<(u64, f64)> {
     let topic = format!("{ns}-wide");
-    kafka
-        .create_topics(&[NewTopic { name: topic.clone(), partitions: 1000, replication_factor: 1, config: Default::default() }])
-        .await?;
+    kafka.create_topics(&[NewTopic { name: topic.clone(), partitions: 1000, replication_factor: 1, config: Default::default() }]).await?;
     let group = format!("{ns}-wide-group");
     {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", common::env("KAPPA_KAFKA_BOOTSTRAP")?)
-            .set("group.id", &group)
-            .create()?;
+        let consumer: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", common::env("KAPPA_KAFKA_BOOTSTRAP")?).set("group.id", &group).create()?;
         let mut tpl = rdkafka::TopicPartitionList::new();
         for p in 0..1000 {
             tpl.add_partition_offset(&topic, p, rdkafka::Offset::Offset(0))?;

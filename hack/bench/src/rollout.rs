@@ -37,19 +37,27 @@ pub async fn run(operator: &Path, processor: &Path) -> anyhow::Result<serde_json
         .create(&pp, &serde_json::from_value(json!({"metadata": {"name": "default"}, "spec": {"bootstrapServers": bootstrap}}))?)
         .await?;
     Api::<Topic>::namespaced(client.clone(), &ns)
-        .create(&pp, &serde_json::from_value(json!({"metadata": {"name": "orders"}, "spec": {"topicName": input, "partitions": 3, "deletionPolicy": "Delete"}}))?)
+        .create(
+            &pp,
+            &serde_json::from_value(
+                json!({"metadata": {"name": "orders"}, "spec": {"topicName": input, "partitions": 3, "deletionPolicy": "Delete"}}),
+            )?,
+        )
         .await?;
     let op = Operator::start(operator, &ns, &[])?;
     let processors: Api<Processor> = Api::namespaced(client.clone(), &ns);
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     processors
-        .create(&pp, &serde_json::from_value(json!({"metadata": {"name": "totals"}, "spec": {
-            "inputs": ["orders"], "replicas": 1,
-            "template": {"image": "ghcr.io/kappa-dev/kappa-processor:bench", "args": ["run", "--logic", "sum"]},
-            "view": {"partitions": 3},
-            "rollout": {"stableForSeconds": STABLE_FOR, "scaleDownDelaySeconds": 5, "retainVersions": 1},
-            "serving": {"port": 8080}
-        }}))?)
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"name": "totals"}, "spec": {
+                "inputs": ["orders"], "replicas": 1,
+                "template": {"image": "ghcr.io/kappa-dev/kappa-processor:bench", "args": ["run", "--logic", "sum"]},
+                "view": {"partitions": 3},
+                "rollout": {"stableForSeconds": STABLE_FOR, "scaleDownDelaySeconds": 5, "retainVersions": 1},
+                "serving": {"port": 8080}
+            }}))?,
+        )
         .await?;
     produce(processor, &bootstrap, &input, 100_000, 1)?;
     let v1 = live(&processors, None).await?;
@@ -86,10 +94,12 @@ pub async fn run(operator: &Path, processor: &Path) -> anyhow::Result<serde_json
     let v2 = v2.unwrap_or_default();
     let gate = gate_met.unwrap_or(switched.unwrap());
     let promote_latency = (switched.unwrap().duration_since(gate).as_secs_f64() - STABLE_FOR as f64).max(0.0);
-    progress(format!("Service switched to v2 {:.1} s after the gate ({promote_latency:.1} s beyond stableFor)", switched.unwrap().duration_since(gate).as_secs_f64()));
+    progress(format!(
+        "Service switched to v2 {:.1} s after the gate ({promote_latency:.1} s beyond stableFor)",
+        switched.unwrap().duration_since(gate).as_secs_f64()
+    ));
     common::wait_until("v1 to scale down to a standby", Duration::from_secs(120), || async {
-        let deploy: k8s_openapi::api::apps::v1::Deployment =
-            Api::namespaced(client.clone(), &ns).get(&format!("totals-{v1}")).await?;
+        let deploy: k8s_openapi::api::apps::v1::Deployment = Api::namespaced(client.clone(), &ns).get(&format!("totals-{v1}")).await?;
         Ok(deploy.status.and_then(|s| s.replicas).unwrap_or(0) == 0)
     })
     .await?;
@@ -147,10 +157,7 @@ async fn live(processors: &Api<Processor>, version: Option<&str>) -> anyhow::Res
 }
 
 async fn selected_version(services: &Api<Service>) -> anyhow::Result<Option<String>> {
-    Ok(services
-        .get_opt("totals")
-        .await?
-        .and_then(|s| s.spec?.selector?.get("kappa.dev/version").cloned()))
+    Ok(services.get_opt("totals").await?.and_then(|s| s.spec?.selector?.get("kappa.dev/version").cloned()))
 }
 
 /// Events the operator recorded in the namespace (counting repeats).

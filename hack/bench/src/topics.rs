@@ -33,7 +33,9 @@ pub async fn run(operator: &Path, count: usize, idle_seconds: u64) -> anyhow::Re
     clusters
         .create(
             &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "default"}, "spec": {"bootstrapServers": common::env("KAPPA_KAFKA_BOOTSTRAP")?}}))?,
+            &serde_json::from_value(
+                json!({"metadata": {"name": "default"}, "spec": {"bootstrapServers": common::env("KAPPA_KAFKA_BOOTSTRAP")?}}),
+            )?,
         )
         .await?;
     let op = Operator::start(operator, &ns, &["--resync-seconds", &RESYNC_SECONDS.to_string()])?;

@@ -97,24 +97,17 @@ impl IpPool {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,kube=warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into()))
         .init();
     let args = Args::parse();
     // One thread: child processes get PR_SET_PDEATHSIG, which fires when the
     // thread that forked them exits, so all forks must come from a thread that
     // lives as long as the kubelet.
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(run(args))
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let kubeconfig = Kubeconfig::read_from(&args.kubeconfig)
-        .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
+    let kubeconfig = Kubeconfig::read_from(&args.kubeconfig).with_context(|| format!("reading {}", args.kubeconfig.display()))?;
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
     let ca_pem = config
         .root_cert
@@ -193,9 +186,10 @@ fn uid(p: &Pod) -> String {
 fn dispatch(lab: &Arc<Lab>, workers: &mut HashMap<String, watch::Sender<Option<Pod>>>, p: Pod) {
     let key = uid(&p);
     if let Some(tx) = workers.get(&key)
-        && tx.send(Some(p.clone())).is_ok() {
-            return;
-        }
+        && tx.send(Some(p.clone())).is_ok()
+    {
+        return;
+    }
     let (tx, rx) = watch::channel(Some(p));
     tokio::spawn(pod::run(lab.clone(), rx));
     workers.insert(key, tx);

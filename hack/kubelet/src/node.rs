@@ -64,9 +64,10 @@ async fn patch_status(lab: &Lab) -> anyhow::Result<()> {
     ];
     for c in &mut conditions {
         if let Some(p) = prior.iter().find(|p| p.type_ == c["type"] && p.status == c["status"])
-            && let Some(t) = &p.last_transition_time {
-                c["lastTransitionTime"] = json!(t);
-            }
+            && let Some(t) = &p.last_transition_time
+        {
+            c["lastTransitionTime"] = json!(t);
+        }
     }
     let capacity = json!({"cpu": "32", "memory": "128Gi", "pods": "2000", "ephemeral-storage": "100Gi"});
     let status = json!({"status": {
@@ -89,9 +90,7 @@ async fn patch_status(lab: &Lab) -> anyhow::Result<()> {
             "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
         }
     }});
-    nodes
-        .patch_status(&lab.node_name, &PatchParams::default(), &Patch::Merge(&status))
-        .await?;
+    nodes.patch_status(&lab.node_name, &PatchParams::default(), &Patch::Merge(&status)).await?;
     Ok(())
 }
 

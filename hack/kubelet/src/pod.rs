@@ -202,12 +202,8 @@ impl Worker {
         ));
         let now = Instant::now();
         // Restart counts survive a kubelet restart, as they do on a node.
-        let prior: BTreeMap<String, i32> = pod
-            .status
-            .iter()
-            .flat_map(|s| s.container_statuses.iter().flatten())
-            .map(|cs| (cs.name.clone(), cs.restart_count))
-            .collect();
+        let prior: BTreeMap<String, i32> =
+            pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()).map(|cs| (cs.name.clone(), cs.restart_count)).collect();
         let ctrs = pod
             .spec
             .iter()
@@ -227,11 +223,7 @@ impl Worker {
                 killed_by_liveness: false,
             })
             .collect();
-        let start_time = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.start_time.clone())
-            .unwrap_or_else(|| Time(Timestamp::now()));
+        let start_time = pod.status.as_ref().and_then(|s| s.start_time.clone()).unwrap_or_else(|| Time(Timestamp::now()));
         Worker {
             lab,
             pod,
@@ -252,11 +244,7 @@ impl Worker {
     }
 
     fn key(&self) -> String {
-        format!(
-            "{}/{}",
-            self.pod.metadata.namespace.as_deref().unwrap_or_default(),
-            self.pod.metadata.name.as_deref().unwrap_or_default()
-        )
+        format!("{}/{}", self.pod.metadata.namespace.as_deref().unwrap_or_default(), self.pod.metadata.name.as_deref().unwrap_or_default())
     }
 
     fn restart_policy(&self) -> &str {
@@ -535,7 +523,8 @@ impl Worker {
         if entry.0 != ok {
             *entry = (ok, now);
         }
-        let mut c = json!({"type": type_, "status": if ok { "True" } else { "False" }, "lastTransitionTime": entry.1, "lastProbeTime": null});
+        let mut c =
+            json!({"type": type_, "status": if ok { "True" } else { "False" }, "lastTransitionTime": entry.1, "lastProbeTime": null});
         if let Some(r) = reason.filter(|_| !ok) {
             c["reason"] = json!(r);
         }
@@ -563,12 +552,8 @@ impl Worker {
             self.condition("ContainersReady", all_ready, Some(not_ready_reason)),
         ];
         // Keep what the scheduler wrote.
-        if let Some(scheduled) = self
-            .pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"))
+        if let Some(scheduled) =
+            self.pod.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"))
         {
             conditions.push(serde_json::to_value(scheduled).unwrap_or(Value::Null));
         }

@@ -64,18 +64,14 @@ pub fn resolve_image(map_file: &Path, image: &str) -> Result<PathBuf, Waiting> {
         .map(|(k, v)| (k.trim(), v.trim()))
         .collect();
     let untagged = strip_tag(image);
-    map.get(image)
-        .or_else(|| map.get(untagged))
-        .map(PathBuf::from)
-        .filter(|p| p.is_file())
-        .ok_or_else(|| Waiting {
-            reason: "ErrImageNeverPull",
-            message: format!(
-                "image {image:?} is not in the lab's image map {} (or its executable is missing); \
+    map.get(image).or_else(|| map.get(untagged)).map(PathBuf::from).filter(|p| p.is_file()).ok_or_else(|| Waiting {
+        reason: "ErrImageNeverPull",
+        message: format!(
+            "image {image:?} is not in the lab's image map {} (or its executable is missing); \
                  add it with: hack/lab.sh image {untagged}=/path/to/executable",
-                map_file.display()
-            ),
-        })
+            map_file.display()
+        ),
+    })
 }
 
 fn strip_tag(image: &str) -> &str {
@@ -194,9 +190,7 @@ async fn request_token(lab: &Lab, pod: &Pod, audience: Option<String>, expiry: O
         .create_subresource("token", sa, &PostParams::default(), &req)
         .await
         .map_err(|e| Waiting::config(format!("token for service account {ns}/{sa}: {e}")))?;
-    resp.status
-        .map(|s| s.token)
-        .ok_or_else(|| Waiting::config(format!("token for service account {ns}/{sa}: empty answer")))
+    resp.status.map(|s| s.token).ok_or_else(|| Waiting::config(format!("token for service account {ns}/{sa}: empty answer")))
 }
 
 fn write_items<'a>(
@@ -238,10 +232,7 @@ fn field_value(pod: &Pod, f: &ObjectFieldSelector, ip: Option<Ipv4Addr>) -> Resu
     let spec = pod.spec.as_ref();
     let path = f.field_path.as_str();
     let label = |map: &Option<BTreeMap<String, String>>, prefix: &str| {
-        path.strip_prefix(prefix)
-            .and_then(|k| k.strip_suffix("']"))
-            .and_then(|k| map.as_ref()?.get(k).cloned())
-            .unwrap_or_default()
+        path.strip_prefix(prefix).and_then(|k| k.strip_suffix("']")).and_then(|k| map.as_ref()?.get(k).cloned()).unwrap_or_default()
     };
     Ok(match path {
         "metadata.name" => m.name.clone().unwrap_or_default(),
@@ -258,14 +249,7 @@ fn field_value(pod: &Pod, f: &ObjectFieldSelector, ip: Option<Ipv4Addr>) -> Resu
 }
 
 /// Resolves the process for one container: executable, argv, environment.
-pub async fn launch(
-    lab: &Lab,
-    pod: &Pod,
-    c: &Container,
-    ip: Ipv4Addr,
-    pod_dir: &Path,
-    volumes: &Volumes,
-) -> Result<Launch, Waiting> {
+pub async fn launch(lab: &Lab, pod: &Pod, c: &Container, ip: Ipv4Addr, pod_dir: &Path, volumes: &Volumes) -> Result<Launch, Waiting> {
     let image = c.image.as_deref().unwrap_or_default();
     let entrypoint = resolve_image(&lab.image_map, image)?;
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
@@ -287,11 +271,9 @@ pub async fn launch(
         }
         if let Some(r) = &from.secret_ref {
             match get::<Secret>(lab, ns, &r.name).await? {
-                Some(s) => s
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .for_each(|(k, v)| set(&mut env, format!("{prefix}{k}"), bytes_to_string(&v))),
+                Some(s) => {
+                    s.data.unwrap_or_default().into_iter().for_each(|(k, v)| set(&mut env, format!("{prefix}{k}"), bytes_to_string(&v)))
+                }
                 None if r.optional == Some(true) => {}
                 None => return Err(Waiting::config(format!("secret {:?} not found", r.name))),
             }
@@ -307,10 +289,7 @@ pub async fn launch(
                         Some(v) => v,
                         None if r.optional == Some(true) => continue,
                         None => {
-                            return Err(Waiting::config(format!(
-                                "secret {:?} or its key {:?} not found (env {})",
-                                r.name, r.key, e.name
-                            )));
+                            return Err(Waiting::config(format!("secret {:?} or its key {:?} not found (env {})", r.name, r.key, e.name)));
                         }
                     }
                 } else if let Some(r) = &from.config_map_key_ref {
@@ -402,10 +381,7 @@ fn resolve_command(entrypoint: &Path, cmd: &str) -> String {
 }
 
 fn translate_path(mounts: &[(String, PathBuf)], s: String) -> String {
-    let best = mounts
-        .iter()
-        .filter(|(p, _)| s == *p || s.starts_with(&format!("{p}/")))
-        .max_by_key(|(p, _)| p.len());
+    let best = mounts.iter().filter(|(p, _)| s == *p || s.starts_with(&format!("{p}/"))).max_by_key(|(p, _)| p.len());
     match best {
         Some((p, dir)) => format!("{}{}", dir.display(), &s[p.len()..]),
         None => s,
@@ -495,10 +471,7 @@ mod tests {
 
     #[test]
     fn translates_mount_paths_longest_first() {
-        let mounts = vec![
-            ("/etc/kafka".to_string(), PathBuf::from("/lab/v1")),
-            ("/etc/kafka/tls".to_string(), PathBuf::from("/lab/v2")),
-        ];
+        let mounts = vec![("/etc/kafka".to_string(), PathBuf::from("/lab/v1")), ("/etc/kafka/tls".to_string(), PathBuf::from("/lab/v2"))];
         assert_eq!(translate_path(&mounts, "/etc/kafka/tls/ca.crt".into()), "/lab/v2/ca.crt");
         assert_eq!(translate_path(&mounts, "/etc/kafka".into()), "/lab/v1");
         assert_eq!(translate_path(&mounts, "/etc/kafkax".into()), "/etc/kafkax");
