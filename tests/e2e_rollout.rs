@@ -12,7 +12,7 @@ use kube::{ResourceExt, api::ListParams};
 use serde_json::json;
 use support::{
     TestNs, create, patch,
-    pipeline::{WAIT, caught_up, check, pipeline, processor_json, processor_state},
+    pipeline::{Pipeline, WAIT, caught_up, check, pipeline, processor_json, processor_state},
     processor, wait_for,
 };
 
@@ -78,15 +78,21 @@ fn produce(input: &str, count: u64, seed: u64) {
     processor(&["produce", "--topic", input, "--count", &count.to_string(), "--seed", &seed.to_string(), "--keys", "500"]).unwrap();
 }
 
+/// Creates the Processor, writes `events` input events and waits until its
+/// first version has caught up: that version and its ViewVersion.
+async fn first_version_live(s: &Pipeline, processor: serde_json::Value, events: u64) -> (String, ViewVersion) {
+    create::<Processor>(&s.ns, processor).await;
+    produce(&s.input, events, 1);
+    let (p, vv) = caught_up(&s.ns).await;
+    (p.status.unwrap().active_version.unwrap(), vv)
+}
+
 #[tokio::test]
 async fn a_logic_change_replays_beside_the_live_version_and_cuts_over_exactly() {
     let s = pipeline("rollout", &[]).await;
     let mut p = processor_json("sum", 1);
     p["spec"]["rollout"]["stableForSeconds"] = json!(5);
-    create::<Processor>(&s.ns, p).await;
-    produce(&s.input, 100_000, 1);
-    let (p1, vv1) = caught_up(&s.ns).await;
-    let v1 = p1.status.unwrap().active_version.unwrap();
+    let (v1, vv1) = first_version_live(&s, p, 100_000).await;
     check(&s.input, &vv1, "sum").unwrap();
 
     patch::<Processor>(&s.ns, "totals", logic_patch("count")).await.unwrap();
@@ -118,10 +124,7 @@ async fn manual_promotion_waits_for_the_spec_to_name_the_version() {
     let s = pipeline("manual", &[]).await;
     let mut p = processor_json("sum", 1);
     p["spec"]["rollout"]["promotion"] = json!("Manual");
-    create::<Processor>(&s.ns, p).await;
-    produce(&s.input, 5_000, 1);
-    let (p1, _) = caught_up(&s.ns).await;
-    let v1 = p1.status.unwrap().active_version.unwrap();
+    let (v1, _) = first_version_live(&s, p, 5_000).await;
     patch::<Processor>(&s.ns, "totals", logic_patch("count")).await.unwrap();
     let waiting = phase_is(&s.ns, "AwaitingPromotion").await;
     let v2 = waiting.status.clone().unwrap().candidate_version.unwrap();
@@ -143,10 +146,7 @@ async fn verification_blocks_a_wrong_view_and_lets_a_right_one_through() {
     let mut p = processor_json("sum", 1);
     // Checking the count view as maxima must fail.
     p["spec"]["rollout"]["verify"] = verify("max");
-    create::<Processor>(&s.ns, p).await;
-    produce(&s.input, 5_000, 1);
-    let (p1, _) = caught_up(&s.ns).await;
-    let v1 = p1.status.unwrap().active_version.unwrap();
+    let (v1, _) = first_version_live(&s, p, 5_000).await;
     patch::<Processor>(&s.ns, "totals", logic_patch("count")).await.unwrap();
     let failed = phase_is(&s.ns, "Failed").await;
     let stalled = failed.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Stalled").unwrap();
@@ -163,10 +163,7 @@ async fn verification_blocks_a_wrong_view_and_lets_a_right_one_through() {
 #[tokio::test]
 async fn a_crash_looping_version_fails_and_the_active_one_stays_untouched() {
     let s = pipeline("crash", &[]).await;
-    create::<Processor>(&s.ns, processor_json("sum", 1)).await;
-    produce(&s.input, 2_000, 1);
-    let (p1, _) = caught_up(&s.ns).await;
-    let v1 = p1.status.unwrap().active_version.unwrap();
+    let (v1, _) = first_version_live(&s, processor_json("sum", 1), 2_000).await;
     let pods_before: Vec<String> =
         s.ns.api::<Pod>()
             .list(&ListParams::default().labels(&format!("kappa.dev/version={v1}")))
@@ -202,10 +199,7 @@ async fn rollback_to_the_standby_catches_up_without_a_full_replay() {
     let s = pipeline("rollback", &[]).await;
     let mut p = processor_json("sum", 1);
     p["spec"]["rollout"]["scaleDownDelaySeconds"] = json!(2);
-    create::<Processor>(&s.ns, p).await;
-    produce(&s.input, 20_000, 1);
-    let (p1, vv1) = caught_up(&s.ns).await;
-    let v1 = p1.status.unwrap().active_version.unwrap();
+    let (v1, vv1) = first_version_live(&s, p, 20_000).await;
     patch::<Processor>(&s.ns, "totals", logic_patch("count")).await.unwrap();
     let v2 = phase_is(&s.ns, "Replaying").await.status.unwrap().candidate_version.unwrap();
     active_is(&s.ns, &v2).await;
@@ -240,10 +234,7 @@ async fn rollback_to_the_standby_catches_up_without_a_full_replay() {
 #[tokio::test]
 async fn truncated_input_history_blocks_the_rollout_naming_the_partitions() {
     let s = pipeline("truncated", &["--resync-seconds", "2"]).await;
-    create::<Processor>(&s.ns, processor_json("sum", 1)).await;
-    produce(&s.input, 3_000, 1);
-    let (p1, _) = caught_up(&s.ns).await;
-    let v1 = p1.status.unwrap().active_version.unwrap();
+    let (v1, _) = first_version_live(&s, processor_json("sum", 1), 3_000).await;
     // Delete the first 10 records of partition 0, as retention would.
     let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
         rdkafka::ClientConfig::new().set("bootstrap.servers", support::required("KAPPA_KAFKA_BOOTSTRAP")).create().unwrap();
@@ -272,10 +263,7 @@ async fn the_operator_killed_during_replay_and_cutover_resumes_without_repeating
     let mut s = pipeline("crashsafe", &[]).await;
     let mut p = processor_json("sum", 1);
     p["spec"]["rollout"]["stableForSeconds"] = json!(3);
-    create::<Processor>(&s.ns, p).await;
-    produce(&s.input, 50_000, 1);
-    let (p1, _) = caught_up(&s.ns).await;
-    let v1 = p1.status.unwrap().active_version.unwrap();
+    let (v1, _) = first_version_live(&s, p, 50_000).await;
 
     // Pause after the next committed cutover, to be killed there.
     s.op.env.push(("KAPPA_FAULT_PAUSE_AFTER_COMMIT_SECONDS".into(), "60".into()));
