@@ -287,19 +287,18 @@ async fn run(kafka: Arc<dyn Kafka>, mut rx: mpsc::Receiver<Job>, requests: Arc<s
         }
         if !syncs.is_empty() {
             // One entry per topic name even if two reconciles asked for it.
+            let mut index: BTreeMap<String, usize> = BTreeMap::new();
             let mut unique: Vec<DesiredTopic> = Vec::new();
             for (d, _) in &syncs {
-                if !unique.iter().any(|u| u.name == d.name) {
+                index.entry(d.name.clone()).or_insert_with(|| {
                     unique.push(d.clone());
-                }
+                    unique.len() - 1
+                });
             }
             let result = sync(kafka.as_ref(), &unique).await;
             for (d, tx) in syncs {
                 let answer = match &result {
-                    Ok(reports) => {
-                        let i = unique.iter().position(|u| u.name == d.name).expect("every job is in the batch");
-                        Ok(reports[i].clone())
-                    }
+                    Ok(reports) => Ok(reports[index[&d.name]].clone()),
                     Err(e) => Err(e.clone()),
                 };
                 let _ = tx.send(answer);
