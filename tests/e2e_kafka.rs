@@ -54,9 +54,13 @@ async fn topics_are_created_described_altered_grown_and_deleted_in_batches() {
     let again = k.create_topics(&new[..1]).await.unwrap();
     assert_eq!(again[&names[0]].as_ref().unwrap_err().code, "TopicAlreadyExists");
 
-    let described = k.topics(&names).await.unwrap();
-    assert_eq!(described.len(), 5);
-    assert!(described.values().all(|t| t.partitions == 2 && t.replication_factor == 1 && !t.id.is_empty()));
+    // A broker's metadata shows a created topic a moment after CreateTopics answers.
+    let described = support::wait_for("the five topics to be described", Duration::from_secs(30), || async {
+        let d = k.topics(&names).await.map_err(|e| e.to_string())?;
+        if d.len() == 5 { Ok(d) } else { Err(format!("{} of 5 visible", d.len())) }
+    })
+    .await;
+    assert!(described.values().all(|t| t.partitions == 2 && t.replication_factor == 1 && !t.id.is_empty()), "{described:?}");
     let missing = k.topics(&[unique("e2e-kafka-missing")]).await.unwrap();
     assert!(missing.is_empty());
 
@@ -87,7 +91,14 @@ async fn topics_are_created_described_altered_grown_and_deleted_in_batches() {
 
     let grown = k.create_partitions(&[(names[2].clone(), 4)].into()).await.unwrap();
     assert!(grown[&names[2]].is_ok(), "{grown:?}");
-    assert_eq!(k.topics(&names[2..3]).await.unwrap()[&names[2]].partitions, 4);
+    support::wait_for("the new partitions to be described", Duration::from_secs(30), || async {
+        let d = k.topics(&names[2..3]).await.map_err(|e| e.to_string())?;
+        match d.get(&names[2]).map(|t| t.partitions) {
+            Some(4) => Ok(()),
+            other => Err(format!("partitions {other:?}")),
+        }
+    })
+    .await;
 
     let deleted = k.delete_topics(&names).await.unwrap();
     assert!(deleted.values().all(|r| r.is_ok()), "{deleted:?}");
