@@ -12,7 +12,7 @@ use kube::{
 };
 use tracing::instrument;
 
-use super::{Context, Settings, apply_status, measured, watched_api};
+use super::{Context, Settings, apply_status, clusters::ClusterHandle, measured, watched_api};
 use crate::{
     Result,
     api::{Cond, KafkaCluster, KafkaClusterSpec, KafkaClusterStatus, conditions},
@@ -103,6 +103,33 @@ pub async fn resolve(client: &Client, ns: &str, spec: &KafkaClusterSpec) -> Resu
         });
     }
     Ok(settings)
+}
+
+/// The client of KafkaCluster `ns/name`. Built here when the KafkaCluster
+/// controller has not built it yet (right after a start or a leader
+/// change), so a Topic does not depend on which controller runs first and
+/// a new leader does not turn every Topic NotReady for a moment.
+pub async fn handle(ctx: &Context, ns: &str, name: &str) -> Result<Arc<ClusterHandle>, Problem> {
+    if let Some(h) = ctx.clusters.get(ns, name) {
+        return Ok(h);
+    }
+    // Right after a start, the KafkaCluster cache may still be filling: ask
+    // the API server rather than wait on the cache (its readiness signal
+    // wakes only one waiter, and the KafkaCluster controller is one).
+    let spec = match ctx.stores.clusters.get(&ObjectRef::new(name).within(ns)) {
+        Some(kc) => kc.spec.clone(),
+        None => {
+            let api: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), ns);
+            let kc =
+                api.get_opt(name).await.map_err(|e| ("KafkaClusterUnreadable".to_string(), format!("reading KafkaCluster {name}: {e}")))?;
+            kc.ok_or_else(|| {
+                ("KafkaClusterMissing".to_string(), format!("KafkaCluster {name} (spec.clusterRef) does not exist in namespace {ns}"))
+            })?
+            .spec
+        }
+    };
+    let settings = resolve(&ctx.client, ns, &spec).await?;
+    Ok(ctx.clusters.ensure(ns, name, settings))
 }
 
 async fn apply(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action> {

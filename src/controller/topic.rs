@@ -13,7 +13,7 @@ use kube::{
 };
 use tracing::{info, instrument};
 
-use super::{Context, Settings, apply_status, measured, watched_api};
+use super::{Context, Settings, apply_status, kafka_cluster, measured, watched_api};
 use crate::{
     Error, Result,
     api::{
@@ -231,16 +231,13 @@ async fn apply(topic: Arc<Topic>, ctx: &Context) -> Result<Action> {
     }
 
     let kafka_key = format!("{KIND}-kafka/{ns}/{}", topic.name_any());
-    let Some(cluster) = ctx.clusters.get(&ns, &topic.spec.cluster_ref) else {
-        let exists = ctx.stores.clusters.get(&ObjectRef::new(&topic.spec.cluster_ref).within(&ns)).is_some();
-        let message = if exists {
-            format!("waiting for KafkaCluster {} to connect", topic.spec.cluster_ref)
-        } else {
-            format!("KafkaCluster {} (spec.clusterRef) does not exist in namespace {ns}", topic.spec.cluster_ref)
-        };
-        // Right after a start, the caches and the first connection may lag
-        // this Topic by a moment: look again soon, then less often.
-        return not_ready(&topic, ctx, "KafkaClusterNotReady", message, false, Action::requeue(ctx.backoff(&kafka_key))).await;
+    let cluster = match kafka_cluster::handle(ctx, &ns, &topic.spec.cluster_ref).await {
+        Ok(c) => c,
+        // Missing, or its Secrets are: a change to the KafkaCluster wakes this Topic.
+        Err((reason, message)) => {
+            let message = format!("KafkaCluster {} is not usable ({reason}): {message}", topic.spec.cluster_ref);
+            return not_ready(&topic, ctx, "KafkaClusterNotReady", message, false, Action::await_change()).await;
+        }
     };
     if let Some(Err((reason, message))) = cluster.health() {
         let message = format!("KafkaCluster {} is not Ready ({reason}): {message}", topic.spec.cluster_ref);
@@ -435,9 +432,9 @@ async fn cleanup(topic: Arc<Topic>, ctx: &Context) -> Result<Action> {
         not_ready(&topic, ctx, "DeletionBlocked", message, false, Action::await_change()).await?;
         return Err(Error::Finalizer(format!("Topic {ns}/{} is still read by {}", topic.name_any(), readers.join(", "))));
     }
-    let Some(cluster) = ctx.clusters.get(&ns, &topic.spec.cluster_ref) else {
+    let Ok(cluster) = kafka_cluster::handle(ctx, &ns, &topic.spec.cluster_ref).await else {
         let message = format!(
-            "deletionPolicy is Delete, but KafkaCluster {} is not connected; annotate with {}=true to release without deleting",
+            "deletionPolicy is Delete, but KafkaCluster {} is not usable; annotate with {}=true to release without deleting",
             topic.spec.cluster_ref,
             annotations::FORCE_RELEASE
         );
