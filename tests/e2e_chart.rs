@@ -13,7 +13,7 @@ use std::{
 };
 
 use k8s_openapi::{
-    api::{coordination::v1::Lease, core::v1::Pod},
+    api::{apps::v1::Deployment, coordination::v1::Lease, core::v1::Pod},
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kappa_operator::{
@@ -165,7 +165,34 @@ async fn the_chart_installs_a_restricted_highly_available_operator_and_uninstall
         if now.len() == 2 && now.is_disjoint(&before) { Ok(()) } else { Err(format!("{now:?}")) }
     })
     .await;
-    wait_for("the pipeline to stay Ready after the upgrade", WAIT, || async { processor_ready(&apps).await }).await;
+    // One of the new pods leads and reconciles: a spec change made now is
+    // carried out, and every resource is Ready for its latest generation.
+    let after: BTreeSet<String> = operator_pods(&system).await.iter().map(|p| p.name_any()).collect();
+    wait_for("a new pod to lead after the upgrade", WAIT, || async {
+        let l = leader(&system).await?;
+        if after.contains(&l) { Ok(()) } else { Err(format!("holder {l}")) }
+    })
+    .await;
+    apps.api::<Processor>().patch("totals", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 2}}))).await.unwrap();
+    wait_for("the new leader to scale the processor and keep it Ready", WAIT, || async {
+        processor_ready(&apps).await?;
+        let p: Processor = apps.api().get("totals").await.map_err(|e| e.to_string())?;
+        let vv = p.status.as_ref().and_then(|s| s.active_version.clone()).ok_or("no active version")?;
+        let d: Deployment = apps.api().get(&format!("totals-{vv}")).await.map_err(|e| e.to_string())?;
+        let ready = d.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+        if ready != 2 {
+            return Err(format!("{ready} of 2 processor pods ready"));
+        }
+        for t in apps.api::<Topic>().list(&ListParams::default()).await.map_err(|e| e.to_string())?.items {
+            let st = t.status.clone().unwrap_or_default();
+            let ok = st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+            if !ok || st.observed_generation != t.metadata.generation {
+                return Err(format!("Topic {} not Ready: {:?}", t.name_any(), st.conditions));
+            }
+        }
+        Ok(())
+    })
+    .await;
 
     // Uninstalling keeps the CRDs, the Topics and the Kafka data.
     helm(&["uninstall", &release, "-n", &system.name, "--wait"]).unwrap();

@@ -122,11 +122,14 @@ impl Ns {
     pub async fn diagnostics(&self) -> String {
         let mut out = format!("==== diagnostics of namespace {} ====\n", self.name);
         let mut events = self.api::<Event>().list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
-        events.sort_by_key(|e| e.last_timestamp.clone().map(|t| t.0));
+        // events.k8s.io events (the operator's) carry eventTime, core ones lastTimestamp.
+        let when = |e: &Event| e.last_timestamp.as_ref().map(|t| t.0).or(e.event_time.as_ref().map(|t| t.0));
+        events.sort_by_key(when);
         out.push_str("-- events\n");
         for e in events {
             out.push_str(&format!(
-                "{} {}/{} {}: {}\n",
+                "{} {} {}/{} {}: {}\n",
+                when(&e).map(|t| t.strftime("%H:%M:%S%.3f").to_string()).unwrap_or_default(),
                 e.type_.unwrap_or_default(),
                 e.involved_object.kind.unwrap_or_default(),
                 e.involved_object.name.unwrap_or_default(),
