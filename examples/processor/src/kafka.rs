@@ -1,11 +1,54 @@
 //! Kafka settings from the processor contract, and reading a topic whole.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use rdkafka::{
-    ClientConfig, Message, Offset, TopicPartitionList,
+    ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
+    producer::{DeliveryResult, ProducerContext, ThreadedProducer},
 };
+
+/// A producer that remembers failed deliveries: `flush` returning only
+/// says nothing is in flight any more, not that everything arrived.
+pub type CheckedProducer = ThreadedProducer<Deliveries>;
+
+#[derive(Default)]
+pub struct Deliveries {
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            self.first_error.lock().expect("first_error lock").get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+impl Deliveries {
+    /// Err naming how many records failed since the start, and the first reason.
+    pub fn check(&self, what: &str) -> Result<(), String> {
+        match self.failed.load(Ordering::Relaxed) {
+            0 => Ok(()),
+            n => {
+                let first = self.first_error.lock().expect("first_error lock").clone().unwrap_or_default();
+                Err(format!("{n} record(s) of {what} were not delivered; the first failed with: {first}"))
+            }
+        }
+    }
+}
 
 /// A client config from the contract's variables: `KAPPA_BOOTSTRAP_SERVERS`
 /// and the security settings the operator derives from the KafkaCluster.

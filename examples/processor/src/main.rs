@@ -22,7 +22,7 @@ use std::{
 
 use clap::{Parser, Subcommand};
 use logic::{Agg, Logic};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer};
 
 pub static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -113,11 +113,11 @@ fn run(logic: Logic, field: &str, port: u16) -> Result<(), String> {
 }
 
 fn produce(bootstrap: &str, topic: &str, count: u64, seed: u64, keys: u64, invalid_every: Option<u64>) -> Result<(), String> {
-    let producer: ThreadedProducer<DefaultProducerContext> = kafka::config(bootstrap)
+    let producer: kafka::CheckedProducer = kafka::config(bootstrap)
         .set("linger.ms", "20")
         .set("batch.size", "1000000")
         .set("queue.buffering.max.messages", "1000000")
-        .create()
+        .create_with_context(Default::default())
         .map_err(|e| e.to_string())?;
     let mut rng = logic::Rng::new(seed);
     let started = std::time::Instant::now();
@@ -140,6 +140,7 @@ fn produce(bootstrap: &str, topic: &str, count: u64, seed: u64, keys: u64, inval
         }
     }
     producer.flush(Duration::from_secs(120)).map_err(|e| e.to_string())?;
+    producer.context().check(&format!("the events to {topic}"))?;
     eprintln!("produced {count} events to {topic} in {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
 }

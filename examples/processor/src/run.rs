@@ -22,7 +22,7 @@ use std::{
 use rdkafka::{
     ClientContext, Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance},
-    producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer},
+    producer::{BaseRecord, Producer},
 };
 
 use crate::{
@@ -116,8 +116,11 @@ pub fn run(c: &Contract, logic: Logic, field: &str, state: State, stats: Arc<Sta
         .set("partition.assignment.strategy", "range")
         .create_with_context(Rebalances::default())
         .map_err(|e| e.to_string())?;
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        kafka::config(&c.bootstrap).set("enable.idempotence", "true").set("linger.ms", "5").create().map_err(|e| e.to_string())?;
+    let producer: kafka::CheckedProducer = kafka::config(&c.bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create_with_context(Default::default())
+        .map_err(|e| e.to_string())?;
     let inputs: Vec<&str> = c.inputs.iter().map(String::as_str).collect();
     consumer.subscribe(&inputs).map_err(|e| e.to_string())?;
     eprintln!("kappa-processor {}: {} -> {} (group {}, logic {})", c.version, c.inputs.join(","), c.output, c.group, logic.name());
@@ -220,6 +223,9 @@ pub fn run(c: &Contract, logic: Logic, field: &str, state: State, stats: Arc<Sta
         }
         // The view first, then the offsets: never commit what is not written.
         producer.flush(Duration::from_secs(60)).map_err(|e| format!("flushing the view: {e}"))?;
+        // A view write that failed for good: stop without committing, and
+        // the next start redoes the batch.
+        producer.context().check("the view")?;
         let mut tpl = TopicPartitionList::new();
         for p in &mut parts {
             if let Some(o) = p.next.take() {
