@@ -59,7 +59,11 @@ pub fn serve(port: u16, stats: Arc<Stats>, state: State, logic: Logic, version: 
                 ("200 OK", stats.metrics())
             } else if let Some(key) = path.strip_prefix("/view/") {
                 match state.lock().expect("state lock").get(key) {
-                    Some(agg) => ("200 OK", format!("{}\n", agg.to_json(logic, &version))),
+                    Some(agg) => {
+                        let mut json = Vec::new();
+                        agg.write_json(logic, &version, &mut json);
+                        ("200 OK", format!("{}\n", String::from_utf8_lossy(&json)))
+                    }
                     None => ("404 Not Found", "no such key\n".to_string()),
                 }
             } else {

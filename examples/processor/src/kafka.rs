@@ -6,13 +6,13 @@ use std::{
         Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use rdkafka::{
     ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
-    producer::{DeliveryResult, ProducerContext, ThreadedProducer},
+    producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer},
 };
 
 /// A producer that remembers failed deliveries: `flush` returning only
@@ -34,6 +34,25 @@ impl ProducerContext for Deliveries {
             self.failed.fetch_add(1, Ordering::Relaxed);
             self.first_error.lock().expect("first_error lock").get_or_insert_with(|| e.to_string());
         }
+    }
+}
+
+/// Waits until every record sent is acknowledged and its delivery report
+/// served. A ThreadedProducer's own `flush` waits in 100 ms polls of a
+/// queue its background thread drains, so it took 100 ms per batch.
+pub fn wait_delivered(producer: &CheckedProducer, timeout: Duration) -> Result<(), String> {
+    // A zero-timeout flush wakes the brokers to send what linger.ms holds.
+    let _ = producer.flush(Duration::ZERO);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = producer.in_flight_count();
+        if left == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("{left} record(s) not acknowledged within {timeout:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

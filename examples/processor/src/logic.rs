@@ -9,7 +9,6 @@
 
 use std::{
     borrow::Cow,
-    collections::BTreeMap,
     hash::{BuildHasherDefault, Hasher},
     sync::Arc,
 };
@@ -126,16 +125,22 @@ impl Agg {
         true
     }
 
-    /// The view record for this key.
-    pub fn to_json(&self, logic: Logic, version: &str) -> Value {
-        let seen: BTreeMap<&str, i64> = self.seen.iter().map(|(s, o)| (&**s, *o)).collect();
-        let mut v = json!({"count": self.count, "logic": logic.name(), "version": version, "seen": seen});
-        match logic {
-            Logic::Sum => v["sum"] = json!(self.sum),
-            Logic::Count => {}
-            Logic::Max => v["max"] = json!(self.max),
-        }
-        v
+    /// The view record for this key, written into `out` (cleared first):
+    /// `{"count":..,"logic":..,"seen":{"topic/partition":offset},"sum"|"max":..,"version":..}`.
+    /// Serialized straight from the aggregate: the view of every changed
+    /// key is written once per batch, and building a `Value` per key showed
+    /// in profiles.
+    pub fn write_json(&self, logic: Logic, version: &str, out: &mut Vec<u8>) {
+        out.clear();
+        let record = ViewRecord {
+            count: self.count,
+            logic: logic.name(),
+            seen: Seen(&self.seen),
+            sum: (logic == Logic::Sum).then_some(self.sum),
+            max: if logic == Logic::Max { self.max } else { None },
+            version,
+        };
+        serde_json::to_writer(out, &record).expect("a view record always serializes");
     }
 
     pub fn from_json(v: &Value) -> Agg {
@@ -159,6 +164,27 @@ impl Agg {
             Logic::Count => (self.count, None),
             Logic::Max => (self.count, self.max),
         }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct ViewRecord<'a> {
+    count: u64,
+    logic: &'static str,
+    seen: Seen<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sum: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max: Option<i64>,
+    version: &'a str,
+}
+
+/// The per-partition offsets as a JSON object.
+struct Seen<'a>(&'a [(Arc<str>, i64)]);
+
+impl serde::Serialize for Seen<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(source, offset)| (&**source, offset)))
     }
 }
 
@@ -215,7 +241,9 @@ mod tests {
         let t0: Arc<str> = "t/0".into();
         a.apply(Logic::Max, 4, &t0, 1);
         a.apply(Logic::Max, 9, &t0, 2);
-        let back = Agg::from_json(&a.to_json(Logic::Max, "v1"));
+        let mut json = Vec::new();
+        a.write_json(Logic::Max, "v1", &mut json);
+        let back = Agg::from_json(&serde_json::from_slice(&json).unwrap());
         assert_eq!(back.result(Logic::Max), (2, Some(9)));
         assert_eq!(back.seen, a.seen);
     }
@@ -224,6 +252,10 @@ mod tests {
     fn logics_give_different_views() {
         let mut a = Agg::default();
         a.apply(Logic::Sum, 4, &"t/0".into(), 1);
-        assert_ne!(a.to_json(Logic::Sum, "v"), a.to_json(Logic::Count, "v"));
+        let (mut sum, mut count) = (Vec::new(), Vec::new());
+        a.write_json(Logic::Sum, "v", &mut sum);
+        a.write_json(Logic::Count, "v", &mut count);
+        assert_ne!(sum, count);
+        assert_eq!(serde_json::from_slice::<Value>(&sum).unwrap()["sum"], 4);
     }
 }

@@ -96,8 +96,15 @@ impl Part {
     }
 }
 
-const BATCH_MAX: usize = 200_000;
+/// A batch (records applied, then their keys written to the view, then
+/// their offsets committed) ends at this many records, after BATCH_WAIT,
+/// or when the inputs have nothing more. Each batch end writes every key it
+/// changed and waits for the broker, so in a replay fewer, larger batches
+/// are faster.
+const BATCH_MAX: usize = 1_000_000;
 const BATCH_WAIT: Duration = Duration::from_millis(1000);
+/// The records counter is published in steps of this many.
+const RECORDS_PUBLISH_EVERY: u64 = 4096;
 
 pub fn run(c: &Contract, logic: Logic, field: &str, state: State, stats: Arc<Stats>) -> Result<(), String> {
     let consumer: BaseConsumer<Rebalances> = kafka::config(&c.bootstrap)
@@ -106,6 +113,9 @@ pub fn run(c: &Contract, logic: Logic, field: &str, state: State, stats: Arc<Sta
         .set("auto.offset.reset", &c.start_from)
         .set("enable.partition.eof", "false")
         .set("fetch.max.bytes", "52428800")
+        // A full prefetch queue pauses fetching for this long (default 1 s):
+        // the queue drains in a fraction of that, then the loop starved.
+        .set("fetch.queue.backoff.ms", "10")
         // A replica that dies hard hands its partitions over in 10 s, not 45.
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "2000")
@@ -129,10 +139,12 @@ pub fn run(c: &Contract, logic: Logic, field: &str, state: State, stats: Arc<Sta
     // Keys changed in this batch; each aggregate's own flag keeps the list
     // free of duplicates without a second lookup per record.
     let mut dirty: Vec<String> = Vec::new();
+    let mut value = Vec::new();
+    let single_input = c.inputs.len() == 1;
     while !STOP.load(Ordering::SeqCst) {
         let started = Instant::now();
         let mut n = 0;
-        let mut applied = 0;
+        let mut applied = 0u64;
         {
             let mut st = state.lock().expect("state lock");
             // The clock is read every 256 polls: it showed in profiles.
@@ -156,7 +168,9 @@ pub fn run(c: &Contract, logic: Logic, field: &str, state: State, stats: Arc<Sta
                     *st = restore(c, &stats)?;
                 }
                 let Some(msg) = polled else {
-                    if started.elapsed() >= BATCH_WAIT {
+                    // Caught up: write and commit what the batch has now,
+                    // not when BATCH_WAIT is over.
+                    if n > 0 || started.elapsed() >= BATCH_WAIT {
                         break;
                     }
                     continue;
@@ -164,7 +178,9 @@ pub fn run(c: &Contract, logic: Logic, field: &str, state: State, stats: Arc<Sta
                 let m = msg.map_err(|e| format!("consuming: {e}"))?;
                 n += 1;
                 // Per-partition bookkeeping without an allocation per record.
-                let i = match parts.iter().position(|p| p.partition == m.partition() && p.topic.as_str() == m.topic()) {
+                // With one input the partition alone says which: reading the
+                // topic name checks UTF-8 and compares it, per record.
+                let i = match parts.iter().position(|p| p.partition == m.partition() && (single_input || p.topic.as_str() == m.topic())) {
                     Some(i) => i,
                     None => {
                         parts.push(Part::new(m.topic(), m.partition()));
@@ -184,6 +200,10 @@ pub fn run(c: &Contract, logic: Logic, field: &str, state: State, stats: Arc<Sta
                             dirty.push(key.into_owned());
                         }
                         applied += 1;
+                        // Published as it goes, so progress is visible within a batch.
+                        if applied.is_multiple_of(RECORDS_PUBLISH_EVERY) {
+                            stats.records.fetch_add(RECORDS_PUBLISH_EVERY, Ordering::Relaxed);
+                        }
                     }
                     Err(why) => {
                         // Counted and logged without the event's content.
@@ -199,11 +219,11 @@ pub fn run(c: &Contract, logic: Logic, field: &str, state: State, stats: Arc<Sta
                     }
                 }
             }
-            stats.records.fetch_add(applied, Ordering::Relaxed);
+            stats.records.fetch_add(applied % RECORDS_PUBLISH_EVERY, Ordering::Relaxed);
             for key in dirty.drain(..) {
                 let Some(agg) = st.get_mut(&key) else { continue };
                 agg.dirty = false;
-                let value = agg.to_json(logic, &c.version).to_string();
+                agg.write_json(logic, &c.version, &mut value);
                 let mut record = BaseRecord::to(&c.output).key(&key).payload(&value);
                 loop {
                     match producer.send(record) {
@@ -222,7 +242,7 @@ pub fn run(c: &Contract, logic: Logic, field: &str, state: State, stats: Arc<Sta
             continue;
         }
         // The view first, then the offsets: never commit what is not written.
-        producer.flush(Duration::from_secs(60)).map_err(|e| format!("flushing the view: {e}"))?;
+        kafka::wait_delivered(&producer, Duration::from_secs(60)).map_err(|e| format!("writing the view: {e}"))?;
         // A view write that failed for good: stop without committing, and
         // the next start redoes the batch.
         producer.context().check("the view")?;
