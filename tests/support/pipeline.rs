@@ -4,10 +4,13 @@
 
 use std::time::Duration;
 
-use kappa_operator::api::{KafkaCluster, Processor, Topic, ViewVersion};
+use kappa_operator::{
+    api::{KafkaCluster, Processor, Topic, ViewVersion},
+    kafka::{Kafka, Settings, client::WireKafka},
+};
 use serde_json::json;
 
-use super::{Env, Operator, TestNs, create, processor, unique, wait_for};
+use super::{Env, Operator, TestNs, create, processor, required, unique, wait_for};
 
 pub const WAIT: Duration = Duration::from_secs(120);
 
@@ -54,18 +57,31 @@ pub async fn processor_state(ns: &TestNs) -> Result<Processor, String> {
 }
 
 /// Waits until the active version has consumed everything: lag 0, progress 1.
+/// Waits until the active version has consumed everything in its inputs
+/// now: its group's commits (read from Kafka, not from a status that may
+/// predate the last produce) reach every input partition's end, and the
+/// status says lag 0, progress 1.0 and Ready.
 pub async fn caught_up(ns: &TestNs) -> (Processor, ViewVersion) {
-    wait_for("the active version to catch up (lag 0, progress 1.0, Ready)", WAIT, || async {
+    let kafka = WireKafka::new(Settings { bootstrap: vec![required("KAPPA_KAFKA_BOOTSTRAP")], ..Default::default() });
+    wait_for("the active version to catch up (all input committed, lag 0, progress 1.0, Ready)", WAIT, || async {
         let p = processor_state(ns).await?;
         let st = p.status.clone().unwrap_or_default();
         let active = st.active_version.clone().ok_or("no active version yet")?;
         let vv = ns.api::<ViewVersion>().get(&format!("totals-{active}")).await.map_err(|e| e.to_string())?;
+        let mut inputs = Vec::new();
+        for name in &vv.spec.inputs {
+            inputs.push(ns.api::<Topic>().get(name).await.map_err(|e| e.to_string())?.kafka_name());
+        }
+        let ends = kafka.log_offsets(&inputs).await.map_err(|e| e.to_string())?;
+        let group = std::slice::from_ref(&vv.spec.consumer_group);
+        let committed = kafka.committed(group).await.map_err(|e| e.to_string())?.remove(&vv.spec.consumer_group).unwrap_or_default();
+        let behind: i64 = ends.iter().map(|(tp, (_, end))| end - committed.get(tp).copied().unwrap_or(0)).sum();
         let vs = vv.status.clone().unwrap_or_default();
         let ready = st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
-        if st.lag == Some(0) && vs.lag == Some(0) && vs.progress == Some(1.0) && ready {
+        if behind == 0 && st.lag == Some(0) && vs.lag == Some(0) && vs.progress == Some(1.0) && ready {
             Ok((p, vv))
         } else {
-            Err(format!("phase {:?} lag {:?} progress {:?} ready {ready}", st.phase, vs.lag, vs.progress))
+            Err(format!("{behind} records not committed; phase {:?} lag {:?} progress {:?} ready {ready}", st.phase, vs.lag, vs.progress))
         }
     })
     .await

@@ -97,8 +97,8 @@ impl Part {
 }
 
 /// A batch (records applied, then their keys written to the view, then
-/// their offsets committed) ends at this many records or after
-/// BATCH_WAIT. Each batch end writes every key it
+/// their offsets committed) ends at this many records, after BATCH_WAIT,
+/// or when the inputs have nothing more. Each batch end writes every key it
 /// changed and waits for the broker, so in a replay fewer, larger batches
 /// are faster.
 const BATCH_MAX: usize = 1_000_000;
@@ -168,7 +168,9 @@ pub fn run(c: &Contract, logic: Logic, field: &str, state: State, stats: Arc<Sta
                     *st = restore(c, &stats)?;
                 }
                 let Some(msg) = polled else {
-                    if started.elapsed() >= BATCH_WAIT {
+                    // Caught up: write and commit what the batch has now,
+                    // not when BATCH_WAIT is over.
+                    if n > 0 || started.elapsed() >= BATCH_WAIT {
                         break;
                     }
                     continue;
