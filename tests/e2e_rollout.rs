@@ -160,19 +160,17 @@ async fn verification_blocks_a_wrong_view_and_lets_a_right_one_through() {
     active_is(&s.ns, &v3).await;
 }
 
+/// The names of a version's pods.
+async fn pod_names(ns: &TestNs, version: &str) -> Vec<String> {
+    let selector = format!("kappa.dev/version={version}");
+    ns.api::<Pod>().list(&ListParams::default().labels(&selector)).await.unwrap().items.iter().map(|p| p.name_any()).collect()
+}
+
 #[tokio::test]
 async fn a_crash_looping_version_fails_and_the_active_one_stays_untouched() {
     let s = pipeline("crash", &[]).await;
     let (v1, _) = first_version_live(&s, processor_json("sum", 1), 2_000).await;
-    let pods_before: Vec<String> =
-        s.ns.api::<Pod>()
-            .list(&ListParams::default().labels(&format!("kappa.dev/version={v1}")))
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .map(|p| p.name_any())
-            .collect();
+    let pods_before = pod_names(&s.ns, &v1).await;
     patch::<Processor>(&s.ns, "totals", logic_patch("no-such-logic")).await.unwrap();
     let failed = phase_is(&s.ns, "Failed").await;
     let st = failed.status.unwrap();
@@ -180,15 +178,7 @@ async fn a_crash_looping_version_fails_and_the_active_one_stays_untouched() {
     let stalled = st.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
     assert!(stalled.message.contains("crash-looping"), "{}", stalled.message);
     assert_eq!(served(&s.ns).await, (v1.clone(), v1.clone()));
-    let pods_after: Vec<String> =
-        s.ns.api::<Pod>()
-            .list(&ListParams::default().labels(&format!("kappa.dev/version={v1}")))
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .map(|p| p.name_any())
-            .collect();
+    let pods_after = pod_names(&s.ns, &v1).await;
     assert_eq!(pods_before, pods_after, "the active version's pods were not touched");
     let failed_v = versions(&s.ns).await.into_iter().find(|v| v.spec.version != v1).unwrap();
     assert_eq!(failed_v.status.unwrap().phase, Some(kappa_operator::api::VersionPhase::Failed));
