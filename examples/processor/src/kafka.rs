@@ -37,28 +37,9 @@ impl ProducerContext for Deliveries {
     }
 }
 
-/// Waits until every record sent is acknowledged and its delivery report
-/// served. A ThreadedProducer's own `flush` waits in 100 ms polls of a
-/// queue its background thread drains, so it took 100 ms per batch.
-pub fn wait_delivered(producer: &CheckedProducer, timeout: Duration) -> Result<(), String> {
-    // A zero-timeout flush wakes the brokers to send what linger.ms holds.
-    let _ = producer.flush(Duration::ZERO);
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = producer.in_flight_count();
-        if left == 0 {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("{left} record(s) not acknowledged within {timeout:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 impl Deliveries {
     /// Err naming how many records failed since the start, and the first reason.
-    pub fn check(&self, what: &str) -> Result<(), String> {
+    fn check(&self, what: &str) -> Result<(), String> {
         match self.failed.load(Ordering::Relaxed) {
             0 => Ok(()),
             n => {
@@ -66,6 +47,26 @@ impl Deliveries {
                 Err(format!("{n} record(s) of {what} were not delivered; the first failed with: {first}"))
             }
         }
+    }
+}
+
+/// Waits until every record sent is acknowledged and its delivery report
+/// served, then fails if any of `what` was not delivered. A
+/// ThreadedProducer's own `flush` waits in 100 ms polls of a queue its
+/// background thread drains, so it took 100 ms per batch.
+pub fn wait_delivered(producer: &CheckedProducer, timeout: Duration, what: &str) -> Result<(), String> {
+    // A zero-timeout flush wakes the brokers to send what linger.ms holds.
+    let _ = producer.flush(Duration::ZERO);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = producer.in_flight_count();
+        if left == 0 {
+            return producer.context().check(what);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("{left} record(s) of {what} not acknowledged within {timeout:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

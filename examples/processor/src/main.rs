@@ -22,7 +22,7 @@ use std::{
 
 use clap::{Parser, Subcommand};
 use logic::{Agg, Logic};
-use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::producer::BaseRecord;
 
 pub static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -139,8 +139,7 @@ fn produce(bootstrap: &str, topic: &str, count: u64, seed: u64, keys: u64, inval
             }
         }
     }
-    producer.flush(Duration::from_secs(120)).map_err(|e| e.to_string())?;
-    producer.context().check(&format!("the events to {topic}"))?;
+    kafka::wait_delivered(&producer, Duration::from_secs(120), &format!("the events to {topic}"))?;
     eprintln!("produced {count} events to {topic} in {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -242,10 +242,9 @@ pub fn run(c: &Contract, logic: Logic, field: &str, state: State, stats: Arc<Sta
             continue;
         }
         // The view first, then the offsets: never commit what is not written.
-        kafka::wait_delivered(&producer, Duration::from_secs(60)).map_err(|e| format!("writing the view: {e}"))?;
-        // A view write that failed for good: stop without committing, and
-        // the next start redoes the batch.
-        producer.context().check("the view")?;
+        // A view write that failed for good stops the processor without
+        // committing, and the next start redoes the batch.
+        kafka::wait_delivered(&producer, Duration::from_secs(60), "the view")?;
         let mut tpl = TopicPartitionList::new();
         for p in &mut parts {
             if let Some(o) = p.next.take() {
