@@ -19,7 +19,11 @@ pub struct Fnv(u64);
 
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {
-        self.0
+        // FNV-1a leaves the high bits of short keys nearly constant, and
+        // hashbrown tags buckets with the top 7: without this mix most
+        // probes matched the tag and fell through to a string compare.
+        let h = self.0 ^ (self.0 >> 29);
+        h.wrapping_mul(0xbf58476d1ce4e5b9) ^ (h >> 32)
     }
     fn write(&mut self, bytes: &[u8]) {
         let mut h = if self.0 == 0 { 0xcbf29ce484222325 } else { self.0 };
@@ -30,7 +34,9 @@ impl Hasher for Fnv {
     }
 }
 
-pub type FastMap<V> = std::collections::HashMap<String, V, BuildHasherDefault<Fnv>>;
+/// Keys up to 24 bytes live inline in the table: a lookup touches no
+/// second allocation to compare the key.
+pub type FastMap<V> = std::collections::HashMap<compact_str::CompactString, V, BuildHasherDefault<Fnv>>;
 
 use serde_json::{Value, json};
 

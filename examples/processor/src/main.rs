@@ -6,6 +6,7 @@
 //!       writes N deterministic JSON events
 //!   kappa-processor check --input T[,T] --view V [--logic sum]
 //!       recomputes the aggregates from the input and compares them with the view
+mod aggregate;
 mod http;
 mod kafka;
 mod logic;

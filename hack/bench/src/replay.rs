@@ -153,9 +153,11 @@ fn raw_read(bootstrap: &str, topic: &str, count: u64) -> anyhow::Result<f64> {
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("fetch.max.bytes", "52428800")
-        .set("queued.max.messages.kbytes", "262144")
-        .set("queued.min.messages", "500000")
-        // As the reference processor: no 1 s pause when the prefetch queue is full.
+        // The reference processor's prefetch settings, the fastest found
+        // for both: a short queue that stays in the CPU cache, and no 1 s
+        // pause when it is full.
+        .set("queued.max.messages.kbytes", "16384")
+        .set("queued.min.messages", "20000")
         .set("fetch.queue.backoff.ms", "10")
         .create()?;
     consumer.subscribe(&[topic])?;
