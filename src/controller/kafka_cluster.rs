@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 use kube::{
     Api, Client, ResourceExt,
@@ -12,7 +12,7 @@ use kube::{
 };
 use tracing::instrument;
 
-use super::{Context, Settings, apply_status, clusters::ClusterHandle, measured, watched_api};
+use super::{Context, apply_status, clusters::ClusterHandle, measured, watched_api};
 use crate::{
     Result,
     api::{Cond, KafkaCluster, KafkaClusterSpec, KafkaClusterStatus, conditions},
@@ -21,16 +21,12 @@ use crate::{
 
 const KIND: &str = "KafkaCluster";
 
-pub fn controller(client: &Client, settings: &Settings) -> Controller<KafkaCluster> {
-    super::controller_for(client, settings, 16)
-}
-
 pub fn run(
     ctrl: Controller<KafkaCluster>,
     client: &Client,
     ctx: &Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) -> impl Stream<Item = ()> {
+) -> impl Stream<Item = super::Reconciled<KafkaCluster>> {
     let store = ctrl.store();
     // A changed Secret reconnects the clusters that use it. Metadata only:
     // the operator never caches Secret contents.
@@ -47,7 +43,6 @@ pub fn run(
     })
     .graceful_shutdown_on(shutdown)
     .run(reconcile, super::error_policy::<KafkaCluster>(KIND), ctx.clone())
-    .map(|_| ())
 }
 
 #[instrument(skip_all, fields(namespace = kc.namespace(), name = kc.name_any()))]
@@ -113,22 +108,10 @@ pub async fn handle(ctx: &Context, ns: &str, name: &str) -> Result<Arc<ClusterHa
     if let Some(h) = ctx.clusters.get(ns, name) {
         return Ok(h);
     }
-    // Right after a start, the KafkaCluster cache may still be filling: ask
-    // the API server rather than wait on the cache (its readiness signal
-    // wakes only one waiter, and the KafkaCluster controller is one).
-    let spec = match ctx.stores.clusters.get(&ObjectRef::new(name).within(ns)) {
-        Some(kc) => kc.spec.clone(),
-        None => {
-            let api: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), ns);
-            let kc =
-                api.get_opt(name).await.map_err(|e| ("KafkaClusterUnreadable".to_string(), format!("reading KafkaCluster {name}: {e}")))?;
-            kc.ok_or_else(|| {
-                ("KafkaClusterMissing".to_string(), format!("KafkaCluster {name} (spec.clusterRef) does not exist in namespace {ns}"))
-            })?
-            .spec
-        }
-    };
-    let settings = resolve(&ctx.client, ns, &spec).await?;
+    let kc = ctx.stores.clusters.get(&ObjectRef::new(name).within(ns)).ok_or_else(|| {
+        ("KafkaClusterMissing".to_string(), format!("KafkaCluster {name} (spec.clusterRef) does not exist in namespace {ns}"))
+    })?;
+    let settings = resolve(&ctx.client, ns, &kc.spec).await?;
     Ok(ctx.clusters.ensure(ns, name, settings))
 }
 

@@ -18,12 +18,15 @@ use futures::StreamExt;
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{ListParams, Patch, PatchParams},
-    runtime::{controller::Action, reflector::Store},
+    runtime::{
+        controller::Action,
+        reflector::{ObjectRef, Store},
+    },
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     Error, Result,
@@ -62,6 +65,24 @@ pub struct Stores {
     pub topics: Store<Topic>,
     pub processors: Store<Processor>,
     pub versions: Store<ViewVersion>,
+    listed: Listed,
+}
+
+/// How many of the caches have had their first full list. Until all have,
+/// an object missing from a cache may well exist: right after a start, a
+/// Processor reconcile once found its KafkaCluster "missing" in a cache
+/// still filling, waited for a change that had already happened, and sat
+/// for two minutes; a Topic being deleted could likewise have found no
+/// reader. A watch channel, because it wakes every waiter (a reflector's
+/// own readiness signal wakes only one, and the controller is that one).
+type Listed = Arc<watch::Sender<usize>>;
+const CACHES: usize = 4;
+
+impl Stores {
+    /// Returns once every cache has had its first full list.
+    pub async fn listed(&self) {
+        let _ = self.listed.subscribe().wait_for(|n| *n >= CACHES).await;
+    }
 }
 
 /// What every reconciler shares.
@@ -149,6 +170,8 @@ pub async fn measured<F>(ctx: &Context, kind: &'static str, obj_key: String, f: 
 where
     F: Future<Output = Result<Action>>,
 {
+    // No reconcile reads a cache that is still filling.
+    ctx.stores.listed().await;
     let start = Instant::now();
     let result = f.await;
     ctx.metrics.reconciled(kind, start.elapsed());
@@ -175,17 +198,25 @@ pub fn error_policy<K: Resource>(kind: &'static str) -> impl Fn(Arc<K>, &Error, 
 /// object's size).
 ///
 /// `concurrency` bounds the reconciles in flight: each holds a connection to
-/// the API server, so it bounds the operator's memory too.
-pub fn controller_for<K>(client: &Client, settings: &Settings, concurrency: u16) -> kube::runtime::Controller<K>
+/// the API server, so it bounds the operator's memory too. The first full
+/// list into the cache is counted in `listed`.
+fn controller_for<K>(client: &Client, settings: &Settings, concurrency: u16, listed: Listed) -> kube::runtime::Controller<K>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     use kube::runtime::{WatchStreamExt, reflector, utils::PredicateConfig, watcher};
     let (reader, writer) = reflector::store();
+    let mut first = true;
     let stream = watcher(watched_api::<K>(client, settings.namespace.as_deref()), watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(|o: &mut K| o.meta_mut().managed_fields = None)
         .reflect(writer)
+        .inspect(move |e| {
+            if first && matches!(e, Ok(watcher::Event::InitDone)) {
+                first = false;
+                listed.send_modify(|n| *n += 1);
+            }
+        })
         .applied_objects()
         .predicate_filter(wanted_changes::<K>, PredicateConfig::default());
     kube::runtime::Controller::for_stream(stream, reader).with_config(kube::runtime::Config::default().concurrency(concurrency))
@@ -242,17 +273,35 @@ pub async fn check_crds(client: &Client, namespace: Option<&str>) -> Result<()> 
     if missing.is_empty() { Ok(()) } else { Err(Error::CrdsMissing(format!("missing: {}", missing.join(", ")))) }
 }
 
+/// What a controller yields for each reconcile.
+pub type Reconciled<K> =
+    std::result::Result<(ObjectRef<K>, Action), kube::runtime::controller::Error<Error, kube::runtime::watcher::Error>>;
+
+/// Logs what a controller yields: reconcile errors are logged
+/// where they happen; a failing watch or runner is logged here, or it would
+/// go unseen while the controller waits to retry.
+async fn report<K: Resource>(r: Reconciled<K>) {
+    use kube::runtime::controller::Error as E;
+    match r {
+        Ok(_) | Err(E::ReconcilerFailed(..)) => {}
+        Err(E::ObjectNotFound(obj)) => debug!(object = %obj, "a reconcile was due for an object that is gone"),
+        Err(e @ (E::QueueError(_) | E::RunnerError(_))) => warn!(error = %e, "controller"),
+    }
+}
+
 /// Runs every controller until `shutdown` turns true.
 pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shutdown: watch::Receiver<bool>) -> Result<()> {
     check_crds(&client, settings.namespace.as_deref()).await?;
     let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "local".into());
     let events = events::Events::new(client.clone(), instance);
 
-    let kc = kafka_cluster::controller(&client, &settings);
-    let topics = topic::controller(&client, &settings);
-    let processors = processor::controller(&client, &settings);
-    let versions = view_version::controller(&client, &settings);
-    let stores = Stores { clusters: kc.store(), topics: topics.store(), processors: processors.store(), versions: versions.store() };
+    let listed: Listed = Arc::new(watch::Sender::new(0));
+    let kc = controller_for::<KafkaCluster>(&client, &settings, 16, listed.clone());
+    let topics = controller_for::<Topic>(&client, &settings, 256, listed.clone());
+    let processors = controller_for::<Processor>(&client, &settings, 32, listed.clone());
+    let versions = controller_for::<ViewVersion>(&client, &settings, 64, listed.clone());
+    let stores =
+        Stores { clusters: kc.store(), topics: topics.store(), processors: processors.store(), versions: versions.store(), listed };
     let ctx = Arc::new(Context {
         client: client.clone(),
         settings: settings.clone(),
@@ -270,12 +319,47 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         }
     };
     info!(namespace = ?settings.namespace, "starting controllers");
-    let kc = kafka_cluster::run(kc, &client, &ctx, stop()).for_each(|_| async {});
-    let topics = topic::run(topics, &client, &ctx, stop()).for_each(|_| async {});
-    let processors = processor::run(processors, &client, &ctx, stop()).for_each(|_| async {});
-    let versions = view_version::run(versions, &client, &ctx, stop()).for_each(|_| async {});
+    let kc = kafka_cluster::run(kc, &client, &ctx, stop()).for_each(report);
+    let topics = topic::run(topics, &client, &ctx, stop()).for_each(report);
+    let processors = processor::run(processors, &client, &ctx, stop()).for_each(report);
+    let versions = view_version::run(versions, &client, &ctx, stop()).for_each(report);
     let lag = view_version::poll_lag(ctx.clone(), stop());
     tokio::join!(kc, topics, processors, versions, lag);
     info!("controllers stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reconciles_wait_until_every_cache_is_listed() {
+        let listed: Listed = Arc::new(watch::Sender::new(0));
+        let stores = Stores {
+            clusters: kube::runtime::reflector::store().0,
+            topics: kube::runtime::reflector::store().0,
+            processors: kube::runtime::reflector::store().0,
+            versions: kube::runtime::reflector::store().0,
+            listed: listed.clone(),
+        };
+        // Several waiters, as several reconciles are: each is woken.
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                tokio::spawn({
+                    let stores = stores.clone();
+                    async move { stores.listed().await }
+                })
+            })
+            .collect();
+        for _ in 0..CACHES - 1 {
+            listed.send_modify(|n| *n += 1);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(waiters.iter().all(|w| !w.is_finished()), "three caches of four are not enough");
+        listed.send_modify(|n| *n += 1);
+        for w in waiters {
+            tokio::time::timeout(Duration::from_secs(5), w).await.expect("woken once all are listed").unwrap();
+        }
+    }
 }

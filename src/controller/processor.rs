@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use tracing::{info, instrument};
 
 use super::{
-    Context, Settings, apply_status, apply_status_fields, measured,
+    Context, apply_status, apply_status_fields, measured,
     view_version::{input_topics, inputs_problem},
     watched_api,
 };
@@ -40,10 +40,6 @@ use crate::{
 const KIND: &str = "Processor";
 const SPEC_HASH: &str = "kappa.dev/spec-hash";
 
-pub fn controller(client: &Client, settings: &Settings) -> Controller<Processor> {
-    super::controller_for(client, settings, 32)
-}
-
 /// Processors whose `kappa.dev/processor` label value is `label`.
 fn by_label(store: &Store<Processor>, ns: Option<String>, label: Option<&String>) -> Vec<ObjectRef<Processor>> {
     let Some(label) = label else { return vec![] };
@@ -60,7 +56,7 @@ pub fn run(
     client: &Client,
     ctx: &Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) -> impl Stream<Item = ()> {
+) -> impl Stream<Item = super::Reconciled<Processor>> {
     let ns = ctx.settings.namespace.clone();
     let store = ctrl.store();
     let (s1, s2, s3, s4, s5) = (store.clone(), store.clone(), store.clone(), store.clone(), store);
@@ -93,7 +89,6 @@ pub fn run(
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, super::error_policy::<Processor>(KIND), ctx.clone())
-        .map(|_| ())
 }
 
 #[instrument(skip_all, fields(namespace = p.namespace(), name = p.name_any()))]

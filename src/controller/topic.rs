@@ -13,7 +13,7 @@ use kube::{
 };
 use tracing::{info, instrument};
 
-use super::{Context, Settings, apply_status, kafka_cluster, measured, watched_api};
+use super::{Context, apply_status, kafka_cluster, measured, watched_api};
 use crate::{
     Error, Result,
     api::{
@@ -28,16 +28,12 @@ pub const FINALIZER: &str = "kappa.dev/topic";
 /// The field manager that owns the finalizer entry.
 const FINALIZER_MANAGER: &str = "kappa-operator-finalizer";
 
-pub fn controller(client: &Client, settings: &Settings) -> Controller<Topic> {
-    super::controller_for(client, settings, 256)
-}
-
 pub fn run(
     ctrl: Controller<Topic>,
     client: &Client,
     ctx: &Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) -> impl Stream<Item = ()> {
+) -> impl Stream<Item = super::Reconciled<Topic>> {
     let topics = ctrl.store();
     let by_cluster = topics.clone();
     let ns = ctx.settings.namespace.clone();
@@ -73,7 +69,6 @@ pub fn run(
     .reconcile_on(drifted)
     .graceful_shutdown_on(shutdown)
     .run(reconcile, super::error_policy::<Topic>(KIND), ctx.clone())
-    .map(|_| ())
 }
 
 /// The Topics whose Kafka topic no longer matches their status (or that

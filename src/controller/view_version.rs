@@ -12,7 +12,7 @@ use std::{
     time::Instant,
 };
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     Api, Client, ResourceExt,
@@ -22,7 +22,7 @@ use kube::{
 use serde_json::json;
 use tracing::{instrument, warn};
 
-use super::{Context, Settings, apply_status_fields, measured, watched_api};
+use super::{Context, apply_status_fields, measured, watched_api};
 use crate::{
     Result,
     api::{Cond, DeletionPolicy, MANAGER, Topic, ViewVersion, conditions, conditions::types},
@@ -35,16 +35,12 @@ const KIND: &str = "ViewVersion";
 const CONDITIONS_MANAGER: &str = "kappa-operator-viewversion";
 const LAG_MANAGER: &str = "kappa-operator-lag";
 
-pub fn controller(client: &Client, settings: &Settings) -> Controller<ViewVersion> {
-    super::controller_for(client, settings, 64)
-}
-
 pub fn run(
     ctrl: Controller<ViewVersion>,
     client: &Client,
     ctx: &Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) -> impl Stream<Item = ()> {
+) -> impl Stream<Item = super::Reconciled<ViewVersion>> {
     let versions = ctrl.store();
     let ns = ctx.settings.namespace.clone();
     // An input Topic appearing or turning Ready wakes the versions that read it.
@@ -60,7 +56,6 @@ pub fn run(
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, super::error_policy::<ViewVersion>(KIND), ctx.clone())
-        .map(|_| ())
 }
 
 /// The input Topics, read from the API server rather than a cache: the
@@ -163,6 +158,7 @@ struct Sample {
 pub async fn poll_lag(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
     let mut samples: HashMap<String, Sample> = HashMap::new();
     let poll = async {
+        ctx.stores.listed().await;
         loop {
             tokio::time::sleep(poll_interval(&ctx)).await;
             let mut by_cluster: BTreeMap<(String, String), Vec<Arc<ViewVersion>>> = BTreeMap::new();
