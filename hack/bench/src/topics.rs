@@ -107,8 +107,10 @@ pub async fn run(operator: &Path, count: usize, idle_seconds: u64) -> anyhow::Re
     creating.await?.context("creating Topics")?;
     progress(format!("all {count} Topics Ready in {ready_seconds:.1} s"));
 
-    // Let the last events and status writes land, then watch a quiet period.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Let the last events and status writes land, and the Kafka request
+    // gauge (refreshed by the KafkaCluster's check every 15 s) count the
+    // last of the creation burst; then watch a quiet period.
+    tokio::time::sleep(Duration::from_secs(16)).await;
     let writes_before = common::operator_writes(&client, &[("kappa.dev", "*")], true).await?;
     let requests_before = op.metric("kappa_topic_sync_requests").await?;
     let resyncs_before = op.metric("kappa_topic_resyncs_total").await?;
