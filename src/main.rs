@@ -51,6 +51,18 @@ struct RunArgs {
     lag_poll_seconds: u64,
 }
 
+/// glibc gives threads their own malloc arenas (up to 8 per core), and each
+/// keeps its freed memory: with tokio's workers and blocking threads that
+/// added a fifth to the operator's peak RSS at 3,000 Topics. Two arenas cost
+/// no measurable speed. Called before any thread starts.
+fn few_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; no other thread exists yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() {
     match Cli::parse().command {
         Command::Crd { output_dir: None } => print!("{}", api::crds_yaml()),
@@ -65,6 +77,7 @@ fn main() {
         }
         Command::Run(args) => {
             telemetry::init(args.log_format);
+            few_malloc_arenas();
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
             if let Err(e) = runtime.block_on(run(args)) {
                 tracing::error!(error = %e, "kappa-operator stopped");
