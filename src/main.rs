@@ -76,8 +76,8 @@ fn main() {
             }
         }
         Command::Run(args) => {
-            telemetry::init(args.log_format);
             few_malloc_arenas();
+            telemetry::init(args.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
             if let Err(e) = runtime.block_on(run(args)) {
                 tracing::error!(error = %e, "kappa-operator stopped");

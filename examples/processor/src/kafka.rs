@@ -12,7 +12,9 @@ use std::{
 use rdkafka::{
     ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
-    producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer},
+    error::KafkaError,
+    producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer},
+    types::RDKafkaErrorCode,
 };
 
 /// A producer that remembers failed deliveries: `flush` returning only
@@ -46,6 +48,20 @@ impl Deliveries {
                 let first = self.first_error.lock().expect("first_error lock").clone().unwrap_or_default();
                 Err(format!("{n} record(s) of {what} were not delivered; the first failed with: {first}"))
             }
+        }
+    }
+}
+
+/// Sends one record, waiting while the producer's queue is full.
+pub fn send(producer: &CheckedProducer, mut record: BaseRecord<'_, str, [u8]>) -> Result<(), KafkaError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err((e, _)) => return Err(e),
         }
     }
 }

@@ -128,17 +128,7 @@ fn produce(bootstrap: &str, topic: &str, count: u64, seed: u64, keys: u64, inval
             payload =
                 if (i / invalid_every.unwrap_or(1)).is_multiple_of(2) { "{not json".into() } else { r#"{"note":"no amount"}"#.into() };
         }
-        let mut record = BaseRecord::to(topic).key(&key).payload(&payload);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((e, r)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err((e, _)) => return Err(e.to_string()),
-            }
-        }
+        kafka::send(&producer, BaseRecord::to(topic).key(key.as_str()).payload(payload.as_bytes())).map_err(|e| e.to_string())?;
     }
     kafka::wait_delivered(&producer, Duration::from_secs(120), &format!("the events to {topic}"))?;
     eprintln!("produced {count} events to {topic} in {:.1}s", started.elapsed().as_secs_f64());

@@ -227,17 +227,8 @@ fn consume(
                 let Some(agg) = st.get_mut(&key) else { continue };
                 agg.dirty = false;
                 agg.write_json(logic, &c.version, &mut value);
-                let mut record = BaseRecord::to(&c.output).key(key.as_str()).payload(&value);
-                loop {
-                    match producer.send(record) {
-                        Ok(()) => break,
-                        Err((e, r)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
-                            record = r;
-                            std::thread::sleep(Duration::from_millis(5));
-                        }
-                        Err((e, _)) => return Err(format!("writing the view: {e}")),
-                    }
-                }
+                kafka::send(producer, BaseRecord::to(&c.output).key(key.as_str()).payload(value.as_slice()))
+                    .map_err(|e| format!("writing the view: {e}"))?;
                 stats.view_writes.fetch_add(1, Ordering::Relaxed);
             }
         }
