@@ -67,20 +67,24 @@ pub fn send(producer: &CheckedProducer, mut record: BaseRecord<'_, str, [u8]>) -
 }
 
 /// Waits until every record sent is acknowledged and its delivery report
-/// served, then fails if any of `what` was not delivered. A
-/// ThreadedProducer's own `flush` waits in 100 ms polls of a queue its
+/// served, then fails if any of `what` was not delivered. Without a
+/// timeout it waits as long as the producer retries (until asked to stop).
+/// A ThreadedProducer's own `flush` waits in 100 ms polls of a queue its
 /// background thread drains, so it took 100 ms per batch.
-pub fn wait_delivered(producer: &CheckedProducer, timeout: Duration, what: &str) -> Result<(), String> {
+pub fn wait_delivered(producer: &CheckedProducer, timeout: Option<Duration>, what: &str) -> Result<(), String> {
     // A zero-timeout flush wakes the brokers to send what linger.ms holds.
     let _ = producer.flush(Duration::ZERO);
-    let deadline = Instant::now() + timeout;
+    let deadline = timeout.map(|t| Instant::now() + t);
     loop {
         let left = producer.in_flight_count();
         if left == 0 {
             return producer.context().check(what);
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(format!("{left} record(s) of {what} not acknowledged within {timeout:?}"));
+        }
+        if crate::STOP.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(format!("stopping with {left} record(s) of {what} not acknowledged"));
         }
         std::thread::sleep(Duration::from_millis(1));
     }

@@ -51,6 +51,10 @@ enum Command {
         /// Port of /healthz, /metrics and /view/KEY (on $POD_IP).
         #[arg(long, env = "KAPPA_HTTP_PORT", default_value_t = 8080)]
         port: u16,
+        /// Commit offsets only every this many seconds, as Kafka Streams does
+        /// (default: within a second, and whenever caught up).
+        #[arg(long)]
+        commit_every: Option<u64>,
     },
     /// Write deterministic events to a topic.
     Produce {
@@ -68,6 +72,9 @@ enum Command {
         /// Make every M-th event invalid (alternately not JSON, and without the field).
         #[arg(long)]
         invalid_every: Option<u64>,
+        /// Events per second (default: as fast as the broker takes them).
+        #[arg(long)]
+        rate: Option<u64>,
     },
     /// Compare the view with aggregates recomputed from the inputs; exit 0 only if every key matches.
     Check {
@@ -93,9 +100,12 @@ fn main() {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
     }
     let result = match Cli::parse().command {
-        Command::Run { logic, field, port } => run(logic, &field, port),
-        Command::Produce { bootstrap, topic, count, seed, keys, invalid_every } => {
-            produce(&bootstrap, &topic, count, seed, keys, invalid_every)
+        Command::Run { logic, field, port, commit_every } => {
+            let cadence = commit_every.map_or(run::Cadence::PROMPT, run::Cadence::every);
+            run(run::Options { logic, cadence }, &field, port)
+        }
+        Command::Produce { bootstrap, topic, count, seed, keys, invalid_every, rate } => {
+            produce(&bootstrap, &topic, count, seed, keys, invalid_every, rate)
         }
         Command::Check { bootstrap, input, view, logic, field } => check(&bootstrap, &input, &view, logic, &field),
     };
@@ -105,15 +115,23 @@ fn main() {
     }
 }
 
-fn run(logic: Logic, field: &str, port: u16) -> Result<(), String> {
+fn run(options: run::Options, field: &str, port: u16) -> Result<(), String> {
     let contract = run::Contract::from_env()?;
     let stats = Arc::new(http::Stats::default());
     let state: run::State = Default::default();
-    http::serve(port, stats.clone(), state.clone(), logic, contract.version.clone());
-    run::run(&contract, logic, field, state, stats)
+    http::serve(port, stats.clone(), state.clone(), options.logic, contract.version.clone());
+    run::run(&contract, options, field, state, stats)
 }
 
-fn produce(bootstrap: &str, topic: &str, count: u64, seed: u64, keys: u64, invalid_every: Option<u64>) -> Result<(), String> {
+fn produce(
+    bootstrap: &str,
+    topic: &str,
+    count: u64,
+    seed: u64,
+    keys: u64,
+    invalid_every: Option<u64>,
+    rate: Option<u64>,
+) -> Result<(), String> {
     let producer: kafka::CheckedProducer = kafka::config(bootstrap)
         .set("linger.ms", "20")
         .set("batch.size", "1000000")
@@ -129,8 +147,15 @@ fn produce(bootstrap: &str, topic: &str, count: u64, seed: u64, keys: u64, inval
                 if (i / invalid_every.unwrap_or(1)).is_multiple_of(2) { "{not json".into() } else { r#"{"note":"no amount"}"#.into() };
         }
         kafka::send(&producer, BaseRecord::to(topic).key(key.as_str()).payload(payload.as_bytes())).map_err(|e| e.to_string())?;
+        if let Some(rate) = rate.filter(|r| *r > 0) {
+            // Steady input: event i leaves no earlier than i/rate seconds in.
+            let due = Duration::from_secs_f64(i as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
     }
-    kafka::wait_delivered(&producer, Duration::from_secs(120), &format!("the events to {topic}"))?;
+    kafka::wait_delivered(&producer, Some(Duration::from_secs(120)), &format!("the events to {topic}"))?;
     eprintln!("produced {count} events to {topic} in {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -101,14 +101,44 @@ impl Part {
 }
 
 /// A batch (records applied, then their keys written to the view, then
-/// their offsets committed) ends at this many records, after BATCH_WAIT,
-/// or when the inputs have nothing more. Each batch end writes every key it
-/// changed and waits for the broker, so in a replay fewer, larger batches
-/// are faster.
+/// their offsets committed) ends at this many records, after the batch
+/// wait, or when the inputs have nothing more. Each batch end writes every
+/// key it changed and waits for the broker, so in a replay fewer, larger
+/// batches are faster.
 const BATCH_MAX: usize = 1_000_000;
 const BATCH_WAIT: Duration = Duration::from_millis(1000);
 
-pub fn run(c: &Contract, logic: Logic, field: &str, state: State, stats: Arc<Stats>) -> Result<(), String> {
+/// When a batch ends, and so when offsets are committed.
+#[derive(Clone, Copy, Debug)]
+pub struct Cadence {
+    /// The longest a batch lasts.
+    pub wait: Duration,
+    /// A batch also ends as soon as the inputs have nothing more.
+    pub when_drained: bool,
+}
+
+impl Cadence {
+    /// Commit promptly: at most every second, and whenever caught up.
+    pub const PROMPT: Cadence = Cadence { wait: BATCH_WAIT, when_drained: true };
+
+    /// Commit only every `seconds` (as Kafka Streams does every 30 s by default).
+    pub fn every(seconds: u64) -> Cadence {
+        Cadence { wait: Duration::from_secs(seconds), when_drained: false }
+    }
+}
+
+/// What the processor computes, and when it commits.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub logic: Logic,
+    pub cadence: Cadence,
+}
+
+/// How long to wait between attempts while Kafka cannot be reached.
+const RETRY: Duration = Duration::from_secs(2);
+
+pub fn run(c: &Contract, o: Options, field: &str, state: State, stats: Arc<Stats>) -> Result<(), String> {
+    let logic = o.logic;
     let consumer: BaseConsumer<Rebalances> = kafka::config(&c.bootstrap)
         .set("group.id", &c.group)
         .set("enable.auto.commit", "false")
@@ -133,6 +163,9 @@ pub fn run(c: &Contract, logic: Logic, field: &str, state: State, stats: Arc<Sta
     let producer: kafka::CheckedProducer = kafka::config(&c.bootstrap)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
+        // A broker outage is waited out, however long: the batch is
+        // committed once its view writes are delivered, not dropped.
+        .set("message.timeout.ms", "0")
         .create_with_context(Default::default())
         .map_err(|e| e.to_string())?;
     let inputs: Vec<&str> = c.inputs.iter().map(String::as_str).collect();
@@ -140,7 +173,7 @@ pub fn run(c: &Contract, logic: Logic, field: &str, state: State, stats: Arc<Sta
     eprintln!("kappa-processor {}: {} -> {} (group {}, logic {})", c.version, c.inputs.join(","), c.output, c.group, logic.name());
 
     let aggregator = Aggregator::start(logic, field, state.clone(), stats.clone());
-    let result = consume(c, &consumer, &producer, &aggregator, logic, &state, &stats);
+    let result = consume(c, &consumer, &producer, &aggregator, o, &state, &stats);
     aggregator.stop();
     result?;
     eprintln!(
@@ -161,11 +194,12 @@ fn consume(
     consumer: &BaseConsumer<Rebalances>,
     producer: &kafka::CheckedProducer,
     aggregator: &Aggregator,
-    logic: Logic,
+    Options { logic, cadence }: Options,
     state: &State,
     stats: &Stats,
 ) -> Result<(), String> {
     let mut parts: Vec<Part> = Vec::new();
+    let mut outage = Outage::default();
     let mut chunk = Chunk::default();
     let mut value = Vec::new();
     let single_input = c.inputs.len() == 1;
@@ -176,7 +210,7 @@ fn consume(
         let mut polls = 0u32;
         while n < BATCH_MAX && !STOP.load(Ordering::SeqCst) {
             polls = polls.wrapping_add(1);
-            if polls.is_multiple_of(256) && started.elapsed() >= BATCH_WAIT {
+            if polls.is_multiple_of(256) && started.elapsed() >= cadence.wait {
                 break;
             }
             let polled = consumer.poll(Duration::from_millis(50));
@@ -188,17 +222,26 @@ fn consume(
             }
             if consumer.context().assigned.swap(false, Ordering::SeqCst) {
                 aggregator.send_chunk(&mut chunk)?;
-                aggregator.send(Work::Restored(restore(c, stats)?))?;
+                aggregator.send(Work::Restored(restore_when_possible(c, stats)?))?;
             }
             let Some(msg) = polled else {
                 // Caught up: write and commit what the batch has now,
-                // not when BATCH_WAIT is over.
-                if n > 0 || started.elapsed() >= BATCH_WAIT {
+                // not when the batch wait is over.
+                if (n > 0 && cadence.when_drained) || started.elapsed() >= cadence.wait {
                     break;
                 }
                 continue;
             };
-            let m = msg.map_err(|e| format!("consuming: {e}"))?;
+            let m = match msg {
+                Ok(m) => m,
+                // Brokers away, a leader moving, a topic briefly gone:
+                // librdkafka reconnects and retries by itself.
+                Err(e) if !matches!(e, rdkafka::error::KafkaError::MessageConsumptionFatal(_)) => {
+                    outage.note(&e);
+                    continue;
+                }
+                Err(e) => return Err(format!("consuming: {e}")),
+            };
             n += 1;
             // Per-partition bookkeeping without an allocation per record.
             // With one input the partition alone says which: reading the
@@ -238,7 +281,7 @@ fn consume(
         // The view first, then the offsets: never commit what is not written.
         // A view write that failed for good stops the processor without
         // committing, and the next start redoes the batch.
-        kafka::wait_delivered(producer, Duration::from_secs(60), "the view")?;
+        kafka::wait_delivered(producer, None, "the view")?;
         let mut tpl = TopicPartitionList::new();
         for p in &mut parts {
             if let Some(o) = p.next.take() {
@@ -255,6 +298,35 @@ fn consume(
         }
     }
     Ok(())
+}
+
+/// Says (once a minute at most) why consuming is waiting, instead of exiting.
+#[derive(Default)]
+struct Outage {
+    last: Option<Instant>,
+}
+
+impl Outage {
+    fn note(&mut self, e: &rdkafka::error::KafkaError) {
+        if self.last.is_none_or(|l| l.elapsed() > Duration::from_secs(60)) {
+            eprintln!("waiting for Kafka (librdkafka retries by itself): {e}");
+            self.last = Some(Instant::now());
+        }
+    }
+}
+
+/// The view as of now, retried while Kafka cannot be read.
+fn restore_when_possible(c: &Contract, stats: &Stats) -> Result<logic::FastMap<Agg>, String> {
+    loop {
+        match restore(c, stats) {
+            Ok(state) => return Ok(state),
+            Err(e) if !STOP.load(Ordering::SeqCst) => {
+                eprintln!("restoring the view failed, retrying in {RETRY:?}: {e}");
+                std::thread::sleep(RETRY);
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Every key's aggregate, rebuilt from the view topic.
