@@ -30,8 +30,19 @@ pub mod labels {
     pub const MANAGED_BY_VALUE: &str = "kappa-operator";
 }
 
-/// Annotations the operator reads.
+/// Finalizers the operator puts on its kinds.
+pub mod finalizers {
+    /// A Topic whose deletion may have to delete the Kafka topic.
+    pub const TOPIC: &str = "kappa.dev/topic";
+    /// A ViewVersion: kept while it is active or a retained standby.
+    pub const VIEW_VERSION: &str = "kappa.dev/viewversion";
+}
+
+/// Annotations the operator reads and writes.
 pub mod annotations {
+    /// On a ViewVersion, the commit record of a cutover: the promotion that
+    /// made it active (the highest is the active version).
+    pub const PROMOTION: &str = "kappa.dev/promotion";
     /// `paused` stops reconciliation of the annotated object until removed.
     pub const RECONCILE: &str = "kappa.dev/reconcile";
     /// `true` releases a Topic's finalizer without touching Kafka, for a

@@ -29,6 +29,11 @@ use super::{Condition, default_cluster_ref};
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
+#[x_kube(validation = Rule::new(PINNED_VERSION_RULE).message(
+    "spec.version is pinned and unchanged, but what the processor computes changed (template image, command, args or env, \
+     inputs, view, or reprocessNonce): a pinned version id names one computation; change spec.version as well, or remove it \
+     to let the operator derive the version id"
+))]
 #[serde(rename_all = "camelCase")]
 pub struct ProcessorSpec {
     /// Name of the KafkaCluster (in this namespace). Default `default`.
@@ -54,6 +59,8 @@ pub struct ProcessorSpec {
     pub replicas: i32,
     /// Explicit version id. Default: a hash of everything that changes what
     /// the processor computes. Lowercase letters and digits, at most 20.
+    /// While it stays the same, what the processor computes cannot change
+    /// (admission refuses it): change both together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^[a-z0-9]{1,20}$"))]
     pub version: Option<String>,
@@ -70,6 +77,18 @@ pub struct ProcessorSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serving: Option<Serving>,
 }
+
+/// A pinned `spec.version` cannot hide a code change: while it stays the
+/// same, every field that goes into a version id must too (inputs as a set:
+/// their order does not change the id).
+const PINNED_VERSION_RULE: &str = "!has(self.version) || !has(oldSelf.version) || self.version != oldSelf.version || (\
+    self.template.image == oldSelf.template.image \
+    && has(self.template.command) == has(oldSelf.template.command) && (!has(self.template.command) || self.template.command == oldSelf.template.command) \
+    && has(self.template.args) == has(oldSelf.template.args) && (!has(self.template.args) || self.template.args == oldSelf.template.args) \
+    && has(self.template.env) == has(oldSelf.template.env) && (!has(self.template.env) || self.template.env == oldSelf.template.env) \
+    && self.inputs.all(i, i in oldSelf.inputs) && oldSelf.inputs.all(i, i in self.inputs) \
+    && has(self.view) == has(oldSelf.view) && (!has(self.view) || self.view == oldSelf.view) \
+    && has(self.reprocessNonce) == has(oldSelf.reprocessNonce) && (!has(self.reprocessNonce) || self.reprocessNonce == oldSelf.reprocessNonce))";
 
 fn default_replicas() -> i32 {
     1
@@ -113,12 +132,15 @@ pub struct ProcessorTemplate {
     pub image: String,
     /// Entrypoint override.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
     pub command: Option<Vec<String>>,
     /// Arguments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub args: Option<Vec<String>>,
     /// Extra environment variables (names starting with `KAPPA_` are reserved).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
     #[schemars(extend("x-kubernetes-validations" = [{
         "rule": "self.all(e, !e.name.startsWith('KAPPA_'))",
         "message": "spec.template.env: names starting with KAPPA_ are reserved for the processor contract"
@@ -142,13 +164,24 @@ pub struct ProcessorTemplate {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutPolicy {
-    /// A new version has caught up when its lag (records not yet consumed,
-    /// summed over all input partitions) stays at or under this for
-    /// `stableForSeconds`. Default 0.
+    /// The catch-up gate's tolerance, in records summed over every
+    /// partition the version consumes (its inputs, and every other topic its
+    /// consumer group commits on, such as a framework's repartition topics).
+    /// Default 0. A new version has caught up when its committed offsets come
+    /// within `maxLag` of a target: the log end offsets as of the lag poll
+    /// before the target was set; each target met sets the next one, and a
+    /// commit that falls short of its target restarts the stable window.
+    /// Once a target is met after the window has lasted `stableForSeconds`,
+    /// the version has caught up. So a processor that commits rarely under
+    /// steady input (Kafka Streams commits every 30 s by default) is caught up
+    /// at its first commit after the window, though its lag never reads 0.
+    /// Its pods must also be Ready. A partial or stale reading of its offsets
+    /// (older than three lag polls, 10 s at least) decides nothing.
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub max_lag: i64,
-    /// How long lag must stay at or under `maxLag`. Default 10.
+    /// How long the stable window must last, without a commit falling short
+    /// of its target, before the version counts as caught up. Default 10.
     #[serde(default = "default_stable_for")]
     #[schemars(range(min = 0, max = 86400))]
     pub stable_for_seconds: i32,
@@ -171,8 +204,11 @@ pub struct RolloutPolicy {
     #[serde(default = "default_scale_down_delay")]
     #[schemars(range(min = 0, max = 86400))]
     pub scale_down_delay_seconds: i32,
-    /// A new version that crash-loops or makes no progress for this long is
-    /// marked Failed; the active version stays. Default 600.
+    /// A new version that crash-loops, or makes no progress over this many
+    /// seconds of complete readings of its offsets, is marked Failed; the
+    /// active version stays. While its KafkaCluster cannot be reached (and
+    /// for 30 s after it returns), neither crash loops nor the lack of
+    /// progress count. Default 600.
     #[serde(default = "default_progress_deadline")]
     #[schemars(range(min = 10, max = 604800))]
     pub progress_deadline_seconds: i32,

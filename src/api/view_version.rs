@@ -23,6 +23,7 @@ use super::{Condition, ProcessorTemplate, ViewSettings};
     printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Lag", type_ = "integer", json_path = ".status.lag"),
+    printcolumn(name = "Gate", type_ = "string", json_path = ".status.catchUp.state"),
     printcolumn(name = "Progress", type_ = "number", json_path = ".status.progress"),
     printcolumn(name = "Topic", type_ = "string", json_path = ".spec.outputTopic", priority = 1),
     printcolumn(name = "Promoted", type_ = "date", json_path = ".status.promotedAt", priority = 1),
@@ -51,6 +52,19 @@ pub struct ViewVersionSpec {
     pub template: ProcessorTemplate,
     /// View topic settings of this version.
     pub view: ViewSettings,
+}
+
+/// The catch-up gate's answer for a version.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CatchUp {
+    /// `CaughtUp`, `Behind`, `Stuck` (no progress within
+    /// `progressDeadlineSeconds`) or `Unknown` (the last reading was partial,
+    /// stale, or Kafka could not be reached: nothing is promoted or failed on it).
+    pub state: String,
+    /// Why, in words.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// Lifecycle phase of a ViewVersion.
@@ -91,10 +105,12 @@ pub struct ViewVersionStatus {
     /// Why the phase is what it is, when that needs saying.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// Records not yet consumed, summed over all input partitions.
+    /// Records not yet consumed, summed over every partition the version
+    /// consumes (its inputs, and any other topic its consumer group commits
+    /// on, such as a framework's repartition topics).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<i64>,
-    /// Lag per input topic.
+    /// Lag per topic.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub lag_by_topic: BTreeMap<String, i64>,
     /// Share (0 to 1) of the replay target consumed: records consumed since
@@ -107,12 +123,11 @@ pub struct ViewVersionStatus {
     /// Recent consumption rate estimate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub records_per_second: Option<i64>,
-    /// Since when lag has stayed at or under the Processor's `maxLag`.
+    /// The catch-up gate's answer, as last projected (lag and progress are
+    /// projected with it, throttled: live figures are in the operator's
+    /// metrics).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lag_within_max_since: Option<Time>,
-    /// When the consumer group last committed further into the input.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub progressed_at: Option<Time>,
+    pub catch_up: Option<CatchUp>,
     /// When the version started replaying.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,

@@ -36,11 +36,21 @@ impl Events {
         Events { client, instance }
     }
 
-    pub async fn publish(&self, regarding: ObjectReference, warning: bool, reason: &str, action: &str, note: String) -> kube::Result<()> {
+    /// Creates the Event, under `name` if given (then telling it twice
+    /// creates it once: the API server refuses the second).
+    pub async fn publish(
+        &self,
+        regarding: ObjectReference,
+        name: Option<&str>,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) -> kube::Result<()> {
         let namespace = regarding.namespace.clone().unwrap_or_else(|| "default".into());
         let event = Event {
             metadata: ObjectMeta {
-                name: Some(event_name(regarding.name.as_deref().unwrap_or("kappa"))),
+                name: Some(name.map_or_else(|| event_name(regarding.name.as_deref().unwrap_or("kappa")), str::to_string)),
                 namespace: Some(namespace.clone()),
                 ..Default::default()
             },
@@ -54,7 +64,10 @@ impl Events {
             reporting_instance: Some(self.instance.clone()),
             ..Default::default()
         };
-        Api::<Event>::namespaced(self.client.clone(), &namespace).create(&PostParams::default(), &event).await.map(|_| ())
+        match Api::<Event>::namespaced(self.client.clone(), &namespace).create(&PostParams::default(), &event).await {
+            Err(kube::Error::Api(s)) if s.code == 409 && name.is_some() => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 }
 

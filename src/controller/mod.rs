@@ -2,8 +2,10 @@
 
 pub mod clusters;
 pub mod events;
+pub mod fault;
 pub mod kafka_cluster;
 pub mod processor;
+pub mod progress;
 pub mod topic;
 pub mod view_version;
 
@@ -93,6 +95,7 @@ pub struct Context {
     pub events: events::Events,
     pub clusters: clusters::Clusters,
     pub stores: Stores,
+    pub monitor: progress::Monitor,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -112,7 +115,32 @@ impl Context {
 
     /// Publishes an Event about `obj`; failing to record one is logged, not fatal.
     pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, action: &str, note: String) {
-        match self.events.publish(obj.object_ref(&()), warning, reason, action, note).await {
+        self.publish(obj, None, warning, reason, action, note).await
+    }
+
+    /// Publishes an Event that must be told once: under a name of its own.
+    pub async fn event_named<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        name: &str,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        self.publish(obj, Some(name), warning, reason, action, note).await
+    }
+
+    async fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        name: Option<&str>,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        match self.events.publish(obj.object_ref(&()), name, warning, reason, action, note).await {
             Ok(()) => {}
             // A terminating namespace takes no new objects; nobody will read the event.
             Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("being terminated") => {}
@@ -163,6 +191,26 @@ where
     let patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": fields});
     api.patch_status(&obj.name_any(), &PatchParams::apply(manager).force(), &Patch::Apply(&patch)).await?;
     Ok(())
+}
+
+/// Removes `finalizer` from the object as it is now on the server (a cache
+/// may be behind), with a test that fails rather than drop another
+/// controller's finalizer. Gone already is fine.
+pub async fn release_finalizer<K>(api: &Api<K>, name: &str, finalizer: &str) -> Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let Some(fresh) = api.get_opt(name).await? else { return Ok(()) };
+    let Some(i) = fresh.finalizers().iter().position(|f| f == finalizer) else { return Ok(()) };
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": finalizer},
+        {"op": "remove", "path": format!("/metadata/finalizers/{i}")},
+    ]))?;
+    match api.patch(name, &PatchParams::default(), &Patch::Json::<()>(patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Metrics and logs around one reconcile.
@@ -305,6 +353,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
     let versions = controller_for::<ViewVersion>(&client, &settings, 64, listed.clone());
     let stores =
         Stores { clusters: kc.store(), topics: topics.store(), processors: processors.store(), versions: versions.store(), listed };
+    let (monitor, woken) = progress::Monitor::new();
     let ctx = Arc::new(Context {
         client: client.clone(),
         settings: settings.clone(),
@@ -312,6 +361,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         events,
         clusters: clusters::Clusters::default(),
         stores: stores.clone(),
+        monitor,
         failures: Mutex::default(),
     });
 
@@ -324,10 +374,10 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
     info!(namespace = ?settings.namespace, "starting controllers");
     let kc = kafka_cluster::run(kc, &client, &ctx, stop()).for_each(report);
     let topics = topic::run(topics, &client, &ctx, stop()).for_each(report);
-    let processors = processor::run(processors, &client, &ctx, stop()).for_each(report);
+    let processors = processor::run(processors, &client, &ctx, woken, stop()).for_each(report);
     let versions = view_version::run(versions, &client, &ctx, stop()).for_each(report);
-    let lag = view_version::poll_lag(ctx.clone(), stop());
-    tokio::join!(kc, topics, processors, versions, lag);
+    let progress = progress::run(ctx.clone(), stop());
+    tokio::join!(kc, topics, processors, versions, progress);
     info!("controllers stopped");
     Ok(())
 }

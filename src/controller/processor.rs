@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use tracing::{info, instrument};
 
 use super::{
-    Context, apply_status, apply_status_fields, measured,
+    Context, apply_status, apply_status_fields, fault, measured, progress, release_finalizer,
     view_version::{input_topics, inputs_problem},
     watched_api,
 };
@@ -29,12 +29,12 @@ use crate::{
     Result,
     api::{
         Cond, DeletionPolicy, KafkaCluster, MANAGER, Processor, ProcessorStatus, Topic, VersionPhase, ViewVersion, ViewVersionSpec,
-        conditions, labels,
+        annotations, conditions, finalizers, labels,
     },
     kafka::lag,
     metrics::ProcessorLabels,
     naming, resources,
-    rollout::{self, Action, Inputs, Observation, Truncation, Verification},
+    rollout::{self, Action, Broken, Gate, Inputs, Observation, Truncation, Verification},
 };
 
 const KIND: &str = "Processor";
@@ -55,6 +55,7 @@ pub fn run(
     ctrl: Controller<Processor>,
     client: &Client,
     ctx: &Arc<Context>,
+    woken: impl Stream<Item = ObjectRef<Processor>> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Stream<Item = super::Reconciled<Processor>> {
     let ns = ctx.settings.namespace.clone();
@@ -87,6 +88,8 @@ pub fn run(
                 .map(|p| ObjectRef::from_obj(p.as_ref()))
                 .collect::<Vec<_>>()
         })
+        // The progress monitor: a version's catch-up gate changed its answer.
+        .reconcile_on(woken)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, super::error_policy::<Processor>(KIND), ctx.clone())
 }
@@ -104,6 +107,8 @@ async fn reconcile(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
 
 /// Everything observed about one Processor in the cluster.
 struct World {
+    /// Its ViewVersions, including those being deleted (a finalizer holds
+    /// the ones still needed).
     versions: Vec<Arc<ViewVersion>>,
     deployments: BTreeMap<String, Deployment>,
     pods: Vec<Pod>,
@@ -113,7 +118,8 @@ struct World {
 async fn observe(p: &Processor, ctx: &Context) -> Result<World> {
     let ns = p.namespace().unwrap_or_default();
     // Read from the API server, not a cache: the event that woke this
-    // reconcile may be ahead of the ViewVersion controller's cache.
+    // reconcile may be ahead of the ViewVersion controller's cache, and a
+    // create must never be done twice.
     let lp = ListParams::default().labels(&format!("{}={}", labels::PROCESSOR, naming::label_value(&p.name_any())));
     let versions: Vec<Arc<ViewVersion>> = Api::<ViewVersion>::namespaced(ctx.client.clone(), &ns)
         .list(&lp)
@@ -122,7 +128,6 @@ async fn observe(p: &Processor, ctx: &Context) -> Result<World> {
         .into_iter()
         .filter(|v| v.spec.processor == p.name_any())
         .filter(|v| v.owner_references().iter().any(|o| Some(&o.uid) == p.metadata.uid.as_ref()))
-        .filter(|v| v.metadata.deletion_timestamp.is_none())
         .map(Arc::new)
         .collect();
     let by_version = |l: &BTreeMap<String, String>| l.get(labels::VERSION).cloned().unwrap_or_default();
@@ -149,25 +154,31 @@ const IMAGE_ERRORS: [&str; 7] = [
     "RunContainerError",
 ];
 
-/// Why a version's pods cannot run, if they cannot.
-fn broken(pods: &[&Pod]) -> Option<String> {
+/// Why a version's pods cannot run, if they cannot, and when a crash-looping
+/// container last stopped.
+fn broken(pods: &[&Pod]) -> Option<Broken> {
     for pod in pods {
         for cs in pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()) {
             let waiting = cs.state.as_ref().and_then(|s| s.waiting.as_ref());
             let reason = waiting.and_then(|w| w.reason.clone()).unwrap_or_default();
             let message = waiting.and_then(|w| w.message.clone()).unwrap_or_default();
             if IMAGE_ERRORS.contains(&reason.as_str()) {
-                return Some(format!("pod {}: container {} cannot start: {reason}: {message}", pod.name_any(), cs.name));
+                let why = format!("pod {}: container {} cannot start: {reason}: {message}", pod.name_any(), cs.name);
+                return Some(Broken { why, at: None });
             }
             if cs.restart_count >= 3 && (reason == "CrashLoopBackOff" || cs.state.as_ref().is_some_and(|s| s.terminated.is_some())) {
-                let last = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref()).map(|t| t.exit_code);
-                return Some(format!(
-                    "pod {}: container {} is crash-looping ({} restarts, last exit code {})",
-                    pod.name_any(),
-                    cs.name,
-                    cs.restart_count,
-                    last.map_or("unknown".into(), |c| c.to_string())
-                ));
+                let last = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+                let stopped = cs.state.as_ref().and_then(|s| s.terminated.as_ref()).or(last);
+                return Some(Broken {
+                    why: format!(
+                        "pod {}: container {} is crash-looping ({} restarts, last exit code {})",
+                        pod.name_any(),
+                        cs.name,
+                        cs.restart_count,
+                        last.map_or("unknown".into(), |t| t.exit_code.to_string())
+                    ),
+                    at: Some(stopped.and_then(|t| t.finished_at.clone()).map_or_else(Timestamp::now, |t| t.0)),
+                });
             }
         }
     }
@@ -191,7 +202,12 @@ fn verification(job: &Job) -> Verification {
     }
 }
 
-fn observe_version(vv: &ViewVersion, w: &World) -> rollout::Version {
+/// The promotion that made a ViewVersion active (its commit record).
+fn promotion(vv: &ViewVersion) -> Option<u64> {
+    vv.annotations().get(annotations::PROMOTION).and_then(|p| p.parse().ok())
+}
+
+fn observe_version(vv: &ViewVersion, w: &World, gate: Gate) -> rollout::Version {
     let st = vv.status.clone().unwrap_or_default();
     let id = &vv.spec.version;
     let d = w.deployments.get(id);
@@ -200,10 +216,11 @@ fn observe_version(vv: &ViewVersion, w: &World) -> rollout::Version {
         id: id.clone(),
         phase: st.phase.unwrap_or_default(),
         view_ready: conditions::is_true(&st.conditions, conditions::types::READY),
-        lag: st.lag,
-        lag_ok_since: st.lag_within_max_since.map(|t| t.0),
+        promotion: promotion(vv),
+        deleting: vv.metadata.deletion_timestamp.is_some(),
+        gate,
+        caught_up_at: st.caught_up_at.map(|t| t.0),
         started_at: st.started_at.map(|t| t.0).or(vv.metadata.creation_timestamp.clone().map(|t| t.0)),
-        progressed_at: st.progressed_at.map(|t| t.0),
         promoted_at: st.promoted_at.map(|t| t.0),
         demoted_at: st.demoted_at.map(|t| t.0),
         replicas: d.and_then(|d| d.spec.as_ref()?.replicas),
@@ -236,9 +253,48 @@ fn inputs(p: &Processor, topics: &[(String, Option<Topic>)]) -> Inputs {
     Inputs::Ready { truncated }
 }
 
+/// Kafka for the planner: down while the KafkaCluster is not Ready or the
+/// progress monitor cannot read it; up since the later of the two said so.
+fn kafka_state(kc: &KafkaCluster, monitor: Option<rollout::Kafka>) -> rollout::Kafka {
+    let ready = kc.status.as_ref().and_then(|s| conditions::find(&s.conditions, conditions::types::READY).cloned());
+    match (ready, monitor) {
+        (Some(c), _) if c.status != "True" => rollout::Kafka::Down(format!("KafkaCluster {}: {}: {}", kc.name_any(), c.reason, c.message)),
+        (_, Some(down @ rollout::Kafka::Down(_))) => down,
+        (c, Some(rollout::Kafka::Up { since })) => rollout::Kafka::Up { since: c.map_or(since, |c| since.max(c.last_transition_time.0)) },
+        (Some(c), None) => rollout::Kafka::Up { since: c.last_transition_time.0 },
+        (None, None) => rollout::Kafka::Down(format!("KafkaCluster {} has not been checked yet", kc.name_any())),
+    }
+}
+
+/// Why the existing ViewVersion of a pinned `spec.version` is not what the
+/// spec computes, if it is not (admission refuses such a change; this
+/// catches what admission could not see).
+fn pinned_conflict(p: &Processor, existing: Option<&ViewVersion>) -> Option<String> {
+    let pinned = p.spec.version.as_ref()?;
+    let vv = existing?;
+    let (s, t) = (&vv.spec, &p.spec.template);
+    let same_code = s.template.image == t.image && s.template.command == t.command && s.template.args == t.args && s.template.env == t.env;
+    let mut inputs = p.spec.inputs.clone();
+    let mut theirs = s.inputs.clone();
+    inputs.sort();
+    theirs.sort();
+    (!(same_code && inputs == theirs && s.view == p.spec.view)).then(|| {
+        format!(
+            "spec.version is pinned to \"{pinned}\", but ViewVersion {} of that version computes something else (template, \
+             inputs or view differ): give spec.version a new value, or remove it",
+            vv.name_any()
+        )
+    })
+}
+
 async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
     let ns = p.namespace().unwrap_or_default();
     let name = p.name_any();
+    if p.metadata.deletion_timestamp.is_some() {
+        // Nothing is created for a Processor being deleted; its versions
+        // are let go (their Kafka data stays, as deletionPolicy says).
+        return let_go(&p, &ctx).await;
+    }
     let Some(kc) = ctx.stores.clusters.get(&ObjectRef::new(&p.spec.cluster_ref).within(&ns)) else {
         let message = format!("KafkaCluster {} (spec.clusterRef) does not exist in namespace {ns}", p.spec.cluster_ref);
         write_status(&p, &ctx, status_without_plan(&p, "KafkaClusterMissing", &message)).await?;
@@ -247,18 +303,21 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
     let desired = naming::version_id(&p.spec);
     let world = observe(&p, &ctx).await?;
     let input_topics = input_topics(&ctx, &ns, &p.spec.inputs).await?;
+    let gate_policy = progress::gate_policy(&p.spec.rollout, ctx.settings.lag_poll_interval);
+    let find = |id: &str| world.versions.iter().find(|v| v.spec.version == id).cloned();
     let obs = Observation {
         now: Timestamp::now(),
         desired: desired.clone(),
         replicas: p.spec.replicas,
         policy: p.spec.rollout.clone(),
-        active: p.status.as_ref().and_then(|s| s.active_version.clone()),
-        versions: world.versions.iter().map(|v| observe_version(v, &world)).collect(),
+        recorded_active: p.status.as_ref().and_then(|s| s.active_version.clone()),
+        versions: world.versions.iter().map(|v| observe_version(v, &world, ctx.monitor.gate(v, &gate_policy).0)).collect(),
         inputs: inputs(&p, &input_topics),
+        kafka: kafka_state(&kc, ctx.monitor.kafka(&ns, &p.spec.cluster_ref)),
+        conflict: pinned_conflict(&p, find(&desired).as_deref()),
     };
     let plan = rollout::plan(&obs);
     let status = processor_status(&p, &plan, &world, &desired);
-    let find = |id: &str| world.versions.iter().find(|v| v.spec.version == id).cloned();
     let mut events: Vec<(bool, &'static str, String)> = plan
         .actions
         .iter()
@@ -267,8 +326,9 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
             _ => None,
         })
         .collect();
-    let mut changed = false;
+    fault_points_before(&plan, &obs).await;
     let mut wait = None;
+    let mut promoted = false;
     for action in &plan.actions {
         match action {
             Action::CreateVersion(id) => create_version(&p, &ctx, id, &input_topics).await?,
@@ -280,6 +340,17 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
             Action::SetPhase { version, phase, message } => {
                 if let Some(vv) = find(version) {
                     set_phase(&ctx, &vv, *phase, message.clone()).await?;
+                    match phase {
+                        VersionPhase::Replaying => fault::point("replaying").await,
+                        VersionPhase::CaughtUp => fault::point("awaiting-promotion").await,
+                        _ => {}
+                    }
+                }
+            }
+            Action::RecordCaughtUp(version) => {
+                if let Some(vv) = find(version) {
+                    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now());
+                    apply_status_fields(&ctx.client, vv.as_ref(), MANAGER, json!({"caughtUpAt": now})).await?;
                 }
             }
             Action::StartVerification { candidate, active } => {
@@ -290,23 +361,24 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
                         Err(kube::Error::Api(s)) if s.code == 409 => {}
                         Err(e) => return Err(e.into()),
                     }
+                    fault::point("verification-started").await;
                 }
             }
-            Action::Promote { from, to } => {
-                // The commit point: the new active version is recorded before
-                // the Service and ConfigMap follow it, and the plan's events
-                // are told right after it (once: a restart does not plan the
-                // same promotion again).
-                if write_status(&p, &ctx, status.clone()).await? {
-                    changed = true;
-                    announce(&p, &ctx, &mut events).await;
-                }
-                let l = ProcessorLabels { namespace: ns.clone(), processor: name.clone() };
+            Action::Promote { from, to, promotion, reason, message } => {
+                let Some(vv) = find(to) else { continue };
+                // The commit point: the new active version carries the next
+                // promotion number. Its event is told once (a deterministic
+                // name), then the Processor's status mirrors it, then readers
+                // follow (below).
+                commit(&ctx, &vv, *promotion).await?;
+                fault::point("committed").await;
+                announce_promotion(&p, &ctx, &vv, *promotion, reason, message.clone()).await;
+                write_status(&p, &ctx, status.clone()).await?;
                 if from.is_some() {
-                    ctx.metrics.cutovers.get_or_create(&l).inc();
+                    ctx.metrics.cutovers.get_or_create(&ProcessorLabels { namespace: ns.clone(), processor: name.clone() }).inc();
                 }
-                info!(from = ?from, to = %to, "promoted");
-                fault_pause().await;
+                info!(from = ?from, to = %to, promotion, "promoted");
+                promoted = true;
             }
             Action::Retire(id) => {
                 if let Some(vv) = find(id)
@@ -319,13 +391,84 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
         }
     }
     if let Some(active) = plan.active.as_deref().and_then(find) {
+        if !promoted && obs.recorded_active.as_deref() != Some(active.spec.version.as_str()) {
+            // A restart after a commit whose event may not have been told.
+            retell_promotion(&p, &ctx, &active, &world).await;
+        }
         publish(&p, &ctx, &active, plan.candidate.as_deref(), &kc.spec.bootstrap_servers).await?;
+        if promoted {
+            fault::point("readers-switched").await;
+        }
     }
-    if write_status(&p, &ctx, status).await? || changed {
+    // A promotion has written the status already (right after its commit).
+    if promoted || write_status(&p, &ctx, status).await? {
         announce(&p, &ctx, &mut events).await;
     }
     let requeue = [plan.requeue_after, wait].into_iter().flatten().min();
     Ok(requeue.map_or_else(Requeue::await_change, Requeue::requeue))
+}
+
+/// Fault points that are about what a plan is about to act on.
+async fn fault_points_before(plan: &rollout::Plan, obs: &Observation) {
+    let candidate = obs.versions.iter().find(|v| Some(&v.id) != plan.active.as_ref() && v.id == obs.desired);
+    let promotes = plan.actions.iter().any(|a| matches!(a, Action::Promote { from: Some(_), .. }));
+    if candidate.is_some_and(|c| c.gate == Gate::CaughtUp) || promotes {
+        fault::point("caught-up").await;
+    }
+    let decided = |v: &rollout::Version| matches!(v.verification, Some(Verification::Succeeded | Verification::Failed(_)));
+    if obs.versions.iter().any(|v| v.id == obs.desired && decided(v)) {
+        fault::point("verification-ended").await;
+    }
+}
+
+/// A Processor being deleted lets its ViewVersions go: their finalizers are
+/// released, and nothing is created or retired.
+async fn let_go(p: &Processor, ctx: &Context) -> Result<Requeue> {
+    let world = observe(p, ctx).await?;
+    let api: Api<ViewVersion> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
+    for vv in world.versions.iter().filter(|v| v.finalizers().iter().any(|f| f == finalizers::VIEW_VERSION)) {
+        if vv.metadata.deletion_timestamp.is_some() {
+            release_finalizer(&api, &vv.name_any(), finalizers::VIEW_VERSION).await?;
+        }
+    }
+    Ok(Requeue::await_change())
+}
+
+/// Stamps the commit record on the promoted version (idempotent: a
+/// restart that finds it stamped does nothing).
+async fn commit(ctx: &Context, vv: &ViewVersion, promotion: u64) -> Result<()> {
+    if self::promotion(vv) == Some(promotion) {
+        return Ok(());
+    }
+    let patch = json!({"metadata": {"annotations": {annotations::PROMOTION: promotion.to_string()}}});
+    Api::<ViewVersion>::namespaced(ctx.client.clone(), &vv.namespace().unwrap_or_default())
+        .patch(&vv.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+/// The promotion's event, under a name of its own: told again after a
+/// restart, the API server refuses the duplicate, so there is exactly one.
+async fn announce_promotion(p: &Processor, ctx: &Context, vv: &ViewVersion, promotion: u64, reason: &str, message: String) {
+    let name = format!("{}.promotion-{promotion}", vv.name_any());
+    ctx.event_named(p, &name, false, reason, "Promote", message).await;
+}
+
+/// The event of the promotion that made `active` active, rebuilt from the
+/// versions (for a restart between the commit and its event).
+async fn retell_promotion(p: &Processor, ctx: &Context, active: &ViewVersion, w: &World) {
+    let Some(n) = promotion(active) else { return };
+    let from = w.versions.iter().filter(|v| promotion(v).is_some_and(|m| m < n)).max_by_key(|v| promotion(v));
+    let to = &active.spec.version;
+    let (reason, message) = match from {
+        None => ("FirstVersion", format!("version {to} is the first: active from the start, replaying from offset zero")),
+        Some(f) => {
+            let rolled_back = active.status.as_ref().and_then(|s| s.demoted_at.as_ref()).is_some();
+            let from = &f.spec.version;
+            (if rolled_back { "RolledBack" } else { "CutOver" }, format!("readers switched from version {from} to version {to}"))
+        }
+    };
+    announce_promotion(p, ctx, active, n, reason, message).await;
 }
 
 /// Publishes the plan's events (only when the plan changed the status, so an
@@ -333,15 +476,6 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
 async fn announce(p: &Processor, ctx: &Context, events: &mut Vec<(bool, &'static str, String)>) {
     for (warning, reason, message) in events.drain(..) {
         ctx.event(p, warning, reason, "Rollout", message).await;
-    }
-}
-
-/// A test hook: pauses right after a cutover is committed, so crash tests
-/// can kill the operator between the commit and the Service switch.
-async fn fault_pause() {
-    if let Some(secs) = std::env::var("KAPPA_FAULT_PAUSE_AFTER_COMMIT_SECONDS").ok().and_then(|s| s.parse().ok()) {
-        tracing::warn!(secs, "pausing after a committed cutover (fault injection for tests)");
-        tokio::time::sleep(Duration::from_secs(secs)).await;
     }
 }
 
@@ -408,6 +542,9 @@ async fn create_version(p: &Processor, ctx: &Context, id: &str, inputs: &[(Strin
     vv.metadata.namespace = Some(ns.clone());
     vv.metadata.labels = Some(resources::selector(&p.name_any(), id));
     vv.metadata.owner_references = p.controller_owner_ref(&()).map(|r| vec![r]);
+    // Held while it is active or a retained standby; released when retired
+    // or when its Processor goes.
+    vv.metadata.finalizers = Some(vec![finalizers::VIEW_VERSION.into()]);
     match Api::<ViewVersion>::namespaced(ctx.client.clone(), &ns).create(&PostParams::default(), &vv).await {
         Ok(_) => {
             info!(version = %id, "created version");
@@ -422,6 +559,7 @@ async fn create_version(p: &Processor, ctx: &Context, id: &str, inputs: &[(Strin
                 format!("version {id} replays the inputs from offset zero into {}", vv.spec.output_topic),
             )
             .await;
+            fault::point("version-created").await;
             Ok(())
         }
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
@@ -429,7 +567,8 @@ async fn create_version(p: &Processor, ctx: &Context, id: &str, inputs: &[(Strin
     }
 }
 
-/// Applies the version's Deployment unless it already is what we would apply.
+/// Applies the version's Deployment unless it already is what we would
+/// apply. A version being deleted gets no new Deployment.
 async fn scale(
     p: &Processor,
     ctx: &Context,
@@ -438,6 +577,9 @@ async fn scale(
     kafka: &crate::api::KafkaClusterSpec,
     existing: Option<&Deployment>,
 ) -> Result<()> {
+    if existing.is_none() && vv.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
     let mut d = resources::deployment(p, vv, replicas, kafka);
     let hash = {
         let bytes = serde_json::to_vec(&d.spec).unwrap_or_default();
@@ -450,6 +592,11 @@ async fn scale(
     Api::<Deployment>::namespaced(ctx.client.clone(), &vv.namespace().unwrap_or_default())
         .patch(&vv.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&d))
         .await?;
+    if replicas == 0 {
+        fault::point("scaling-down").await;
+    } else if existing.is_none() {
+        fault::point("deployment-applied").await;
+    }
     Ok(())
 }
 
@@ -471,9 +618,6 @@ async fn set_phase(ctx: &Context, vv: &ViewVersion, phase: VersionPhase, message
         VersionPhase::Active if entering => {
             started_at = started_at.or(now.clone());
             promoted_at = now.clone();
-            if st.lag.is_some_and(|l| l == 0) || caught_up_at.is_some() {
-                caught_up_at = caught_up_at.or(now.clone());
-            }
         }
         VersionPhase::Standby if entering => demoted_at = now.clone(),
         VersionPhase::Failed | VersionPhase::Retired if entering => finished_at = now.clone(),
@@ -497,18 +641,20 @@ async fn set_phase(ctx: &Context, vv: &ViewVersion, phase: VersionPhase, message
 }
 
 /// Retires a version in order: pods gone, consumer group deleted, view topic
-/// switched to Delete, then the ViewVersion (and with it the Deployment and
-/// the view Topic) deleted. Returns how long to wait when a step must settle.
+/// switched to Delete, then the ViewVersion's finalizer released and the
+/// ViewVersion (and with it the Deployment and the view Topic) deleted.
+/// Returns how long to wait when a step must settle.
 async fn retire(ctx: &Context, vv: &ViewVersion, w: &World) -> Result<Option<Duration>> {
     let ns = vv.namespace().unwrap_or_default();
     let id = &vv.spec.version;
     if vv.status.as_ref().and_then(|s| s.phase) != Some(VersionPhase::Retired) {
-        set_phase(ctx, vv, VersionPhase::Retired, Some("beyond retainVersions or superseded".into())).await?;
+        set_phase(ctx, vv, VersionPhase::Retired, Some("beyond retainVersions, superseded, or deleted".into())).await?;
     }
     if w.deployments.get(id).and_then(|d| d.spec.as_ref()?.replicas).unwrap_or(0) > 0 {
         Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
             .patch(&vv.name_any(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 0}})))
             .await?;
+        fault::point("scaling-down").await;
         return Ok(Some(Duration::from_secs(2)));
     }
     if w.pods.iter().any(|p| p.labels().get(labels::VERSION) == Some(id)) {
@@ -523,11 +669,18 @@ async fn retire(ctx: &Context, vv: &ViewVersion, w: &World) -> Result<Option<Dur
     } else {
         return Ok(Some(Duration::from_secs(10)));
     }
+    fault::point("retiring").await;
     let topics: Api<Topic> = Api::namespaced(ctx.client.clone(), &ns);
     if topics.get_opt(&vv.name_any()).await?.is_some_and(|t| t.spec.deletion_policy != DeletionPolicy::Delete) {
         topics.patch(&vv.name_any(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"deletionPolicy": "Delete"}}))).await?;
     }
-    Api::<ViewVersion>::namespaced(ctx.client.clone(), &ns).delete(&vv.name_any(), &DeleteParams::background()).await?;
+    let versions: Api<ViewVersion> = Api::namespaced(ctx.client.clone(), &ns);
+    release_finalizer(&versions, &vv.name_any(), finalizers::VIEW_VERSION).await?;
+    match versions.delete(&vv.name_any(), &DeleteParams::background()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
     info!(version = %id, "retired version");
     ctx.event(
         vv,

@@ -13,18 +13,18 @@ use kube::{
 };
 use tracing::{info, instrument};
 
-use super::{Context, apply_status, kafka_cluster, measured, watched_api};
+use super::{Context, apply_status, kafka_cluster, measured, release_finalizer, watched_api};
 use crate::{
     Error, Result,
     api::{
-        Cond, DeletionPolicy, KafkaCluster, Processor, Topic, TopicStatus, TruncatedPartition, annotations,
+        Cond, DeletionPolicy, KafkaCluster, Processor, Topic, TopicStatus, TruncatedPartition, VersionPhase, ViewVersion, annotations,
         conditions::{self, types},
+        finalizers::TOPIC as FINALIZER,
     },
     kafka::topics::{DesiredTopic, Refusal, TopicReport},
 };
 
 const KIND: &str = "Topic";
-pub const FINALIZER: &str = "kappa.dev/topic";
 /// The field manager that owns the finalizer entry.
 const FINALIZER_MANAGER: &str = "kappa-operator-finalizer";
 
@@ -56,19 +56,27 @@ pub fn run(
             .map(|t| ObjectRef::from_obj(t.as_ref()))
             .collect::<Vec<_>>()
     })
-    // A Topic whose deletion waits for a Processor to stop reading it.
-    .watches(watched_api::<Processor>(client, ns.as_deref()), watcher::Config::default(), move |p| {
-        let ns = p.namespace();
-        topics
-            .state()
-            .into_iter()
-            .filter(|t| t.namespace() == ns && t.metadata.deletion_timestamp.is_some() && p.spec.inputs.contains(&t.name_any()))
-            .map(|t| ObjectRef::from_obj(t.as_ref()))
-            .collect::<Vec<_>>()
+    // A Topic whose deletion waits for a Processor or a version to stop reading it.
+    .watches(watched_api::<Processor>(client, ns.as_deref()), watcher::Config::default(), {
+        let topics = topics.clone();
+        move |p| deleting_among(&topics, p.namespace(), &p.spec.inputs)
+    })
+    .watches(watched_api::<ViewVersion>(client, ns.as_deref()), watcher::Config::default(), move |v| {
+        deleting_among(&topics, v.namespace(), &v.spec.inputs)
     })
     .reconcile_on(drifted)
     .graceful_shutdown_on(shutdown)
     .run(reconcile, super::error_policy::<Topic>(KIND), ctx.clone())
+}
+
+/// The Topics among `names` (in `ns`) that are being deleted.
+fn deleting_among(topics: &kube::runtime::reflector::Store<Topic>, ns: Option<String>, names: &[String]) -> Vec<ObjectRef<Topic>> {
+    topics
+        .state()
+        .into_iter()
+        .filter(|t| t.namespace() == ns && t.metadata.deletion_timestamp.is_some() && names.contains(&t.name_any()))
+        .map(|t| ObjectRef::from_obj(t.as_ref()))
+        .collect()
 }
 
 /// The Topics whose Kafka topic no longer matches their status (or that
@@ -131,7 +139,7 @@ async fn reconcile_inner(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action>
                 return Ok(Action::await_change());
             }
             let action = cleanup(topic.clone(), &ctx).await?;
-            release_finalizer(&api, &topic.name_any()).await?;
+            release_finalizer(&api, &topic.name_any(), FINALIZER).await?;
             return Ok(action);
         }
         if !ours {
@@ -146,23 +154,6 @@ async fn reconcile_inner(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action>
         apply(topic, &ctx).await
     })
     .await
-}
-
-/// Removes the finalizer from the object as it is now on the server (the
-/// cache may be behind), with a test that fails rather than drop another
-/// controller's finalizer.
-async fn release_finalizer(api: &Api<Topic>, name: &str) -> Result<()> {
-    let Some(fresh) = api.get_opt(name).await? else { return Ok(()) };
-    let Some(i) = fresh.finalizers().iter().position(|f| f == FINALIZER) else { return Ok(()) };
-    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
-        {"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": FINALIZER},
-        {"op": "remove", "path": format!("/metadata/finalizers/{i}")},
-    ]))?;
-    match api.patch(name, &PatchParams::default(), &Patch::Json::<()>(patch)).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 fn paused(topic: &Topic) -> bool {
@@ -400,6 +391,30 @@ async fn not_ready(topic: &Topic, ctx: &Context, reason: &str, message: String, 
     Ok(then)
 }
 
+/// Who reads the Topic `name` in `ns`: Processors that list it, and every
+/// version that is not retired (active, candidate, standby, failed), since
+/// a standby's rollback replays from its own offsets in it.
+fn readers(ctx: &Context, ns: &str, name: &str) -> Vec<String> {
+    let in_ns = |o: Option<String>| o.as_deref() == Some(ns);
+    let processors = ctx
+        .stores
+        .processors
+        .state()
+        .into_iter()
+        .filter(|p| in_ns(p.namespace()) && p.spec.inputs.iter().any(|i| i == name))
+        .map(|p| format!("Processor {}", p.name_any()));
+    let versions =
+        ctx.stores.versions.state().into_iter().filter(|v| in_ns(v.namespace()) && v.spec.inputs.iter().any(|i| i == name)).filter_map(
+            |v| {
+                let phase = v.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
+                (phase != VersionPhase::Retired).then(|| format!("ViewVersion {} ({phase:?})", v.name_any()))
+            },
+        );
+    let mut out: Vec<String> = processors.chain(versions).collect();
+    out.sort();
+    out
+}
+
 async fn cleanup(topic: Arc<Topic>, ctx: &Context) -> Result<Action> {
     let ns = topic.namespace().unwrap_or_default();
     let name = topic.kafka_name();
@@ -411,17 +426,11 @@ async fn cleanup(topic: Arc<Topic>, ctx: &Context) -> Result<Action> {
         // Nothing to do in Kafka: the data stays (or belongs to the other Topic).
         return Ok(Action::await_change());
     }
-    let readers: Vec<String> = ctx
-        .stores
-        .processors
-        .state()
-        .into_iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()) && p.spec.inputs.contains(&topic.name_any()))
-        .map(|p| p.name_any())
-        .collect();
+    let readers = readers(ctx, &ns, &topic.name_any());
     if !readers.is_empty() {
         let message = format!(
-            "deletionPolicy is Delete, but Processor {} reads Kafka topic {name}: the topic is deleted once no Processor lists it in spec.inputs",
+            "deletionPolicy is Delete, but Kafka topic {name} is still read by {}: it is deleted once none of them reads it \
+             (a Processor drops it from spec.inputs, and its versions that read it are retired)",
             readers.join(", ")
         );
         not_ready(&topic, ctx, "DeletionBlocked", message, false, Action::await_change()).await?;

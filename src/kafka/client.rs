@@ -30,7 +30,8 @@ use kafka_protocol::{
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::{
-    ClusterInfo, ConfigResult, ItemError, ItemResult, Kafka, KafkaError, NewTopic, Result, Settings, TopicInfo, Tp,
+    ClusterInfo, ConfigResult, GroupOffsets, ItemError, ItemResult, Kafka, KafkaError, NewTopic, PartitionOffsets, Result, Settings,
+    TopicInfo, Tp,
     wire::{Conn, error_name},
 };
 
@@ -49,12 +50,41 @@ pub struct WireKafka {
     requests: AtomicU64,
 }
 
+/// Topics as Kafka's metadata has them.
+#[derive(Default)]
+struct Layout {
+    topics: BTreeMap<String, std::result::Result<TopicInfo, ItemError>>,
+    by_leader: BTreeMap<i32, Vec<Tp>>,
+    leaderless: BTreeMap<Tp, ItemError>,
+}
+
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
 fn item_error(code: i16, message: Option<&StrBytes>) -> Option<ItemError> {
     (code != 0).then(|| ItemError { code: error_name(code), message: message.map(|m| m.to_string()).unwrap_or_default() })
+}
+
+/// One group's committed offsets from an OffsetFetch answer: every
+/// partition it committed on, or why Kafka could not say (a group it does
+/// not know has committed nothing).
+fn group_offsets(g: kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup) -> GroupOffsets {
+    if let Some(e) = item_error(g.error_code, None).filter(|_| g.error_code != GROUP_ID_NOT_FOUND) {
+        return Err(e);
+    }
+    let mut offsets = BTreeMap::new();
+    for t in g.topics {
+        for p in t.partitions {
+            if let Some(e) = item_error(p.error_code, None) {
+                return Err(ItemError { code: e.code, message: format!("{}/{}", t.name.as_str(), p.partition_index) });
+            }
+            if p.committed_offset >= 0 {
+                offsets.insert((t.name.to_string(), p.partition_index), p.committed_offset);
+            }
+        }
+    }
+    Ok(offsets)
 }
 
 impl WireKafka {
@@ -132,40 +162,82 @@ impl WireKafka {
         self.brokers.lock().expect("brokers lock").get(&id.0).cloned()
     }
 
-    /// Coordinator address per group (one FindCoordinator for all groups).
-    async fn coordinators(&self, groups: &[String]) -> Result<BTreeMap<String, String>> {
+    /// Coordinator address per group (one FindCoordinator for all groups),
+    /// or why Kafka could not name it.
+    async fn coordinators(&self, groups: &[String]) -> Result<BTreeMap<String, std::result::Result<String, ItemError>>> {
         let resp = self
             .call_any(ApiKey::FindCoordinator, 4, 4, |_| {
                 FindCoordinatorRequest::default().with_key_type(0).with_coordinator_keys(groups.iter().map(|g| s(g)).collect())
             })
             .await?;
-        let mut out = BTreeMap::new();
+        let mut out: BTreeMap<String, std::result::Result<String, ItemError>> = groups
+            .iter()
+            .map(|g| (g.clone(), Err(ItemError { code: "NoAnswer".into(), message: "FindCoordinator did not answer for it".into() })))
+            .collect();
         for c in resp.coordinators {
-            if let Some(e) = item_error(c.error_code, c.error_message.as_ref()) {
-                return Err(KafkaError::Api { api: "FindCoordinator", code: e.code, message: e.message });
-            }
-            out.insert(c.key.to_string(), format!("{}:{}", c.host, c.port));
+            let found = match item_error(c.error_code, c.error_message.as_ref()) {
+                Some(e) => Err(e),
+                None => Ok(format!("{}:{}", c.host, c.port)),
+            };
+            out.insert(c.key.to_string(), found);
         }
         Ok(out)
     }
 
-    fn by_coordinator(coordinators: &BTreeMap<String, String>) -> BTreeMap<&str, Vec<&str>> {
-        let mut out: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (g, addr) in coordinators {
-            out.entry(addr.as_str()).or_default().push(g.as_str());
+    /// The groups whose coordinator is known, by coordinator; the others
+    /// go into `failed` with why.
+    fn by_coordinator<T>(
+        coordinators: BTreeMap<String, std::result::Result<String, ItemError>>,
+        failed: &mut BTreeMap<String, std::result::Result<T, ItemError>>,
+    ) -> BTreeMap<String, Vec<String>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (g, c) in coordinators {
+            match c {
+                Ok(addr) => out.entry(addr).or_default().push(g),
+                Err(e) => {
+                    failed.insert(g, Err(e));
+                }
+            }
         }
         out
     }
 
-    /// Partitions of these topics grouped by their leader (one Metadata).
-    async fn leaders(&self, topics: &[String]) -> Result<BTreeMap<i32, Vec<Tp>>> {
+    /// What Kafka's metadata says of these topics (one Metadata): each
+    /// topic's shape or why it has none, and its partitions grouped by
+    /// leader, or why a partition has no leader now.
+    async fn layout(&self, topics: &[String]) -> Result<Layout> {
         let meta = self.metadata(Some(topics)).await?;
-        let mut out: BTreeMap<i32, Vec<Tp>> = BTreeMap::new();
+        let mut out = Layout::default();
         for t in &meta.topics {
             let Some(name) = t.name.as_ref().map(|n| n.to_string()) else { continue };
-            for p in &t.partitions {
-                out.entry(p.leader_id.0).or_default().push((name.clone(), p.partition_index));
+            if let Some(e) = item_error(t.error_code, None) {
+                out.topics.insert(name, Err(e));
+                continue;
             }
+            let rf = t.partitions.first().map(|p| p.replica_nodes.len() as i32).unwrap_or(0);
+            let info = TopicInfo {
+                id: URL_SAFE_NO_PAD.encode(t.topic_id.as_bytes()),
+                partitions: t.partitions.len() as i32,
+                replication_factor: rf,
+            };
+            out.topics.insert(name.clone(), Ok(info));
+            for p in &t.partitions {
+                let tp = (name.clone(), p.partition_index);
+                match item_error(p.error_code, None) {
+                    Some(e) if p.leader_id.0 < 0 => {
+                        out.leaderless.insert(tp, e);
+                    }
+                    _ if p.leader_id.0 < 0 => {
+                        out.leaderless.insert(tp, ItemError { code: "LeaderNotAvailable".into(), message: String::new() });
+                    }
+                    _ => out.by_leader.entry(p.leader_id.0).or_default().push(tp),
+                }
+            }
+        }
+        for t in topics {
+            out.topics
+                .entry(t.clone())
+                .or_insert_with(|| Err(ItemError { code: "NoAnswer".into(), message: "Metadata did not answer for it".into() }));
         }
         Ok(out)
     }
@@ -238,25 +310,16 @@ impl Kafka for WireKafka {
             if names.is_empty() {
                 return Ok(BTreeMap::new());
             }
-            let resp = self.metadata(Some(names)).await?;
+            let layout = self.layout(names).await?;
             let mut out = BTreeMap::new();
-            for t in resp.topics {
-                let Some(name) = t.name.map(|n| n.to_string()) else { continue };
-                if t.error_code == UNKNOWN_TOPIC {
-                    continue;
+            for (name, t) in layout.topics {
+                match t {
+                    Ok(info) => {
+                        out.insert(name, info);
+                    }
+                    Err(e) if e.code == error_name(UNKNOWN_TOPIC) => {}
+                    Err(e) => return Err(KafkaError::Api { api: "Metadata", code: e.code, message: format!("topic {name}") }),
                 }
-                if let Some(e) = item_error(t.error_code, None) {
-                    return Err(KafkaError::Api { api: "Metadata", code: e.code, message: format!("topic {name}") });
-                }
-                let rf = t.partitions.first().map(|p| p.replica_nodes.len() as i32).unwrap_or(0);
-                out.insert(
-                    name,
-                    TopicInfo {
-                        id: URL_SAFE_NO_PAD.encode(t.topic_id.as_bytes()),
-                        partitions: t.partitions.len() as i32,
-                        replication_factor: rf,
-                    },
-                );
             }
             Ok(out)
         }
@@ -448,10 +511,13 @@ impl Kafka for WireKafka {
             let mut topics: Vec<String> = partitions.iter().map(|(t, _)| t.clone()).collect();
             topics.sort();
             topics.dedup();
-            let leaders = self.leaders(&topics).await?;
+            let layout = self.layout(&topics).await?;
             let wanted: std::collections::HashSet<&Tp> = partitions.iter().collect();
-            let by_leader: BTreeMap<i32, Vec<Tp>> =
-                leaders.into_iter().map(|(leader, tps)| (leader, tps.into_iter().filter(|tp| wanted.contains(tp)).collect())).collect();
+            let by_leader: BTreeMap<i32, Vec<Tp>> = layout
+                .by_leader
+                .into_iter()
+                .map(|(leader, tps)| (leader, tps.into_iter().filter(|tp| wanted.contains(tp)).collect()))
+                .collect();
             Ok(self.list_offsets(&by_leader, earliest).await?.0)
         }
         .boxed()
@@ -459,38 +525,59 @@ impl Kafka for WireKafka {
 
     fn log_offsets<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<BTreeMap<Tp, (i64, i64)>>> {
         async move {
-            if topics.is_empty() {
-                return Ok(BTreeMap::new());
-            }
             // Lag from part of the partitions would be wrong: all or nothing.
-            let strict = |(offsets, failed): (BTreeMap<Tp, i64>, Vec<(Tp, ItemError)>)| match failed.into_iter().next() {
-                None => Ok(offsets),
-                Some(((t, p), e)) => Err(KafkaError::Api { api: "ListOffsets", code: e.code, message: format!("{t}/{p}") }),
-            };
-            let leaders = self.leaders(topics).await?;
-            let starts = strict(self.list_offsets(&leaders, true).await?)?;
-            let ends = strict(self.list_offsets(&leaders, false).await?)?;
-            Ok(ends
+            let report = self.partition_offsets(topics).await?;
+            if let Some((t, Err(e))) = report.topics.iter().find(|(_, t)| t.is_err()) {
+                return Err(KafkaError::Api { api: "Metadata", code: e.code.clone(), message: format!("topic {t}") });
+            }
+            report
+                .offsets
                 .into_iter()
-                .map(|(tp, end)| {
-                    let start = starts.get(&tp).copied().unwrap_or(0);
-                    (tp, (start, end))
+                .map(|((t, p), o)| match o {
+                    Ok(o) => Ok(((t, p), o)),
+                    Err(e) => Err(KafkaError::Api { api: "ListOffsets", code: e.code, message: format!("{t}/{p}") }),
                 })
-                .collect())
+                .collect()
         }
         .boxed()
     }
 
-    fn committed<'a>(&'a self, groups: &'a [String]) -> BoxFuture<'a, Result<BTreeMap<String, BTreeMap<Tp, i64>>>> {
+    fn partition_offsets<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<PartitionOffsets>> {
+        async move {
+            if topics.is_empty() {
+                return Ok(PartitionOffsets::default());
+            }
+            let layout = self.layout(topics).await?;
+            let (starts, mut failed) = self.list_offsets(&layout.by_leader, true).await?;
+            let (ends, failed_ends) = self.list_offsets(&layout.by_leader, false).await?;
+            failed.extend(failed_ends);
+            let mut offsets: BTreeMap<Tp, std::result::Result<(i64, i64), ItemError>> =
+                layout.leaderless.into_iter().map(|(tp, e)| (tp, Err(e))).collect();
+            for tp in layout.by_leader.into_values().flatten() {
+                let answer = match (starts.get(&tp), ends.get(&tp)) {
+                    (Some(s), Some(e)) => Ok((*s, *e)),
+                    _ => Err(failed
+                        .iter()
+                        .find(|(f, _)| *f == tp)
+                        .map(|(_, e)| e.clone())
+                        .unwrap_or_else(|| ItemError { code: "NoAnswer".into(), message: "ListOffsets did not answer for it".into() })),
+                };
+                offsets.insert(tp, answer);
+            }
+            Ok(PartitionOffsets { topics: layout.topics, offsets })
+        }
+        .boxed()
+    }
+
+    fn committed<'a>(&'a self, groups: &'a [String]) -> BoxFuture<'a, Result<BTreeMap<String, GroupOffsets>>> {
         async move {
             if groups.is_empty() {
                 return Ok(BTreeMap::new());
             }
-            let coordinators = self.coordinators(groups).await?;
-            let mut out: BTreeMap<String, BTreeMap<Tp, i64>> = groups.iter().map(|g| (g.clone(), BTreeMap::new())).collect();
-            for (addr, gs) in Self::by_coordinator(&coordinators) {
+            let mut out: BTreeMap<String, GroupOffsets> = BTreeMap::new();
+            for (addr, gs) in Self::by_coordinator(self.coordinators(groups).await?, &mut out) {
                 let resp = self
-                    .call(addr, ApiKey::OffsetFetch, 8, 8, |_| {
+                    .call(&addr, ApiKey::OffsetFetch, 8, 8, |_| {
                         OffsetFetchRequest::default().with_groups(
                             gs.iter()
                                 // No topic list: every partition the group committed.
@@ -498,21 +585,21 @@ impl Kafka for WireKafka {
                                 .collect(),
                         )
                     })
-                    .await?;
+                    .await;
+                let resp = match resp {
+                    Ok(r) => r,
+                    // One coordinator away fails its groups, not the others'.
+                    Err(e) => {
+                        let why = ItemError { code: e.reason().into(), message: e.to_string() };
+                        out.extend(gs.into_iter().map(|g| (g, Err(why.clone()))));
+                        continue;
+                    }
+                };
+                for g in gs {
+                    out.insert(g, Err(ItemError { code: "NoAnswer".into(), message: "OffsetFetch did not answer for it".into() }));
+                }
                 for g in resp.groups {
-                    if let Some(e) = item_error(g.error_code, None).filter(|_| g.error_code != GROUP_ID_NOT_FOUND) {
-                        return Err(KafkaError::Api {
-                            api: "OffsetFetch",
-                            code: e.code,
-                            message: format!("group {}", g.group_id.as_str()),
-                        });
-                    }
-                    let entry = out.entry(g.group_id.to_string()).or_default();
-                    for t in g.topics {
-                        for p in t.partitions.into_iter().filter(|p| p.committed_offset >= 0) {
-                            entry.insert((t.name.to_string(), p.partition_index), p.committed_offset);
-                        }
-                    }
+                    out.insert(g.group_id.to_string(), group_offsets(g));
                 }
             }
             Ok(out)
@@ -525,11 +612,10 @@ impl Kafka for WireKafka {
             if groups.is_empty() {
                 return Ok(BTreeMap::new());
             }
-            let coordinators = self.coordinators(groups).await?;
             let mut out = BTreeMap::new();
-            for (addr, gs) in Self::by_coordinator(&coordinators) {
+            for (addr, gs) in Self::by_coordinator(self.coordinators(groups).await?, &mut out) {
                 let resp = self
-                    .call(addr, ApiKey::DeleteGroups, 0, 2, |_| {
+                    .call(&addr, ApiKey::DeleteGroups, 0, 2, |_| {
                         DeleteGroupsRequest::default().with_groups_names(gs.iter().map(|g| GroupId(s(g))).collect())
                     })
                     .await?;

@@ -132,6 +132,18 @@ pub struct NewTopic {
 /// A topic partition.
 pub type Tp = (String, i32);
 
+/// One consumer group's committed offsets, or why Kafka could not say.
+pub type GroupOffsets = std::result::Result<BTreeMap<Tp, i64>, ItemError>;
+
+/// The partitions of some topics and their first and next offsets, item by
+/// item: a topic Kafka's metadata lacks, or a partition without a leader or
+/// an answer right now, carries why instead.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    pub topics: BTreeMap<String, std::result::Result<TopicInfo, ItemError>>,
+    pub offsets: BTreeMap<Tp, std::result::Result<(i64, i64), ItemError>>,
+}
+
 /// The Kafka operations the operator needs. Every method takes many items
 /// and costs a fixed, small number of requests.
 pub trait Kafka: Send + Sync + 'static {
@@ -160,11 +172,16 @@ pub trait Kafka: Send + Sync + 'static {
     /// for right now (no leader yet, a leader moving) is left out.
     fn offsets<'a>(&'a self, partitions: &'a [Tp], earliest: bool) -> BoxFuture<'a, Result<BTreeMap<Tp, i64>>>;
     /// First and next offsets of every partition of these topics (one
-    /// Metadata, then two ListOffsets per partition leader).
+    /// Metadata, then two ListOffsets per partition leader); an error if any
+    /// topic or partition has no answer.
     fn log_offsets<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<BTreeMap<Tp, (i64, i64)>>>;
+    /// The same requests as `log_offsets`, answered topic by topic and
+    /// partition by partition.
+    fn partition_offsets<'a>(&'a self, topics: &'a [String]) -> BoxFuture<'a, Result<PartitionOffsets>>;
     /// Committed offsets of consumer groups (one FindCoordinator, then one
-    /// OffsetFetch per coordinator). Groups without commits map to empty.
-    fn committed<'a>(&'a self, groups: &'a [String]) -> BoxFuture<'a, Result<BTreeMap<String, BTreeMap<Tp, i64>>>>;
+    /// OffsetFetch per coordinator), group by group: a group without commits
+    /// maps to empty, a group Kafka could not answer for to why.
+    fn committed<'a>(&'a self, groups: &'a [String]) -> BoxFuture<'a, Result<BTreeMap<String, GroupOffsets>>>;
     /// Deletes consumer groups (one DeleteGroups per coordinator).
     fn delete_groups<'a>(&'a self, groups: &'a [String]) -> BoxFuture<'a, Result<BTreeMap<String, ItemResult>>>;
     /// Requests sent so far, for metrics and benchmarks.

@@ -1,14 +1,24 @@
 //! The reprocessing planner: from what is observed of a Processor (its spec,
-//! its versions, their Deployments, lag, retention facts, verification, the
-//! clock) it returns what to do next. No I/O: the reconciler observes,
-//! plans, acts and writes status, so an operator restart is just another
-//! observation.
+//! its versions, their Deployments, the catch-up gate, retention facts,
+//! verification, Kafka's availability, the clock) it returns what to do
+//! next. No I/O: the reconciler observes, plans, acts and writes status, so
+//! an operator restart is just another observation.
 //!
-//! The commit point of a cutover is [`Action::Promote`]: the executor records
-//! the new active version in the Processor's status before anything else of
-//! the cutover, and every reader-facing object (Service, ConfigMap) is
-//! derived from that record.
+//! **The commit record.** Which version is active is recorded on the
+//! ViewVersions themselves: each promotion stamps the promoted version with
+//! the next promotion number ([`Action::Promote`]), and the active version is
+//! the one with the highest. The Processor's `status.activeVersion` mirrors
+//! it, and Service and ConfigMap follow it, so losing the Processor's status
+//! loses nothing; the active and retained ViewVersions carry a finalizer, so
+//! they cannot vanish under it either. Only a Processor with no trace of an
+//! earlier version treats its version as the first (active from the start).
+//!
+//! The plan reads like the recipe: [`Planner::commit_record`],
+//! [`Planner::keep_active_serving`], [`Planner::advance_candidate`] (create,
+//! gate, verify, promote or fail), [`Planner::retire_or_stand_by`], then
+//! phase and conditions.
 
+pub mod gate;
 #[cfg(test)]
 mod tests;
 
@@ -17,9 +27,14 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{Cond, PromotionMode, RolloutPolicy, VersionPhase, conditions::types};
+pub use gate::Gate;
 
 pub const REPROCESSING_BLOCKED: &str = "ReprocessingBlocked";
+pub const DELETION_BLOCKED: &str = "DeletionBlocked";
 const VERIFICATION_FAILED_PREFIX: &str = "verification failed: ";
+/// A container that stopped within this long after Kafka came back may
+/// have stopped because of the outage (a client's own timeouts run out).
+pub const OUTAGE_GRACE: Duration = Duration::from_secs(30);
 
 /// A partition that no longer starts at offset zero.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,12 +53,29 @@ pub enum Inputs {
     Waiting(String),
 }
 
+/// Kafka as the operator last saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kafka {
+    Up { since: Timestamp },
+    Down(String),
+}
+
 /// The verification Job of a candidate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verification {
     Running,
     Succeeded,
     Failed(String),
+}
+
+/// Pods of a version that cannot run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Broken {
+    pub why: String,
+    /// When the crash-looping container last stopped; None for a container
+    /// that cannot start at all (an image that cannot be pulled), which has
+    /// nothing to do with Kafka.
+    pub at: Option<Timestamp>,
 }
 
 /// One version, as observed.
@@ -53,20 +85,43 @@ pub struct Version {
     pub phase: VersionPhase,
     /// Its view Topic exists and its inputs are Ready.
     pub view_ready: bool,
-    pub lag: Option<i64>,
-    pub lag_ok_since: Option<Timestamp>,
+    /// The commit record: the promotion that made it active (higher is later).
+    pub promotion: Option<u64>,
+    /// Deletion was asked for (its finalizer holds it while it is needed).
+    pub deleting: bool,
+    /// The catch-up gate's answer for its current attempt.
+    pub gate: Gate,
+    pub caught_up_at: Option<Timestamp>,
     pub started_at: Option<Timestamp>,
-    pub progressed_at: Option<Timestamp>,
     pub promoted_at: Option<Timestamp>,
     pub demoted_at: Option<Timestamp>,
     /// Deployment replicas as applied; None when there is no Deployment.
     pub replicas: Option<i32>,
     pub ready_replicas: i32,
-    /// Pods that cannot run: crash-looping, or an image that cannot start.
-    pub broken: Option<String>,
+    pub broken: Option<Broken>,
     /// Why it failed, once it has (recorded with the Failed phase).
     pub failure: Option<String>,
     pub verification: Option<Verification>,
+}
+
+impl Version {
+    /// It has served readers at some point.
+    fn served(&self) -> bool {
+        self.promotion.is_some() || self.promoted_at.is_some() || self.demoted_at.is_some()
+    }
+
+    fn pods_ready(&self) -> bool {
+        self.replicas.is_some_and(|r| r > 0 && self.ready_replicas >= r)
+    }
+
+    fn lag_text(&self) -> String {
+        match &self.gate {
+            Gate::Behind { lag } => format!("lag {lag}"),
+            Gate::CaughtUp => "caught up".into(),
+            Gate::Stuck { idle } => format!("no progress for {}s", idle.as_secs()),
+            Gate::Unknown(why) => format!("progress unknown: {why}"),
+        }
+    }
 }
 
 /// Everything the planner looks at.
@@ -77,10 +132,15 @@ pub struct Observation {
     pub desired: String,
     pub replicas: i32,
     pub policy: RolloutPolicy,
-    /// The committed active version (Processor status).
-    pub active: Option<String>,
+    /// The active version as the Processor's status names it (a mirror:
+    /// it may be stale, or wiped).
+    pub recorded_active: Option<String>,
     pub versions: Vec<Version>,
     pub inputs: Inputs,
+    pub kafka: Kafka,
+    /// Why the desired version cannot be the spec (`spec.version` pinned to
+    /// a version whose code differs from the spec's).
+    pub conflict: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -98,15 +158,21 @@ pub enum Action {
         phase: VersionPhase,
         message: Option<String>,
     },
+    /// Record that the active version has caught up (first versions).
+    RecordCaughtUp(String),
     /// Run the verification Job of `candidate` against `active`.
     StartVerification {
         candidate: String,
         active: String,
     },
-    /// The commit point of a cutover: `to` becomes the active version.
+    /// The commit point of a cutover: `to` is stamped with promotion number
+    /// `promotion` and so becomes the active version; the event is told once.
     Promote {
         from: Option<String>,
         to: String,
+        promotion: u64,
+        reason: &'static str,
+        message: String,
     },
     /// Delete the version: Deployment, view topic and consumer group.
     Retire(String),
@@ -155,8 +221,9 @@ pub struct Plan {
     pub candidate: Option<String>,
     pub phase: Phase,
     pub conditions: Vec<Cond>,
-    /// When to look again even if nothing changes (timers: stableFor,
-    /// scale-down delay, progress deadline).
+    /// When to look again even if nothing changes (timers: scale-down
+    /// delay; a slow safety net while a version is on its way). The catch-up
+    /// gate wakes the Processor itself when its answer changes.
     pub requeue_after: Option<Duration>,
 }
 
@@ -168,39 +235,24 @@ fn elapsed(now: Timestamp, since: Timestamp) -> Duration {
     now.duration_since(since).try_into().unwrap_or(Duration::ZERO)
 }
 
-/// Earliest of the timers that matter to the plan.
-#[derive(Default)]
-struct Wake(Option<Duration>);
-
-impl Wake {
-    fn at(&mut self, d: Duration) {
-        let d = d.max(Duration::from_secs(1));
-        self.0 = Some(self.0.map_or(d, |w| w.min(d)));
-    }
+/// The active version by the commit record: the highest promotion number;
+/// without any, the version the Processor's status names, if it exists.
+pub fn committed_active(versions: &[Version], recorded: Option<&str>) -> Option<String> {
+    versions
+        .iter()
+        .filter(|v| v.promotion.is_some())
+        .max_by_key(|v| v.promotion)
+        .map(|v| v.id.clone())
+        .or_else(|| recorded.filter(|r| versions.iter().any(|v| v.id == *r)).map(str::to_string))
 }
 
-/// Whether a version's lag has been within the gate for long enough. The
-/// window starts no earlier than this attempt did: a standby revived for a
-/// rollback may carry a lag figure from before its scale-down, and must be
-/// seen within the gate again after it runs.
-fn caught_up(v: &Version, policy: &RolloutPolicy, now: Timestamp, wake: &mut Wake) -> bool {
-    if v.phase == VersionPhase::Standby {
-        return false;
-    }
-    let within = v.lag.is_some_and(|l| l <= policy.max_lag);
-    let since = v.lag_ok_since.map(|s| v.started_at.map_or(s, |started| s.max(started)));
-    match since.filter(|_| within) {
-        Some(since) => {
-            let stable = secs(policy.stable_for_seconds);
-            let waited = elapsed(now, since);
-            if waited >= stable {
-                true
-            } else {
-                wake.at(stable - waited);
-                false
-            }
-        }
-        None => false,
+/// Whether a crash-looping container counts against its version: not while
+/// Kafka is away, nor for a stop within [`OUTAGE_GRACE`] of its return.
+fn counts(b: &Broken, kafka: &Kafka) -> bool {
+    match (kafka, b.at) {
+        (_, None) => true,
+        (Kafka::Down(_), Some(_)) => false,
+        (Kafka::Up { since }, Some(at)) => at > *since + OUTAGE_GRACE,
     }
 }
 
@@ -214,325 +266,473 @@ fn truncation_message(truncated: &[Truncation]) -> String {
     )
 }
 
-pub fn plan(o: &Observation) -> Plan {
-    let mut actions = Vec::new();
-    let mut wake = Wake::default();
-    let policy = &o.policy;
-    let find = |id: &str| o.versions.iter().find(|v| v.id == id);
-    let mut active = o.active.clone().filter(|a| find(a).is_some());
-    let mut phase;
-    let mut candidate: Option<String> = None;
-    let mut blocked: Option<String> = None;
-    let mut failed: Option<(String, &'static str)> = None;
-    let mut awaiting: Option<String> = None;
-    let mut waiting_inputs: Option<String> = None;
+/// Earliest of the timers that matter to the plan.
+#[derive(Default)]
+struct Wake(Option<Duration>);
 
-    // A version that does not exist yet needs its inputs, and, for a
-    // replay from offset zero, all of their history.
-    let may_create = |blocked: &mut Option<String>, waiting: &mut Option<String>| -> bool {
-        match &o.inputs {
+impl Wake {
+    fn at(&mut self, d: Duration) {
+        let d = d.max(Duration::from_secs(1));
+        self.0 = Some(self.0.map_or(d, |w| w.min(d)));
+    }
+}
+
+/// The plan as it is being built.
+struct Planner<'a> {
+    o: &'a Observation,
+    actions: Vec<Action>,
+    wake: Wake,
+    active: Option<String>,
+    candidate: Option<String>,
+    blocked: Option<String>,
+    failed: Option<(String, &'static str)>,
+    awaiting: Option<String>,
+    waiting: Option<String>,
+    /// What the candidate waits for, when the gate cannot say.
+    unknown: Option<String>,
+    deletion_blocked: Vec<String>,
+    /// The active version before this plan (the commit record as found).
+    committed: Option<String>,
+    rolling_back: bool,
+    verifying: bool,
+}
+
+pub fn plan(o: &Observation) -> Plan {
+    let mut p = Planner {
+        o,
+        actions: Vec::new(),
+        wake: Wake::default(),
+        active: None,
+        candidate: None,
+        blocked: None,
+        failed: None,
+        awaiting: None,
+        waiting: None,
+        unknown: None,
+        deletion_blocked: Vec::new(),
+        committed: None,
+        rolling_back: false,
+        verifying: false,
+    };
+    p.commit_record();
+    p.keep_active_serving();
+    p.advance_candidate();
+    p.retire_or_stand_by();
+    p.finish()
+}
+
+impl<'a> Planner<'a> {
+    fn find(&self, id: &str) -> Option<&'a Version> {
+        self.o.versions.iter().find(|v| v.id == id)
+    }
+
+    fn next_promotion(&self) -> u64 {
+        self.o.versions.iter().filter_map(|v| v.promotion).max().unwrap_or(0) + 1
+    }
+
+    /// A version that does not exist yet needs its inputs, and, for a
+    /// replay from offset zero, all of their history.
+    fn may_create(&mut self) -> bool {
+        match &self.o.inputs {
             Inputs::Waiting(why) => {
-                *waiting = Some(why.clone());
+                self.waiting = Some(why.clone());
                 false
             }
-            Inputs::Ready { truncated } if !truncated.is_empty() && !policy.allow_truncated_history => {
-                *blocked = Some(truncation_message(truncated));
+            Inputs::Ready { truncated } if !truncated.is_empty() && !self.o.policy.allow_truncated_history => {
+                self.blocked = Some(truncation_message(truncated));
                 false
             }
             Inputs::Ready { .. } => true,
         }
-    };
+    }
 
-    if active.is_none() {
-        // The first version: with nothing older to serve, it is active from
-        // the start (and Ready only once caught up).
-        match find(&o.desired) {
+    /// Who is active, from the commit record; the first version is active
+    /// from the start, and only a Processor with no trace of another
+    /// version has a first version.
+    fn commit_record(&mut self) {
+        let o = self.o;
+        self.active = committed_active(&o.versions, o.recorded_active.as_deref());
+        self.committed = self.active.clone();
+        if self.active.as_deref() == Some(o.desired.as_str()) || o.conflict.is_some() {
+            return;
+        }
+        let first = self.active.is_none()
+            && o.recorded_active.as_deref().is_none_or(|r| r == o.desired)
+            && o.versions.iter().all(|v| v.id == o.desired && !v.served() && !v.deleting);
+        if !first {
+            self.candidate = Some(o.desired.clone());
+            return;
+        }
+        match self.find(&o.desired) {
             None => {
-                if may_create(&mut blocked, &mut waiting_inputs) {
-                    actions.push(Action::CreateVersion(o.desired.clone()));
+                if self.may_create() {
+                    self.actions.push(Action::CreateVersion(o.desired.clone()));
                 }
             }
             Some(_) => {
-                actions.push(Action::Promote { from: None, to: o.desired.clone() });
-                actions.push(Action::Event {
-                    warning: false,
+                self.actions.push(Action::Promote {
+                    from: None,
+                    to: o.desired.clone(),
+                    promotion: self.next_promotion(),
                     reason: "FirstVersion",
                     message: format!("version {} is the first: active from the start, replaying from offset zero", o.desired),
                 });
-                active = Some(o.desired.clone());
+                self.active = Some(o.desired.clone());
             }
         }
-    } else if active.as_deref() != Some(o.desired.as_str()) {
-        candidate = Some(o.desired.clone());
     }
 
-    // The active version keeps its replicas, whatever else happens.
-    if let Some(a) = active.clone() {
-        let v = find(&a).expect("active exists");
+    /// The active version keeps its replicas, whatever else happens.
+    fn keep_active_serving(&mut self) {
+        let Some(a) = self.active.clone() else { return };
+        let v = self.find(&a).expect("the active version is observed");
         if v.view_ready {
-            actions.push(Action::Scale { version: a.clone(), replicas: o.replicas });
+            self.actions.push(Action::Scale { version: a.clone(), replicas: self.o.replicas });
         }
         if v.phase != VersionPhase::Active {
-            actions.push(Action::SetPhase { version: a.clone(), phase: VersionPhase::Active, message: None });
+            self.actions.push(Action::SetPhase { version: a.clone(), phase: VersionPhase::Active, message: None });
+        }
+        if v.caught_up_at.is_none() && v.gate == Gate::CaughtUp {
+            self.actions.push(Action::RecordCaughtUp(a));
         }
     }
 
-    let mut rolling_back = false;
-    let mut verifying = false;
-    if let Some(c) = candidate.clone() {
-        match find(&c) {
-            None => {
-                if may_create(&mut blocked, &mut waiting_inputs) {
-                    actions.push(Action::CreateVersion(c.clone()));
-                }
+    fn fail(&mut self, c: &str, why: String, reason: &'static str, phase_message: String) {
+        let message = format!("version {c} failed: {why}; version {} stays active", self.active.as_deref().unwrap_or("none"));
+        self.actions.push(Action::SetPhase { version: c.into(), phase: VersionPhase::Failed, message: Some(phase_message) });
+        self.actions.push(Action::Scale { version: c.into(), replicas: 0 });
+        self.actions.push(Action::Event { warning: true, reason, message: message.clone() });
+        self.failed = Some((message, reason));
+    }
+
+    fn set_phase(&mut self, v: &Version, phase: VersionPhase, message: Option<String>) {
+        if v.phase != phase {
+            self.actions.push(Action::SetPhase { version: v.id.clone(), phase, message });
+        }
+    }
+
+    /// The candidate: created, replayed to the gate, verified, promoted, or
+    /// failed.
+    fn advance_candidate(&mut self) {
+        let Some(c) = self.candidate.clone() else { return };
+        let o = self.o;
+        let Some(v) = self.find(&c) else {
+            if self.may_create() {
+                self.actions.push(Action::CreateVersion(c));
             }
-            Some(v) if v.phase == VersionPhase::Failed => {
-                let why = v.failure.clone().unwrap_or_else(|| "failed".into());
-                let reason = if why.starts_with(VERIFICATION_FAILED_PREFIX) { "VerificationFailed" } else { "RolloutFailed" };
-                failed = Some((format!("version {c}: {why}; change the spec to start a new attempt"), reason));
-                if v.replicas.unwrap_or(0) != 0 {
-                    actions.push(Action::Scale { version: c.clone(), replicas: 0 });
-                }
+            return;
+        };
+        if v.deleting {
+            // Deleted by someone: retired in `retire_or_stand_by`, then
+            // created again from offset zero.
+            self.waiting = Some(format!("version {c} is being deleted; it replays from offset zero once gone"));
+            return;
+        }
+        if v.phase == VersionPhase::Failed {
+            let why = v.failure.clone().unwrap_or_else(|| "failed".into());
+            let reason = if why.starts_with(VERIFICATION_FAILED_PREFIX) { "VerificationFailed" } else { "RolloutFailed" };
+            self.failed = Some((format!("version {c}: {why}; change the spec to start a new attempt"), reason));
+            if v.replicas.unwrap_or(0) != 0 {
+                self.actions.push(Action::Scale { version: c, replicas: 0 });
             }
-            Some(v) => {
-                // A retained standby is revived from its own committed offsets.
-                rolling_back = v.demoted_at.is_some();
-                let deadline = secs(policy.progress_deadline_seconds);
-                let last_progress = v.progressed_at.or(v.started_at);
-                let stuck = v.lag.is_none_or(|l| l > policy.max_lag) && last_progress.is_some_and(|t| elapsed(o.now, t) >= deadline);
-                if let Some(t) = last_progress {
-                    wake.at(deadline.saturating_sub(elapsed(o.now, t)));
+            return;
+        }
+        // A retained standby is revived from its own committed offsets.
+        self.rolling_back = v.demoted_at.is_some();
+        if let Some(b) = v.broken.as_ref().filter(|b| counts(b, &o.kafka)) {
+            self.fail(&c, b.why.clone(), "RolloutFailed", b.why.clone());
+            return;
+        }
+        if let Gate::Stuck { idle } = v.gate {
+            let why = format!("no progress for {}s of complete readings (progressDeadlineSeconds)", idle.as_secs());
+            self.fail(&c, why.clone(), "RolloutFailed", why);
+            return;
+        }
+        if !v.view_ready {
+            self.set_phase(v, VersionPhase::Pending, None);
+            return;
+        }
+        // The candidate replays with at least one pod; once promoted it
+        // runs the spec's replicas like any active version.
+        self.actions.push(Action::Scale { version: c.clone(), replicas: o.replicas.max(1) });
+        match &v.gate {
+            Gate::CaughtUp => {}
+            Gate::Unknown(why) => {
+                if v.phase == VersionPhase::Pending {
+                    self.set_phase(v, VersionPhase::Replaying, None);
                 }
-                if let Some(why) =
-                    v.broken.clone().or_else(|| stuck.then(|| format!("no progress for {}s", policy.progress_deadline_seconds)))
-                {
-                    let message = format!("version {c} failed: {why}; version {} stays active", active.as_deref().unwrap_or("none"));
-                    actions.push(Action::SetPhase { version: c.clone(), phase: VersionPhase::Failed, message: Some(why) });
-                    actions.push(Action::Scale { version: c.clone(), replicas: 0 });
-                    actions.push(Action::Event { warning: true, reason: "RolloutFailed", message: message.clone() });
-                    failed = Some((message, "RolloutFailed"));
-                } else if !v.view_ready {
-                    if v.phase != VersionPhase::Pending {
-                        actions.push(Action::SetPhase { version: c.clone(), phase: VersionPhase::Pending, message: None });
-                    }
-                } else if !caught_up(v, policy, o.now, &mut wake) {
-                    let message = rolling_back.then(|| "rolling back: catching up from its own committed offsets".to_string());
-                    if v.phase != VersionPhase::Replaying {
-                        actions.push(Action::SetPhase { version: c.clone(), phase: VersionPhase::Replaying, message });
-                    }
-                } else {
-                    let verified = match (policy.verify.is_some(), &v.verification) {
-                        (false, _) => true,
-                        (true, Some(Verification::Succeeded)) => true,
-                        (true, Some(Verification::Running)) => {
-                            verifying = true;
-                            if v.phase != VersionPhase::Verifying {
-                                actions.push(Action::SetPhase { version: c.clone(), phase: VersionPhase::Verifying, message: None });
-                            }
-                            false
-                        }
-                        (true, Some(Verification::Failed(why))) => {
-                            let message = format!(
-                                "verification of version {c} failed: {why}; version {} stays active",
-                                active.as_deref().unwrap_or("none")
-                            );
-                            actions.push(Action::SetPhase {
-                                version: c.clone(),
-                                phase: VersionPhase::Failed,
-                                message: Some(format!("{VERIFICATION_FAILED_PREFIX}{why}")),
-                            });
-                            actions.push(Action::Scale { version: c.clone(), replicas: 0 });
-                            actions.push(Action::Event { warning: true, reason: "VerificationFailed", message: message.clone() });
-                            failed = Some((message, "VerificationFailed"));
-                            false
-                        }
-                        (true, None) => {
-                            verifying = true;
-                            let against = active.clone().expect("a candidate implies an active version");
-                            actions.push(Action::StartVerification { candidate: c.clone(), active: against });
-                            actions.push(Action::SetPhase { version: c.clone(), phase: VersionPhase::Verifying, message: None });
-                            false
-                        }
-                    };
-                    if verified && failed.is_none() {
-                        let allowed = match policy.promotion {
-                            PromotionMode::Auto => true,
-                            PromotionMode::Manual => policy.promote.as_deref() == Some(c.as_str()),
-                        };
-                        if allowed {
-                            let from = active.clone();
-                            actions.push(Action::Promote { from: from.clone(), to: c.clone() });
-                            actions.push(Action::SetPhase { version: c.clone(), phase: VersionPhase::Active, message: None });
-                            if let Some(f) = &from {
-                                actions.push(Action::SetPhase { version: f.clone(), phase: VersionPhase::Standby, message: None });
-                            }
-                            actions.push(Action::Event {
-                                warning: false,
-                                reason: if rolling_back { "RolledBack" } else { "CutOver" },
-                                message: format!("readers switched from version {} to version {c}", from.as_deref().unwrap_or("none")),
-                            });
-                            active = Some(c.clone());
-                            candidate = None;
-                        } else {
-                            if v.phase != VersionPhase::CaughtUp {
-                                actions.push(Action::SetPhase { version: c.clone(), phase: VersionPhase::CaughtUp, message: None });
-                            }
-                            awaiting = Some(format!(
-                                "version {c} has caught up{}; set spec.rollout.promote: \"{c}\" to cut over",
-                                if policy.verify.is_some() { " and passed verification" } else { "" }
-                            ));
-                        }
-                    }
-                }
+                self.unknown = Some(format!("version {c}: progress unknown ({why}); nothing is promoted or failed until it is known"));
+                return;
+            }
+            _ => {
+                let message = self.rolling_back.then(|| "rolling back: catching up from its own committed offsets".to_string());
+                self.set_phase(v, VersionPhase::Replaying, message);
+                return;
             }
         }
-    }
-
-    // The candidate replays with at least one pod; once promoted it runs
-    // the spec's replicas like any active version.
-    if let Some(c) = &candidate
-        && let Some(v) = find(c)
-        && v.view_ready
-        && failed.is_none()
-    {
-        actions.push(Action::Scale { version: c.clone(), replicas: o.replicas.max(1) });
-    }
-    if let (Some(a), Some(v)) = (&active, active.as_deref().and_then(find))
-        && o.active.as_deref() != Some(a.as_str())
-        && v.view_ready
-        && !actions.iter().any(|x| matches!(x, Action::Scale { version, .. } if version == a))
-    {
-        actions.push(Action::Scale { version: a.clone(), replicas: o.replicas });
-    }
-
-    // Everything else: the version just replaced keeps running for the
-    // scale-down delay, then stands by at zero replicas; standbys beyond
-    // retainVersions, and versions that never served, are retired.
-    let keep: Vec<&str> = active.iter().chain(candidate.iter()).map(String::as_str).collect();
-    let mut former: Vec<&Version> = o
-        .versions
-        .iter()
-        .filter(|v| {
-            !keep.contains(&v.id.as_str())
-                && (v.promoted_at.is_some() || v.demoted_at.is_some() || o.active.as_deref() == Some(v.id.as_str()))
-        })
-        .collect();
-    // Most recently demoted first; one demoted in this very plan has no timestamp yet.
-    former.sort_by_key(|v| std::cmp::Reverse(v.demoted_at.unwrap_or(o.now)));
-    for (i, v) in former.iter().enumerate() {
-        // Readers get the scale-down delay to follow a cutover.
-        let delay = secs(policy.scale_down_delay_seconds);
-        let since_demotion = v.demoted_at.map_or(Duration::ZERO, |d| elapsed(o.now, d));
-        if since_demotion < delay {
-            wake.at(delay - since_demotion);
-        } else if i >= policy.retain_versions as usize {
-            actions.push(Action::Retire(v.id.clone()));
-            continue;
-        } else if v.replicas.unwrap_or(0) != 0 {
-            actions.push(Action::Scale { version: v.id.clone(), replicas: 0 });
+        if !v.pods_ready() {
+            self.unknown = Some(format!("version {c} has caught up; waiting for its pods to be Ready"));
+            return;
         }
-        if v.phase != VersionPhase::Standby && o.active.as_deref() != Some(v.id.as_str()) {
-            actions.push(Action::SetPhase { version: v.id.clone(), phase: VersionPhase::Standby, message: None });
+        if !self.verified(v) {
+            return;
         }
-    }
-    for v in o.versions.iter().filter(|v| !keep.contains(&v.id.as_str()) && !former.iter().any(|f| f.id == v.id)) {
-        // Never served readers and no longer wanted (superseded or failed).
-        actions.push(Action::Retire(v.id.clone()));
+        let allowed = match o.policy.promotion {
+            PromotionMode::Auto => true,
+            PromotionMode::Manual => o.policy.promote.as_deref() == Some(c.as_str()),
+        };
+        if !allowed {
+            self.set_phase(v, VersionPhase::CaughtUp, None);
+            self.awaiting = Some(format!(
+                "version {c} has caught up{}; set spec.rollout.promote: \"{c}\" to cut over",
+                if o.policy.verify.is_some() { " and passed verification" } else { "" }
+            ));
+            return;
+        }
+        let from = self.active.clone();
+        self.actions.push(Action::Promote {
+            from: from.clone(),
+            to: c.clone(),
+            promotion: self.next_promotion(),
+            reason: if self.rolling_back { "RolledBack" } else { "CutOver" },
+            message: format!("readers switched from version {} to version {c}", from.as_deref().unwrap_or("none")),
+        });
+        for a in &mut self.actions {
+            if let Action::Scale { version, replicas } = a
+                && *version == c
+            {
+                *replicas = o.replicas;
+            }
+        }
+        self.actions.push(Action::SetPhase { version: c.clone(), phase: VersionPhase::Active, message: None });
+        if v.caught_up_at.is_none() {
+            self.actions.push(Action::RecordCaughtUp(c.clone()));
+        }
+        if let Some(f) = &from {
+            self.actions.push(Action::SetPhase { version: f.clone(), phase: VersionPhase::Standby, message: None });
+        }
+        if let Some(f) = from.as_deref().and_then(|f| self.find(f))
+            && f.view_ready
+        {
+            // The replaced version keeps its replicas through the cutover.
+            self.actions.push(Action::Scale { version: f.id.clone(), replicas: o.replicas });
+        }
+        self.active = Some(c);
+        self.candidate = None;
     }
 
-    // Phase and conditions.
-    phase = if blocked.is_some() {
-        Phase::Blocked
-    } else if failed.is_some() {
-        Phase::Failed
-    } else if candidate.is_some() {
-        if awaiting.is_some() {
-            Phase::AwaitingPromotion
-        } else if verifying {
-            Phase::Verifying
-        } else if rolling_back {
-            Phase::RollingBack
-        } else {
-            Phase::Replaying
+    /// Verification of a caught-up candidate: true once it has passed (or
+    /// none is asked for).
+    fn verified(&mut self, v: &Version) -> bool {
+        let c = v.id.clone();
+        match (self.o.policy.verify.is_some(), &v.verification) {
+            (false, _) | (true, Some(Verification::Succeeded)) => true,
+            (true, Some(Verification::Running)) => {
+                self.verifying = true;
+                self.set_phase(v, VersionPhase::Verifying, None);
+                false
+            }
+            (true, Some(Verification::Failed(why))) => {
+                let phase_message = format!("{VERIFICATION_FAILED_PREFIX}{why}");
+                self.fail(&c, format!("verification failed: {why}"), "VerificationFailed", phase_message);
+                false
+            }
+            (true, None) => match self.active.clone() {
+                Some(against) => {
+                    self.verifying = true;
+                    self.actions.push(Action::StartVerification { candidate: c.clone(), active: against });
+                    self.actions.push(Action::SetPhase { version: c, phase: VersionPhase::Verifying, message: None });
+                    false
+                }
+                // Nothing to compare against: no active version.
+                None => true,
+            },
         }
-    } else if active.is_some() {
-        Phase::Live
-    } else {
-        Phase::Pending
-    };
-    if actions.iter().any(|a| matches!(a, Action::Promote { from: Some(_), .. })) {
-        phase = Phase::CuttingOver;
     }
 
-    let active_v = active.as_deref().and_then(find);
-    let ready = match active_v {
-        None => Cond::new(
-            types::READY,
-            false,
-            if blocked.is_some() { REPROCESSING_BLOCKED } else { "NoActiveVersion" },
-            blocked.clone().or(waiting_inputs.clone()).unwrap_or_else(|| format!("version {} is being created", o.desired)),
-        ),
-        Some(v) => {
-            let caught = v.lag.is_some_and(|l| l <= policy.max_lag);
-            if let Some(why) = &v.broken {
-                Cond::new(types::READY, false, "PodsFailing", format!("version {}: {why}", v.id))
-            } else if !v.view_ready {
-                Cond::new(
-                    types::READY,
-                    false,
-                    "Pending",
-                    waiting_inputs.clone().unwrap_or_else(|| format!("version {} waits for its view topic and inputs", v.id)),
-                )
-            } else if !caught {
-                Cond::new(
-                    types::READY,
-                    false,
-                    "Replaying",
-                    format!("version {} is replaying (lag {})", v.id, v.lag.map_or("unknown".into(), |l| l.to_string())),
-                )
-            } else if o.replicas > 0 && v.ready_replicas == 0 {
-                Cond::new(types::READY, false, "PodsNotReady", format!("version {} has no ready pod", v.id))
+    /// Everything else: the version just replaced keeps running for the
+    /// scale-down delay, then stands by at zero replicas; standbys beyond
+    /// retainVersions, versions that never served, and deleted versions
+    /// that are not needed are retired. A deleted version that is needed
+    /// (active, or a retained standby) is kept, and said so.
+    fn retire_or_stand_by(&mut self) {
+        let o = self.o;
+        let policy = &o.policy;
+        // A pinned version in conflict with the spec is kept as it is while
+        // the user fixes the spec.
+        let conflicted = o.conflict.as_ref().map(|_| o.desired.clone());
+        let keep: Vec<&str> = self.active.iter().chain(self.candidate.iter()).chain(conflicted.iter()).map(String::as_str).collect();
+        let protected_candidate = |v: &Version| keep.contains(&v.id.as_str()) && !(v.deleting && Some(&v.id) == self.candidate.as_ref());
+        let mut former: Vec<&Version> =
+            o.versions.iter().filter(|v| !keep.contains(&v.id.as_str()) && (v.served() || self.is_recorded(&v.id))).collect();
+        // Most recently demoted first; one demoted in this very plan has no timestamp yet.
+        former.sort_by_key(|v| std::cmp::Reverse((v.demoted_at.unwrap_or(o.now), v.promotion)));
+        let mut retained: Vec<&str> = Vec::new();
+        for (i, v) in former.iter().enumerate() {
+            let delay = secs(policy.scale_down_delay_seconds);
+            let since_demotion = v.demoted_at.map_or(Duration::ZERO, |d| elapsed(o.now, d));
+            // One demoted in this very plan stays at least until readers
+            // have followed the cutover (the next plan).
+            let just_demoted = self.committed.as_deref() == Some(v.id.as_str());
+            if since_demotion < delay || just_demoted {
+                self.wake.at(delay.saturating_sub(since_demotion));
+                retained.push(&v.id);
+            } else if i >= policy.retain_versions as usize {
+                self.actions.push(Action::Retire(v.id.clone()));
+                continue;
             } else {
-                Cond::new(types::READY, true, "Live", format!("version {} serves a caught-up view", v.id))
+                retained.push(&v.id);
+                if v.replicas.unwrap_or(0) != 0 {
+                    self.actions.push(Action::Scale { version: v.id.clone(), replicas: 0 });
+                }
+            }
+            // (one demoted in this very plan was given its phase with the promotion)
+            if v.phase != VersionPhase::Standby && self.committed.as_deref() != Some(v.id.as_str()) {
+                self.actions.push(Action::SetPhase { version: v.id.clone(), phase: VersionPhase::Standby, message: None });
             }
         }
-    };
-    let progressing = match phase {
-        Phase::Replaying | Phase::Verifying | Phase::RollingBack | Phase::CuttingOver => Cond::new(
-            types::PROGRESSING,
-            true,
-            phase.as_str(),
-            format!("version {} is on its way", candidate.as_deref().unwrap_or(o.desired.as_str())),
-        ),
-        Phase::Pending => {
-            Cond::new(types::PROGRESSING, true, "Pending", waiting_inputs.clone().unwrap_or_else(|| "creating the first version".into()))
+        for v in o.versions.iter().filter(|v| v.deleting) {
+            if Some(&v.id) == self.active.as_ref() {
+                self.deletion_blocked.push(format!("{} (active)", v.id));
+            } else if retained.contains(&v.id.as_str()) {
+                self.deletion_blocked.push(format!("{} (retained standby)", v.id));
+            }
         }
-        Phase::AwaitingPromotion => Cond::new(types::PROGRESSING, false, "AwaitingPromotion", awaiting.clone().unwrap_or_default()),
-        Phase::Failed | Phase::Blocked => Cond::new(
-            types::PROGRESSING,
-            false,
-            phase.as_str(),
-            failed.as_ref().map(|f| f.0.clone()).or(blocked.clone()).unwrap_or_default(),
-        ),
-        Phase::Live => {
-            Cond::new(types::PROGRESSING, false, "RolloutComplete", format!("version {} is active", active.as_deref().unwrap_or_default()))
+        for v in o.versions.iter().filter(|v| !protected_candidate(v) && !former.iter().any(|f| f.id == v.id)) {
+            // Never served readers and no longer wanted (superseded, failed,
+            // or deleted by someone).
+            self.actions.push(Action::Retire(v.id.clone()));
         }
-    };
-    let stalled = match (&blocked, &failed) {
-        (Some(why), _) => Cond::new(types::STALLED, true, REPROCESSING_BLOCKED, why.clone()),
-        (_, Some((why, reason))) => Cond::new(types::STALLED, true, *reason, why.clone()),
-        _ => Cond::new(types::STALLED, false, "NotStalled", ""),
-    };
-    let blocked_cond = match &blocked {
-        Some(why) => Cond::new(REPROCESSING_BLOCKED, true, "TruncatedHistory", why.clone()),
-        None => Cond::new(REPROCESSING_BLOCKED, false, "FullHistory", ""),
-    };
-    if let Some(why) = &blocked {
-        actions.push(Action::Event { warning: true, reason: REPROCESSING_BLOCKED, message: why.clone() });
     }
-    if matches!(phase, Phase::Replaying | Phase::Verifying | Phase::RollingBack | Phase::Pending) || (active_v.is_some() && !ready.status) {
-        // Lag arrives by watch; this is only a safety net.
-        wake.at(Duration::from_secs(30));
+
+    fn is_recorded(&self, id: &str) -> bool {
+        self.o.recorded_active.as_deref() == Some(id)
     }
-    Plan { actions, active, candidate, phase, conditions: vec![ready, progressing, stalled, blocked_cond], requeue_after: wake.0 }
+
+    fn finish(mut self) -> Plan {
+        let o = self.o;
+        let mut phase = if self.blocked.is_some() || o.conflict.is_some() {
+            Phase::Blocked
+        } else if self.failed.is_some() {
+            Phase::Failed
+        } else if self.candidate.is_some() {
+            if self.awaiting.is_some() {
+                Phase::AwaitingPromotion
+            } else if self.verifying {
+                Phase::Verifying
+            } else if self.rolling_back {
+                Phase::RollingBack
+            } else {
+                Phase::Replaying
+            }
+        } else if self.active.is_some() {
+            Phase::Live
+        } else {
+            Phase::Pending
+        };
+        if self.actions.iter().any(|a| matches!(a, Action::Promote { from: Some(_), .. })) {
+            phase = Phase::CuttingOver;
+        }
+        let blocked = self.blocked.clone().or(o.conflict.clone());
+
+        let active_v = self.active.as_deref().and_then(|a| self.find(a));
+        let ready = match active_v {
+            None => Cond::new(
+                types::READY,
+                false,
+                if self.blocked.is_some() { REPROCESSING_BLOCKED } else { "NoActiveVersion" },
+                blocked.clone().or(self.waiting.clone()).unwrap_or_else(|| match &o.recorded_active {
+                    Some(r) if r != &o.desired => {
+                        format!("version {r}, recorded as active, is gone; version {} serves once it has caught up", o.desired)
+                    }
+                    _ => format!("version {} is being created", o.desired),
+                }),
+            ),
+            Some(v) => {
+                let caught = v.caught_up_at.is_some() || v.gate == Gate::CaughtUp;
+                if let Some(b) = &v.broken {
+                    Cond::new(types::READY, false, "PodsFailing", format!("version {}: {}", v.id, b.why))
+                } else if !v.view_ready {
+                    Cond::new(
+                        types::READY,
+                        false,
+                        "Pending",
+                        self.waiting.clone().unwrap_or_else(|| format!("version {} waits for its view topic and inputs", v.id)),
+                    )
+                } else if !caught {
+                    Cond::new(types::READY, false, "Replaying", format!("version {} is replaying ({})", v.id, v.lag_text()))
+                } else if o.replicas > 0 && v.ready_replicas == 0 {
+                    Cond::new(types::READY, false, "PodsNotReady", format!("version {} has no ready pod", v.id))
+                } else {
+                    Cond::new(types::READY, true, "Live", format!("version {} serves a caught-up view", v.id))
+                }
+            }
+        };
+        let on_its_way = |c: &str| match &self.unknown {
+            Some(why) => format!("version {c} is on its way; {why}"),
+            None => format!("version {c} is on its way"),
+        };
+        let progressing = match phase {
+            Phase::Replaying | Phase::Verifying | Phase::RollingBack | Phase::CuttingOver => {
+                Cond::new(types::PROGRESSING, true, phase.as_str(), on_its_way(self.candidate.as_deref().unwrap_or(o.desired.as_str())))
+            }
+            Phase::Pending => {
+                Cond::new(types::PROGRESSING, true, "Pending", self.waiting.clone().unwrap_or_else(|| "creating the first version".into()))
+            }
+            Phase::AwaitingPromotion => {
+                Cond::new(types::PROGRESSING, false, "AwaitingPromotion", self.awaiting.clone().unwrap_or_default())
+            }
+            Phase::Failed | Phase::Blocked => Cond::new(
+                types::PROGRESSING,
+                false,
+                phase.as_str(),
+                self.failed.as_ref().map(|f| f.0.clone()).or(blocked.clone()).unwrap_or_default(),
+            ),
+            Phase::Live => Cond::new(
+                types::PROGRESSING,
+                false,
+                "RolloutComplete",
+                format!("version {} is active", self.active.as_deref().unwrap_or_default()),
+            ),
+        };
+        let stalled = match (&self.blocked, &o.conflict, &self.failed) {
+            (Some(why), _, _) => Cond::new(types::STALLED, true, REPROCESSING_BLOCKED, why.clone()),
+            (_, Some(why), _) => Cond::new(types::STALLED, true, "VersionPinned", why.clone()),
+            (_, _, Some((why, reason))) => Cond::new(types::STALLED, true, *reason, why.clone()),
+            _ => Cond::new(types::STALLED, false, "NotStalled", ""),
+        };
+        let blocked_cond = match &self.blocked {
+            Some(why) => Cond::new(REPROCESSING_BLOCKED, true, "TruncatedHistory", why.clone()),
+            None => Cond::new(REPROCESSING_BLOCKED, false, "FullHistory", ""),
+        };
+        if let Some(why) = &self.blocked {
+            self.actions.push(Action::Event { warning: true, reason: REPROCESSING_BLOCKED, message: why.clone() });
+        }
+        let deletion = if self.deletion_blocked.is_empty() {
+            Cond::new(DELETION_BLOCKED, false, "NothingHeld", "")
+        } else {
+            let message = format!(
+                "ViewVersion deletion waits: version {} still needed; an active version is kept until another is promoted, a \
+                 standby until it is beyond spec.rollout.retainVersions (or the Processor is deleted)",
+                self.deletion_blocked.join(", ")
+            );
+            self.actions.push(Action::Event { warning: true, reason: DELETION_BLOCKED, message: message.clone() });
+            Cond::new(DELETION_BLOCKED, true, "VersionNeeded", message)
+        };
+        if matches!(phase, Phase::Replaying | Phase::Verifying | Phase::RollingBack | Phase::Pending | Phase::AwaitingPromotion)
+            || (active_v.is_some() && !ready.status)
+        {
+            // The gate wakes the Processor when its answer changes; this is
+            // only a safety net.
+            self.wake.at(Duration::from_secs(60));
+        }
+        Plan {
+            actions: self.actions,
+            active: self.active,
+            candidate: self.candidate,
+            phase,
+            conditions: vec![ready, progressing, stalled, blocked_cond, deletion],
+            requeue_after: self.wake.0,
+        }
+    }
 }

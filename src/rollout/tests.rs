@@ -1,12 +1,13 @@
 //! Unit tests for every step of the rollout, and property tests over random
-//! sequences of observations (restarts, crashes mid-execution, stale reads)
-//! that check the invariants of DESIGN.md section 3 at every step.
+//! histories (restarts, crashes mid-execution, stale and partial readings,
+//! Kafka outages, lost status, deleted versions) that check the invariants
+//! of DESIGN.md section 3 at every step.
 
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
-use super::*;
+use super::{gate::Track, *};
 use crate::api::{PromotionMode, RolloutPolicy, VerifySpec, VersionPhase};
 
 fn t(s: i64) -> Timestamp {
@@ -22,10 +23,11 @@ fn version(id: &str) -> Version {
         id: id.into(),
         phase: VersionPhase::Pending,
         view_ready: true,
-        lag: None,
-        lag_ok_since: None,
+        promotion: None,
+        deleting: false,
+        gate: Gate::Behind { lag: 300 },
+        caught_up_at: None,
         started_at: Some(t(0)),
-        progressed_at: None,
         promoted_at: None,
         demoted_at: None,
         replicas: None,
@@ -39,13 +41,19 @@ fn version(id: &str) -> Version {
 fn live(id: &str) -> Version {
     Version {
         phase: VersionPhase::Active,
-        lag: Some(0),
-        lag_ok_since: Some(t(0)),
+        gate: Gate::CaughtUp,
+        caught_up_at: Some(t(0)),
+        promotion: Some(1),
         promoted_at: Some(t(0)),
         replicas: Some(2),
         ready_replicas: 2,
         ..version(id)
     }
+}
+
+/// A candidate the gate has passed, running its pods.
+fn caught(id: &str) -> Version {
+    Version { gate: Gate::CaughtUp, phase: VersionPhase::Replaying, replicas: Some(2), ready_replicas: 2, ..version(id) }
 }
 
 fn obs(desired: &str, active: Option<&str>, versions: Vec<Version>, now: i64) -> Observation {
@@ -54,9 +62,11 @@ fn obs(desired: &str, active: Option<&str>, versions: Vec<Version>, now: i64) ->
         desired: desired.into(),
         replicas: 2,
         policy: policy(),
-        active: active.map(Into::into),
+        recorded_active: active.map(Into::into),
         versions,
         inputs: Inputs::Ready { truncated: vec![] },
+        kafka: Kafka::Up { since: t(-1000) },
+        conflict: None,
     }
 }
 
@@ -66,9 +76,13 @@ fn has(p: &Plan, a: &Action) -> bool {
 
 fn promotes(p: &Plan) -> Option<(Option<String>, String)> {
     p.actions.iter().find_map(|a| match a {
-        Action::Promote { from, to } => Some((from.clone(), to.clone())),
+        Action::Promote { from, to, .. } => Some((from.clone(), to.clone())),
         _ => None,
     })
+}
+
+fn fails(p: &Plan, id: &str) -> bool {
+    p.actions.iter().any(|a| matches!(a, Action::SetPhase { version, phase: VersionPhase::Failed, .. } if version == id))
 }
 
 fn cond<'a>(p: &'a Plan, type_: &str) -> &'a Cond {
@@ -81,17 +95,57 @@ fn the_first_version_is_created_then_active_at_once_but_not_ready_until_caught_u
     assert_eq!(p.actions, vec![Action::CreateVersion("v1".into())]);
     assert_eq!(p.phase, Phase::Pending);
 
-    let p = plan(&obs("v1", None, vec![Version { lag: Some(500), ..version("v1") }], 1));
+    let p = plan(&obs("v1", None, vec![Version { gate: Gate::Behind { lag: 500 }, ..version("v1") }], 1));
     assert_eq!(promotes(&p), Some((None, "v1".into())));
+    assert!(p.actions.iter().any(|a| matches!(a, Action::Promote { promotion: 1, reason: "FirstVersion", .. })));
     assert!(has(&p, &Action::Scale { version: "v1".into(), replicas: 2 }));
     assert_eq!(p.active.as_deref(), Some("v1"));
     assert!(!cond(&p, "Ready").status);
     assert_eq!(cond(&p, "Ready").reason, "Replaying");
 
-    let p = plan(&obs("v1", Some("v1"), vec![live("v1")], 2));
-    assert_eq!(p.phase, Phase::Live);
+    let first = Version { phase: VersionPhase::Active, promotion: Some(1), replicas: Some(2), ready_replicas: 2, ..version("v1") };
+    let p = plan(&obs("v1", Some("v1"), vec![Version { gate: Gate::CaughtUp, ..first.clone() }], 2));
+    assert!(has(&p, &Action::RecordCaughtUp("v1".into())), "the first time it is caught up is recorded");
     assert!(cond(&p, "Ready").status);
+    let p = plan(&obs("v1", Some("v1"), vec![live("v1")], 3));
+    assert_eq!(p.phase, Phase::Live);
     assert!(promotes(&p).is_none());
+    assert!(!p.actions.iter().any(|a| matches!(a, Action::RecordCaughtUp(_))));
+}
+
+#[test]
+fn the_commit_record_is_rebuilt_from_the_versions_when_the_status_is_lost() {
+    // Status wiped mid-rollout: v1 is still the highest promotion, v2 replays.
+    let v2 = Version { phase: VersionPhase::Replaying, replicas: Some(2), ..version("v2") };
+    let p = plan(&obs("v2", None, vec![live("v1"), v2.clone()], 5));
+    assert!(promotes(&p).is_none(), "v2 has not caught up: no cutover, and it is not a first version");
+    assert_eq!(p.active.as_deref(), Some("v1"));
+    assert_eq!(p.phase, Phase::Replaying);
+    // The newest promotion wins over a stale mirror.
+    let v2 = Version { promotion: Some(2), phase: VersionPhase::Active, ..live("v2") };
+    let v1 = Version { phase: VersionPhase::Active, ..live("v1") };
+    let p = plan(&obs("v2", Some("v1"), vec![v1, v2], 6));
+    assert_eq!(p.active.as_deref(), Some("v2"));
+    assert!(has(&p, &Action::SetPhase { version: "v1".into(), phase: VersionPhase::Standby, message: None }));
+}
+
+#[test]
+fn a_processor_with_any_other_version_is_never_treated_as_a_first_version() {
+    // The active ViewVersion is gone altogether (its finalizer forced away):
+    // the status still names it, so v2 must pass the gate.
+    let v2 = Version { phase: VersionPhase::Replaying, replicas: Some(2), ..version("v2") };
+    let p = plan(&obs("v2", Some("v1"), vec![v2.clone()], 5));
+    assert!(promotes(&p).is_none());
+    assert!(!cond(&p, "Ready").status);
+    assert!(cond(&p, "Ready").message.contains("v1, recorded as active, is gone"), "{}", cond(&p, "Ready").message);
+    let p = plan(&obs("v2", Some("v1"), vec![caught("v2")], 20));
+    assert_eq!(promotes(&p), Some((None, "v2".into())));
+    // A version that once served carries its promotion: it is the active
+    // one by the record, and the new version is a candidate like any other.
+    let v1 = Version { promotion: Some(1), ..live("v1") };
+    let p = plan(&obs("v3", None, vec![v1, version("v3")], 50));
+    assert_eq!(p.active.as_deref(), Some("v1"));
+    assert!(promotes(&p).is_none(), "v3 has not caught up");
 }
 
 #[test]
@@ -126,7 +180,7 @@ fn a_new_version_replays_beside_the_live_one() {
     assert_eq!(p.actions.iter().filter(|a| matches!(a, Action::CreateVersion(_))).count(), 1);
     assert_eq!(p.candidate.as_deref(), Some("v2"));
 
-    let p = plan(&obs("v2", Some("v1"), vec![live("v1"), Version { lag: Some(900), ..version("v2") }], 5));
+    let p = plan(&obs("v2", Some("v1"), vec![live("v1"), Version { gate: Gate::Behind { lag: 900 }, ..version("v2") }], 5));
     assert!(has(&p, &Action::Scale { version: "v2".into(), replicas: 2 }));
     assert!(has(&p, &Action::Scale { version: "v1".into(), replicas: 2 }), "the live version is untouched");
     assert!(has(&p, &Action::SetPhase { version: "v2".into(), phase: VersionPhase::Replaying, message: None }));
@@ -136,28 +190,47 @@ fn a_new_version_replays_beside_the_live_one() {
 }
 
 #[test]
-fn the_gate_needs_lag_within_max_for_stable_for() {
-    let v2 = Version { lag: Some(0), lag_ok_since: Some(t(100)), phase: VersionPhase::Replaying, ..version("v2") };
-    let p = plan(&obs("v2", Some("v1"), vec![live("v1"), v2.clone()], 105));
-    assert!(promotes(&p).is_none(), "only 5 of 10 seconds");
-    assert_eq!(p.requeue_after, Some(Duration::from_secs(5)));
-
-    let p = plan(&obs("v2", Some("v1"), vec![live("v1"), v2.clone()], 110));
+fn promotion_needs_the_gate_and_ready_pods() {
+    let p = plan(&obs("v2", Some("v1"), vec![live("v1"), caught("v2")], 110));
     assert_eq!(promotes(&p), Some((Some("v1".into()), "v2".into())));
+    assert!(p.actions.iter().any(|a| matches!(a, Action::Promote { promotion: 2, reason: "CutOver", .. })));
     assert_eq!(p.phase, Phase::CuttingOver);
     assert!(has(&p, &Action::SetPhase { version: "v1".into(), phase: VersionPhase::Standby, message: None }));
+    assert_eq!(
+        p.actions.iter().filter(|a| matches!(a, Action::SetPhase { version, phase: VersionPhase::Standby, .. } if version == "v1")).count(),
+        1
+    );
+    assert!(has(&p, &Action::RecordCaughtUp("v2".into())));
+    assert!(has(&p, &Action::Scale { version: "v2".into(), replicas: 2 }));
     assert!(
         !p.actions.iter().any(|a| matches!(a, Action::Scale { version, replicas: 0 } if version == "v1")),
         "no scale-down at the cutover"
     );
 
-    let above = Version { lag: Some(1), ..v2 };
-    assert!(promotes(&plan(&obs("v2", Some("v1"), vec![live("v1"), above], 200))).is_none());
+    let not_ready = Version { ready_replicas: 1, ..caught("v2") };
+    let p = plan(&obs("v2", Some("v1"), vec![live("v1"), not_ready], 110));
+    assert!(promotes(&p).is_none(), "one of two pods is not Ready");
+    assert!(cond(&p, "Progressing").message.contains("waiting for its pods to be Ready"));
+    for gate in [Gate::Behind { lag: 1 }, Gate::Unknown("no offsets for orders/2: LeaderNotAvailable".into())] {
+        let p = plan(&obs("v2", Some("v1"), vec![live("v1"), Version { gate: gate.clone(), ..caught("v2") }], 200));
+        assert!(promotes(&p).is_none(), "{gate:?}");
+        assert!(!fails(&p, "v2"), "{gate:?}");
+    }
+}
+
+#[test]
+fn an_unknown_gate_waits_and_says_why() {
+    let unknown = Version { gate: Gate::Unknown("input topic orders is not in Kafka's metadata".into()), ..caught("v2") };
+    let p = plan(&obs("v2", Some("v1"), vec![live("v1"), unknown], 5000));
+    assert!(promotes(&p).is_none());
+    assert!(!fails(&p, "v2"));
+    let progressing = cond(&p, "Progressing");
+    assert!(progressing.message.contains("input topic orders is not in Kafka's metadata"), "{}", progressing.message);
 }
 
 #[test]
 fn verification_runs_once_caught_up_and_decides() {
-    let mut o = obs("v2", Some("v1"), vec![live("v1"), Version { lag: Some(0), lag_ok_since: Some(t(0)), ..version("v2") }], 100);
+    let mut o = obs("v2", Some("v1"), vec![live("v1"), caught("v2")], 100);
     o.policy.verify = Some(VerifySpec { image: "check".into(), ..Default::default() });
     let p = plan(&o);
     assert!(has(&p, &Action::StartVerification { candidate: "v2".into(), active: "v1".into() }));
@@ -182,7 +255,7 @@ fn verification_runs_once_caught_up_and_decides() {
 
 #[test]
 fn manual_promotion_waits_for_the_spec_to_name_the_version() {
-    let mut o = obs("v2", Some("v1"), vec![live("v1"), Version { lag: Some(0), lag_ok_since: Some(t(0)), ..version("v2") }], 100);
+    let mut o = obs("v2", Some("v1"), vec![live("v1"), caught("v2")], 100);
     o.policy.promotion = PromotionMode::Manual;
     let p = plan(&o);
     assert!(promotes(&p).is_none());
@@ -197,20 +270,19 @@ fn manual_promotion_waits_for_the_spec_to_name_the_version() {
 
 #[test]
 fn a_broken_or_stuck_candidate_fails_and_the_active_version_stays() {
-    let broken = Version { broken: Some("container processor: CrashLoopBackOff (restarts 3)".into()), replicas: Some(2), ..version("v3") };
+    let crash = |at: i64| Broken { why: "container processor is crash-looping (3 restarts)".into(), at: Some(t(at)) };
+    let broken = Version { broken: Some(crash(40)), replicas: Some(2), ..version("v3") };
     let p = plan(&obs("v3", Some("v2"), vec![live("v2"), broken], 50));
     assert!(has(&p, &Action::Scale { version: "v3".into(), replicas: 0 }));
-    assert!(p.actions.iter().any(|a| matches!(a, Action::SetPhase { version, phase: VersionPhase::Failed, .. } if version == "v3")));
+    assert!(fails(&p, "v3"));
     assert_eq!(p.phase, Phase::Failed);
     assert_eq!(p.active.as_deref(), Some("v2"));
     assert!(cond(&p, "Stalled").status);
 
-    let stuck = Version { lag: Some(10), started_at: Some(t(0)), progressed_at: Some(t(10)), ..version("v3") };
-    let p = plan(&obs("v3", Some("v2"), vec![live("v2"), stuck.clone()], 611));
+    let stuck = Version { gate: Gate::Stuck { idle: Duration::from_secs(600) }, ..version("v3") };
+    let p = plan(&obs("v3", Some("v2"), vec![live("v2"), stuck], 611));
     assert_eq!(p.phase, Phase::Failed);
-    let p = plan(&obs("v3", Some("v2"), vec![live("v2"), stuck], 300));
-    assert_eq!(p.phase, Phase::Replaying);
-    assert_eq!(p.requeue_after, Some(Duration::from_secs(30)));
+    assert!(cond(&p, "Stalled").message.contains("no progress for 600s"));
 
     // Failed stays failed, saying why, until the spec changes; a new spec
     // starts a new attempt.
@@ -226,58 +298,109 @@ fn a_broken_or_stuck_candidate_fails_and_the_active_version_stays() {
 }
 
 #[test]
+fn a_kafka_outage_is_not_the_versions_fault() {
+    let crash = |at: i64| Broken { why: "container processor is crash-looping (4 restarts)".into(), at: Some(t(at)) };
+    let mut o = obs("v3", Some("v2"), vec![live("v2"), Version { broken: Some(crash(100)), ..version("v3") }], 100);
+    o.kafka = Kafka::Down("cannot reach Kafka at 127.0.0.1:9092".into());
+    assert!(!fails(&plan(&o), "v3"), "crash loops while Kafka is away do not count");
+    o.kafka = Kafka::Up { since: t(120) };
+    o.versions[1].broken = Some(crash(110));
+    o.now = t(130);
+    assert!(!fails(&plan(&o), "v3"), "nor do the stops before Kafka came back");
+    o.versions[1].broken = Some(crash(140));
+    assert!(!fails(&plan(&o), "v3"), "nor those within the grace after it");
+    o.versions[1].broken = Some(crash(160));
+    assert!(fails(&plan(&o), "v3"), "a crash loop well after Kafka came back does");
+    // An image that cannot start is never Kafka's doing.
+    o.kafka = Kafka::Down("unreachable".into());
+    o.versions[1].broken = Some(Broken { why: "cannot start: ErrImagePull".into(), at: None });
+    assert!(fails(&plan(&o), "v3"));
+}
+
+#[test]
 fn the_old_version_stands_by_after_the_delay_and_older_ones_retire() {
-    let standby = |id: &str, demoted: i64| Version {
+    let standby = |id: &str, demoted: i64, promotion: u64| Version {
         phase: VersionPhase::Standby,
-        promoted_at: Some(t(0)),
+        promotion: Some(promotion),
         demoted_at: Some(t(demoted)),
         replicas: Some(2),
         ..live(id)
     };
-    let p = plan(&obs("v3", Some("v3"), vec![live("v3"), standby("v2", 100), standby("v1", 95)], 110));
+    let v3 = Version { promotion: Some(3), ..live("v3") };
+    let p = plan(&obs("v3", Some("v3"), vec![v3.clone(), standby("v2", 100, 2), standby("v1", 95, 1)], 110));
     assert!(!p.actions.iter().any(|a| matches!(a, Action::Scale { version, .. } if version == "v2")), "within the delay");
     assert!(!has(&p, &Action::Retire("v1".into())), "readers get the delay to follow the cutover");
-    let p = plan(&obs("v3", Some("v3"), vec![live("v3"), standby("v2", 100), standby("v1", 95)], 131));
+    let p = plan(&obs("v3", Some("v3"), vec![v3, standby("v2", 100, 2), standby("v1", 95, 1)], 131));
     assert!(has(&p, &Action::Scale { version: "v2".into(), replicas: 0 }));
     assert!(has(&p, &Action::Retire("v1".into())), "beyond retainVersions: 1");
     assert!(!has(&p, &Action::Retire("v2".into())));
 }
 
 #[test]
+fn deleting_a_needed_version_waits_and_never_cuts_over() {
+    // The active ViewVersion deleted mid-rollout.
+    let v1 = Version { deleting: true, ..live("v1") };
+    let v2 = Version { phase: VersionPhase::Replaying, replicas: Some(2), ..version("v2") };
+    let p = plan(&obs("v2", Some("v1"), vec![v1.clone(), v2], 10));
+    assert!(promotes(&p).is_none());
+    assert!(!has(&p, &Action::Retire("v1".into())));
+    assert_eq!(p.active.as_deref(), Some("v1"));
+    let held = cond(&p, DELETION_BLOCKED);
+    assert!(held.status && held.message.contains("v1 (active)"), "{held:?}");
+    assert!(p.actions.iter().any(|a| matches!(a, Action::Event { warning: true, reason: DELETION_BLOCKED, .. })));
+    // Once another version is promoted, the deleted one is no longer needed
+    // (retainVersions 0) and goes.
+    let mut o = obs(
+        "v2",
+        Some("v2"),
+        vec![Version { phase: VersionPhase::Standby, demoted_at: Some(t(0)), ..v1 }, Version { promotion: Some(2), ..live("v2") }],
+        100,
+    );
+    o.policy.retain_versions = 0;
+    assert!(has(&plan(&o), &Action::Retire("v1".into())));
+    // A deleted candidate is retired, then replayed afresh.
+    let deleted = Version { deleting: true, ..caught("v2") };
+    let p = plan(&obs("v2", Some("v1"), vec![live("v1"), deleted], 10));
+    assert!(has(&p, &Action::Retire("v2".into())));
+    assert!(promotes(&p).is_none());
+}
+
+#[test]
+fn a_pinned_version_whose_code_changed_stalls_and_keeps_everything() {
+    let mut o = obs("v1", Some("v1"), vec![live("v1")], 10);
+    o.conflict = Some("spec.version is pinned to \"v1\", but ...".into());
+    let p = plan(&o);
+    assert_eq!(p.phase, Phase::Blocked);
+    let stalled = cond(&p, "Stalled");
+    assert!(stalled.status && stalled.reason == "VersionPinned" && stalled.message.contains("spec.version"));
+    assert!(!p.actions.iter().any(|a| matches!(a, Action::Retire(_) | Action::CreateVersion(_) | Action::Promote { .. })));
+}
+
+#[test]
 fn rollback_revives_a_standby_from_its_own_offsets() {
     let standby = Version {
         phase: VersionPhase::Standby,
-        promoted_at: Some(t(0)),
+        promotion: Some(1),
         demoted_at: Some(t(100)),
         replicas: Some(0),
-        lag: Some(10_000),
-        lag_ok_since: None,
+        ready_replicas: 0,
+        gate: Gate::Behind { lag: 10_000 },
         ..live("v1")
     };
-    let p = plan(&obs("v1", Some("v2"), vec![live("v2"), standby.clone()], 500));
+    let v2 = Version { promotion: Some(2), ..live("v2") };
+    let p = plan(&obs("v1", Some("v2"), vec![v2.clone(), standby.clone()], 500));
     assert!(!p.actions.iter().any(|a| matches!(a, Action::CreateVersion(_))), "no new version, no full replay");
     assert!(has(&p, &Action::Scale { version: "v1".into(), replicas: 2 }));
     assert_eq!(p.phase, Phase::RollingBack);
-    // Revived at 495: the gate counts from then, even with an older figure.
-    let caught = Version {
-        lag: Some(0),
-        lag_ok_since: Some(t(90)),
-        replicas: Some(2),
-        phase: VersionPhase::Replaying,
-        started_at: Some(t(495)),
-        ..standby.clone()
-    };
-    assert!(promotes(&plan(&obs("v1", Some("v2"), vec![live("v2"), caught.clone()], 500))).is_none(), "5 of 10 seconds since the revival");
-    let still_standby = Version { lag: Some(0), lag_ok_since: Some(t(90)), ..standby };
-    assert!(promotes(&plan(&obs("v1", Some("v2"), vec![live("v2"), still_standby], 500))).is_none(), "not in the plan that revives it");
-    let p = plan(&obs("v1", Some("v2"), vec![live("v2"), caught], 505));
+    let revived = Version { gate: Gate::CaughtUp, replicas: Some(2), ready_replicas: 2, phase: VersionPhase::Replaying, ..standby };
+    let p = plan(&obs("v1", Some("v2"), vec![v2, revived], 505));
     assert_eq!(promotes(&p), Some((Some("v2".into()), "v1".into())));
-    assert!(p.actions.iter().any(|a| matches!(a, Action::Event { reason: "RolledBack", .. })));
+    assert!(p.actions.iter().any(|a| matches!(a, Action::Promote { promotion: 3, reason: "RolledBack", .. })));
 }
 
 #[test]
 fn a_superseded_candidate_that_never_served_is_retired() {
-    let v2 = Version { lag: Some(50), phase: VersionPhase::Replaying, replicas: Some(2), ..version("v2") };
+    let v2 = Version { phase: VersionPhase::Replaying, replicas: Some(2), ..version("v2") };
     let p = plan(&obs("v3", Some("v1"), vec![live("v1"), v2], 10));
     assert!(has(&p, &Action::Retire("v2".into())));
     assert!(has(&p, &Action::CreateVersion("v3".into())));
@@ -285,21 +408,39 @@ fn a_superseded_candidate_that_never_served_is_retired() {
 
 // ---------------------------------------------------------------- properties
 
-/// A tiny world the planner acts on: versions with their observable state.
+/// One version in the world: its observable state and what the monitor
+/// has made of it.
+#[derive(Clone, Debug)]
+struct WorldVersion {
+    v: Version,
+    /// The committed offset of its group (one input partition).
+    position: i64,
+    track: Track,
+}
+
+/// A tiny world the planner acts on, with a real monitor: one input
+/// partition whose end grows, versions that consume it, readings that can
+/// fail or stop coming.
 #[derive(Clone, Debug)]
 struct World {
     now: i64,
-    active: Option<String>,
-    versions: BTreeMap<String, Version>,
+    end: i64,
+    recorded: Option<String>,
+    versions: BTreeMap<String, WorldVersion>,
     desired: String,
     policy: RolloutPolicy,
     replicas: i32,
     truncated: bool,
+    kafka: Kafka,
 }
 
 #[derive(Clone, Debug)]
 enum Step {
     Tick(i64),
+    /// The monitor reads every version (failing while Kafka is down).
+    Read,
+    /// A reading that misses a partition.
+    PartialRead,
     Consume(usize, i64),
     Produce(i64),
     NewSpec(u8),
@@ -308,15 +449,21 @@ enum Step {
     Verify(usize, bool),
     Truncate(bool),
     Promote(usize),
+    KafkaDown,
+    KafkaUp,
+    /// Someone deletes a ViewVersion (its finalizer holds it).
+    Delete(usize),
+    /// The Processor's status is lost.
+    WipeStatus,
     /// The operator crashes after this many actions of the next plan.
     CrashAfter(usize),
-    /// The next observation misses the last status writes (a stale cache).
-    Stale,
 }
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         4 => (1i64..40).prop_map(Step::Tick),
+        6 => Just(Step::Read),
+        1 => Just(Step::PartialRead),
         4 => (0usize..4, 0i64..2000).prop_map(|(i, n)| Step::Consume(i, n)),
         2 => (0i64..500).prop_map(Step::Produce),
         2 => (0u8..6).prop_map(Step::NewSpec),
@@ -325,8 +472,11 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0usize..4, any::<bool>()).prop_map(|(i, ok)| Step::Verify(i, ok)),
         1 => any::<bool>().prop_map(Step::Truncate),
         1 => (0usize..4).prop_map(Step::Promote),
+        1 => Just(Step::KafkaDown),
+        1 => Just(Step::KafkaUp),
+        1 => (0usize..4).prop_map(Step::Delete),
+        1 => Just(Step::WipeStatus),
         1 => (0usize..6).prop_map(Step::CrashAfter),
-        1 => Just(Step::Stale),
     ]
 }
 
@@ -346,18 +496,30 @@ fn world_policy() -> impl Strategy<Value = RolloutPolicy> {
     )
 }
 
+fn gate_policy(p: &RolloutPolicy) -> gate::Policy {
+    gate::Policy {
+        max_lag: p.max_lag,
+        stable_for: secs(p.stable_for_seconds),
+        progress_deadline: secs(p.progress_deadline_seconds),
+        stale_after: Duration::from_secs(10),
+    }
+}
+
 impl World {
     fn observe(&self) -> Observation {
+        let gp = gate_policy(&self.policy);
         Observation {
             now: t(self.now),
             desired: self.desired.clone(),
             replicas: self.replicas,
             policy: self.policy.clone(),
-            active: self.active.clone(),
-            versions: self.versions.values().cloned().collect(),
+            recorded_active: self.recorded.clone(),
+            versions: self.versions.values().map(|w| Version { gate: w.track.verdict(t(self.now), &gp), ..w.v.clone() }).collect(),
             inputs: Inputs::Ready {
                 truncated: if self.truncated { vec![Truncation { topic: "in".into(), partition: 0, first_offset: 7 }] } else { vec![] },
             },
+            kafka: self.kafka.clone(),
+            conflict: None,
         }
     }
 
@@ -365,15 +527,23 @@ impl World {
         self.versions.keys().nth(i % self.versions.len().max(1)).cloned()
     }
 
-    fn set_lag(&mut self, id: &str, lag: i64) {
-        let now = t(self.now);
-        let max = self.policy.max_lag;
-        if let Some(v) = self.versions.get_mut(id) {
-            if lag < v.lag.unwrap_or(i64::MAX) {
-                v.progressed_at = Some(now);
-            }
-            v.lag = Some(lag);
-            v.lag_ok_since = if lag <= max { v.lag_ok_since.or(Some(now)) } else { None };
+    fn read(&mut self, partial: bool) {
+        let (now, end, max_lag) = (t(self.now), self.end, self.policy.max_lag);
+        let down = matches!(self.kafka, Kafka::Down(_));
+        for w in self.versions.values_mut() {
+            let attempt = w.v.started_at.unwrap_or(t(0));
+            let reading = if down {
+                Err("cannot reach Kafka".to_string())
+            } else if partial {
+                Err("no offsets for in/0: LeaderNotAvailable".to_string())
+            } else {
+                Ok(gate::Reading {
+                    at: now,
+                    ends: [(("in".to_string(), 0), end)].into(),
+                    positions: [(("in".to_string(), 0), w.position)].into(),
+                })
+            };
+            w.track.advance(reading, attempt, max_lag);
         }
     }
 
@@ -383,17 +553,18 @@ impl World {
             Action::CreateVersion(id) => {
                 let mut v = version(id);
                 v.started_at = Some(now);
-                v.lag = Some(300);
-                self.versions.insert(id.clone(), v);
+                v.gate = Gate::Unknown("not read".into());
+                self.versions.insert(id.clone(), WorldVersion { v, position: 0, track: Track::default() });
             }
             Action::Scale { version, replicas } => {
-                if let Some(v) = self.versions.get_mut(version) {
-                    v.replicas = Some(*replicas);
-                    v.ready_replicas = *replicas;
+                if let Some(w) = self.versions.get_mut(version) {
+                    w.v.replicas = Some(*replicas);
+                    w.v.ready_replicas = *replicas;
                 }
             }
             Action::SetPhase { version, phase, .. } => {
-                if let Some(v) = self.versions.get_mut(version) {
+                if let Some(w) = self.versions.get_mut(version) {
+                    let v = &mut w.v;
                     if *phase == VersionPhase::Replaying && v.phase == VersionPhase::Standby {
                         v.started_at = Some(now);
                     }
@@ -403,15 +574,29 @@ impl World {
                     if *phase == VersionPhase::Standby && v.phase != VersionPhase::Standby {
                         v.demoted_at = Some(now);
                     }
+                    if *phase == VersionPhase::Failed {
+                        v.failure = Some("failed".into());
+                    }
                     v.phase = *phase;
                 }
             }
-            Action::StartVerification { candidate, .. } => {
-                if let Some(v) = self.versions.get_mut(candidate) {
-                    v.verification = Some(Verification::Running);
+            Action::RecordCaughtUp(id) => {
+                if let Some(w) = self.versions.get_mut(id) {
+                    w.v.caught_up_at = Some(now);
                 }
             }
-            Action::Promote { to, .. } => self.active = Some(to.clone()),
+            Action::StartVerification { candidate, .. } => {
+                if let Some(w) = self.versions.get_mut(candidate) {
+                    w.v.verification = Some(Verification::Running);
+                }
+            }
+            Action::Promote { to, promotion, .. } => {
+                if let Some(w) = self.versions.get_mut(to) {
+                    w.v.promotion = Some(*promotion);
+                }
+                // The executor writes the Processor's status right after the commit.
+                self.recorded = Some(to.clone());
+            }
             Action::Retire(id) => {
                 self.versions.remove(id);
             }
@@ -421,46 +606,67 @@ impl World {
 }
 
 /// The versions a plan must never retire: the active one (before and
-/// after), the candidate, and the `retainVersions` most recently demoted.
+/// after: one demoted by this plan counts as the most recent standby, and
+/// is not retired before readers follow), the candidate, and the retained
+/// standbys (a deleted version wanted back is retired and replayed afresh).
 fn protected(o: &Observation, p: &Plan) -> Vec<String> {
-    let mut keep: Vec<String> = p.active.iter().chain(p.candidate.iter()).cloned().collect();
-    // Formerly active versions, most recently demoted first; one demoted in
-    // this very plan counts as demoted now.
-    let mut former: Vec<&Version> = o
-        .versions
-        .iter()
-        .filter(|v| !keep.contains(&v.id) && (v.demoted_at.is_some() || o.active.as_deref() == Some(v.id.as_str())))
-        .collect();
-    former.sort_by_key(|v| std::cmp::Reverse(v.demoted_at.unwrap_or(o.now)));
+    let before = committed_active(&o.versions, o.recorded_active.as_deref());
+    let mut keep: Vec<String> = p.active.iter().cloned().collect();
+    if let Some(c) = &p.candidate
+        && o.versions.iter().any(|v| &v.id == c && !v.deleting)
+    {
+        keep.push(c.clone());
+    }
+    let mut former: Vec<&Version> =
+        o.versions.iter().filter(|v| !keep.contains(&v.id) && v.served() && !(v.deleting && v.id == o.desired)).collect();
+    former.sort_by_key(|v| std::cmp::Reverse((v.demoted_at.unwrap_or(o.now), v.promotion)));
     let delay = secs(o.policy.scale_down_delay_seconds);
     for (i, v) in former.iter().enumerate() {
         if i < o.policy.retain_versions as usize || elapsed(o.now, v.demoted_at.unwrap_or(o.now)) < delay {
             keep.push(v.id.clone());
         }
     }
+    keep.extend(before);
     keep
 }
 
 fn check_invariants(o: &Observation, p: &Plan) -> Result<(), TestCaseError> {
     let find = |id: &str| o.versions.iter().find(|v| v.id == id);
+    let before = committed_active(&o.versions, o.recorded_active.as_deref());
+    let first =
+        before.is_none() && o.recorded_active.is_none() && o.versions.iter().all(|v| v.id == o.desired && !v.served() && !v.deleting);
     for a in &p.actions {
         match a {
-            Action::Promote { from: Some(_), to } => {
-                // Traffic moves only to a caught-up (and verified) version.
+            Action::Promote { to, promotion, .. } => {
                 let v = find(to).expect("promoted version exists");
-                prop_assert!(v.lag.is_some_and(|l| l <= o.policy.max_lag), "promoted {to} with lag {:?}", v.lag);
-                let since = v.lag_ok_since.expect("lag within max has a since");
-                prop_assert!(elapsed(o.now, since) >= secs(o.policy.stable_for_seconds), "promoted {to} before stableFor");
-                if o.policy.verify.is_some() {
-                    prop_assert_eq!(&v.verification, &Some(Verification::Succeeded), "promoted {} unverified", to);
+                // Traffic moves only to a version the gate says is caught up, on
+                // a fresh, complete reading (the first version aside).
+                if !first {
+                    prop_assert_eq!(&v.gate, &Gate::CaughtUp, "promoted {} on {:?}", to, v.gate);
+                    prop_assert!(v.pods_ready(), "promoted {to} without ready pods");
+                    if o.policy.verify.is_some() && before.is_some() {
+                        prop_assert_eq!(&v.verification, &Some(Verification::Succeeded), "promoted {} unverified", to);
+                    }
+                    if o.policy.promotion == PromotionMode::Manual {
+                        prop_assert_eq!(o.policy.promote.as_deref(), Some(to.as_str()));
+                    }
+                } else {
+                    prop_assert_eq!(to, &o.desired);
                 }
-                if o.policy.promotion == PromotionMode::Manual {
-                    prop_assert_eq!(o.policy.promote.as_deref(), Some(to.as_str()));
-                }
-                prop_assert!(v.broken.is_none() && v.phase != VersionPhase::Failed);
-                prop_assert_ne!(o.active.as_deref(), Some(to.as_str()), "no step twice: promoting the active version");
+                prop_assert!(v.phase != VersionPhase::Failed && !v.deleting);
+                prop_assert_ne!(before.as_deref(), Some(to.as_str()), "no step twice: promoting the active version");
+                prop_assert!(o.versions.iter().all(|x| x.promotion < Some(*promotion)), "promotion numbers only grow");
             }
-            Action::Promote { from: None, to } => prop_assert!(o.active.is_none() && *to == o.desired),
+            Action::SetPhase { version, phase: VersionPhase::Failed, .. } => {
+                // A version fails only on what is known: stuck over complete
+                // readings, pods that cannot run (not while Kafka is away), a
+                // failed verification.
+                let v = find(version).unwrap();
+                let known = matches!(v.gate, Gate::Stuck { .. })
+                    || v.broken.as_ref().is_some_and(|b| counts(b, &o.kafka))
+                    || matches!(v.verification, Some(Verification::Failed(_)));
+                prop_assert!(known, "failed {version} on {:?} / {:?} / Kafka {:?}", v.gate, v.broken, o.kafka);
+            }
             Action::Retire(id) => {
                 prop_assert!(!protected(o, p).contains(id), "retired protected version {id}");
             }
@@ -469,9 +675,8 @@ fn check_invariants(o: &Observation, p: &Plan) -> Result<(), TestCaseError> {
                 if Some(version) == p.active.as_ref() {
                     prop_assert_eq!(*replicas, o.replicas);
                 }
-                if Some(version) == o.active.as_ref() && *replicas < o.replicas {
+                if Some(version) == before.as_ref() && *replicas < o.replicas {
                     let v = find(version).unwrap();
-                    // Demoted in this plan counts as demoted now.
                     let demoted = p.active.as_ref() != Some(version)
                         && elapsed(o.now, v.demoted_at.unwrap_or(o.now)) >= secs(o.policy.scale_down_delay_seconds);
                     prop_assert!(demoted, "scaled down {version} before its scale-down delay");
@@ -486,7 +691,7 @@ fn check_invariants(o: &Observation, p: &Plan) -> Result<(), TestCaseError> {
     }
     let promotions = p.actions.iter().filter(|a| matches!(a, Action::Promote { .. })).count();
     prop_assert!(promotions <= 1, "exactly one active version: one promotion at most");
-    if o.active.is_some() {
+    if before.is_some() {
         prop_assert!(p.active.is_some(), "an active version never disappears");
     }
     Ok(())
@@ -496,54 +701,58 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
     #[test]
-    fn invariants_hold_over_random_histories(policy in world_policy(), replicas in 0i32..3, steps in proptest::collection::vec(step(), 1..60)) {
-        let mut w = World { now: 0, active: None, versions: BTreeMap::new(), desired: "v0".into(), policy, replicas, truncated: false };
+    fn invariants_hold_over_random_histories(policy in world_policy(), replicas in 0i32..3, steps in proptest::collection::vec(step(), 1..80)) {
+        let mut w = World {
+            now: 0, end: 0, recorded: None, versions: BTreeMap::new(), desired: "v0".into(), policy, replicas, truncated: false,
+            kafka: Kafka::Up { since: t(-1000) },
+        };
         let mut crash_after: Option<usize> = None;
-        let mut stale: Option<Observation> = None;
         for s in steps {
             match s {
                 Step::Tick(d) => w.now += d,
+                Step::Read => w.read(false),
+                Step::PartialRead => w.read(true),
                 Step::Consume(i, n) => if let Some(id) = w.nth(i) {
-                    let lag = w.versions[&id].lag.unwrap_or(0);
-                    if w.versions[&id].replicas.unwrap_or(0) > 0 { w.set_lag(&id, (lag - n).max(0)); }
+                    let end = w.end;
+                    let v = w.versions.get_mut(&id).unwrap();
+                    if v.v.replicas.unwrap_or(0) > 0 { v.position = (v.position + n).min(end); }
                 },
-                Step::Produce(n) => for id in w.versions.keys().cloned().collect::<Vec<_>>() {
-                    let lag = w.versions[&id].lag.unwrap_or(0);
-                    w.set_lag(&id, lag + n);
-                },
+                Step::Produce(n) => w.end += n,
                 Step::NewSpec(n) => w.desired = format!("v{}", n + 1),
                 Step::RevertToOlder(i) => if let Some(id) = w.nth(i) { w.desired = id },
-                Step::Break(i) => if let Some(id) = w.nth(i)
-                    && w.active.as_deref() != Some(id.as_str()) {
-                        w.versions.get_mut(&id).unwrap().broken = Some("CrashLoopBackOff".into());
-                    },
+                Step::Break(i) => if let Some(id) = w.nth(i) {
+                    let at = if i % 2 == 0 { Some(t(w.now)) } else { None };
+                    w.versions.get_mut(&id).unwrap().v.broken = Some(Broken { why: "CrashLoopBackOff".into(), at });
+                },
                 Step::Verify(i, ok) => if let Some(id) = w.nth(i) {
-                    let v = w.versions.get_mut(&id).unwrap();
+                    let v = &mut w.versions.get_mut(&id).unwrap().v;
                     if v.verification == Some(Verification::Running) {
                         v.verification = Some(if ok { Verification::Succeeded } else { Verification::Failed("diff".into()) });
                     }
                 },
                 Step::Truncate(on) => w.truncated = on,
                 Step::Promote(i) => w.policy.promote = w.nth(i),
+                Step::KafkaDown => w.kafka = Kafka::Down("cannot reach Kafka".into()),
+                Step::KafkaUp => if matches!(w.kafka, Kafka::Down(_)) { w.kafka = Kafka::Up { since: t(w.now) } },
+                Step::Delete(i) => if let Some(id) = w.nth(i) { w.versions.get_mut(&id).unwrap().v.deleting = true },
+                Step::WipeStatus => w.recorded = None,
                 Step::CrashAfter(n) => crash_after = Some(n),
-                Step::Stale => stale = Some(w.observe()),
             }
-            // A stale observation is planned on, but the world acts on the plan.
-            let o = stale.take().filter(|s| s.now <= t(w.now)).map(|mut s| { s.now = t(w.now); s }).unwrap_or_else(|| w.observe());
+            let o = w.observe();
             let p = plan(&o);
             check_invariants(&o, &p)?;
             let n = crash_after.take().unwrap_or(p.actions.len());
             for a in p.actions.iter().take(n) {
                 w.apply(a);
             }
-            // Exactly one active version once there is one, and it is Active
-            // after its plan ran to the end.
             if n == p.actions.len() {
-                if let Some(a) = &w.active {
-                    prop_assert!(w.versions.contains_key(a), "the active version {a} was retired");
-                }
-                let actives = w.versions.values().filter(|v| v.phase == VersionPhase::Active).count();
-                prop_assert!(actives <= 1 || stale.is_some(), "{actives} versions in phase Active");
+                w.recorded = p.active.clone();
+                // The commit record and its mirror agree, and the active
+                // version exists.
+                let committed = committed_active(&w.observe().versions, w.recorded.as_deref());
+                prop_assert_eq!(&committed, &p.active);
+                let actives = w.versions.values().filter(|v| v.v.phase == VersionPhase::Active).count();
+                prop_assert!(actives <= 1, "{actives} versions in phase Active");
             }
         }
     }
@@ -551,8 +760,9 @@ proptest! {
     /// A restart is another observation: planning twice on the same
     /// observation gives the same plan.
     #[test]
-    fn planning_is_deterministic(policy in world_policy(), lag in 0i64..5, now in 0i64..100) {
-        let mut o = obs("v2", Some("v1"), vec![live("v1"), Version { lag: Some(lag), lag_ok_since: Some(t(0)), ..version("v2") }], now);
+    fn planning_is_deterministic(policy in world_policy(), caught_up in any::<bool>(), now in 0i64..100) {
+        let gate = if caught_up { Gate::CaughtUp } else { Gate::Behind { lag: 3 } };
+        let mut o = obs("v2", Some("v1"), vec![live("v1"), Version { gate, ..caught("v2") }], now);
         o.policy = policy;
         prop_assert_eq!(plan(&o), plan(&o));
     }

@@ -56,14 +56,13 @@ pub async fn processor_state(ns: &TestNs) -> Result<Processor, String> {
     ns.api::<Processor>().get("totals").await.map_err(|e| e.to_string())
 }
 
-/// Waits until the active version has consumed everything: lag 0, progress 1.
 /// Waits until the active version has consumed everything in its inputs
 /// now: its group's commits (read from Kafka, not from a status that may
-/// predate the last produce) reach every input partition's end, and the
-/// status says lag 0, progress 1.0 and Ready.
+/// predate the last produce) reach every input partition's end, the gate
+/// says CaughtUp, the replay's progress is 1.0, and the Processor is Ready.
 pub async fn caught_up(ns: &TestNs) -> (Processor, ViewVersion) {
     let kafka = WireKafka::new(Settings { bootstrap: vec![required("KAPPA_KAFKA_BOOTSTRAP")], ..Default::default() });
-    wait_for("the active version to catch up (all input committed, lag 0, progress 1.0, Ready)", WAIT, || async {
+    wait_for("the active version to catch up (all input committed, CaughtUp, progress 1.0, Ready)", WAIT, || async {
         let p = processor_state(ns).await?;
         let st = p.status.clone().unwrap_or_default();
         let active = st.active_version.clone().ok_or("no active version yet")?;
@@ -74,14 +73,16 @@ pub async fn caught_up(ns: &TestNs) -> (Processor, ViewVersion) {
         }
         let ends = kafka.log_offsets(&inputs).await.map_err(|e| e.to_string())?;
         let group = std::slice::from_ref(&vv.spec.consumer_group);
-        let committed = kafka.committed(group).await.map_err(|e| e.to_string())?.remove(&vv.spec.consumer_group).unwrap_or_default();
+        let committed = kafka.committed(group).await.map_err(|e| e.to_string())?.remove(&vv.spec.consumer_group);
+        let committed = committed.ok_or("no answer for the group")?.map_err(|e| e.to_string())?;
         let behind: i64 = ends.iter().map(|(tp, (_, end))| end - committed.get(tp).copied().unwrap_or(0)).sum();
         let vs = vv.status.clone().unwrap_or_default();
+        let gate = vs.catch_up.map(|c| c.state).unwrap_or_default();
         let ready = st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
-        if behind == 0 && st.lag == Some(0) && vs.lag == Some(0) && vs.progress == Some(1.0) && ready {
+        if behind == 0 && gate == "CaughtUp" && vs.progress == Some(1.0) && ready {
             Ok((p, vv))
         } else {
-            Err(format!("{behind} records not committed; phase {:?} lag {:?} progress {:?} ready {ready}", st.phase, vs.lag, vs.progress))
+            Err(format!("{behind} records not committed; phase {:?} gate {gate} progress {:?} ready {ready}", st.phase, vs.progress))
         }
     })
     .await

@@ -10,7 +10,7 @@ use std::{
 use anyhow::Context as _;
 use kappa_operator::{
     api::{KafkaCluster, Processor, Topic},
-    kafka::{Kafka, NewTopic, Settings, client::WireKafka},
+    kafka::{Kafka, NewTopic, Settings, client::WireKafka, lag},
 };
 use kube::{Api, api::PostParams};
 use rdkafka::{
@@ -120,8 +120,9 @@ pub async fn run(operator: &Path, processor: &Path, count: u64) -> anyhow::Resul
     let elapsed = last.unwrap().duration_since(first.context("no record processed")?).as_secs_f64().max(0.001);
     let processor_rate = count as f64 / elapsed;
     let processors: Api<Processor> = Api::namespaced(client.clone(), &ns);
-    common::wait_until("the view to be complete (lag 0)", Duration::from_secs(120), || async {
-        Ok(processors.get("replay").await?.status.and_then(|s| s.lag) == Some(0))
+    common::wait_until("the view to be complete (lag 0, read from Kafka)", Duration::from_secs(120), || async {
+        let Some(v) = processors.get("replay").await?.status.and_then(|s| s.active_version) else { return Ok(false) };
+        Ok(common::lag(&kafka, &format!("kappa.{ns}.replay.{v}"), &input).await? == Some(0))
     })
     .await?;
     let end_to_end = created.elapsed().as_secs_f64();
@@ -203,11 +204,13 @@ async fn lag_poll(kafka: &WireKafka, ns: &str) -> anyhow::Result<(u64, f64)> {
     .await?;
     let before = kafka.requests_sent();
     let start = Instant::now();
-    let offsets = kafka.log_offsets(std::slice::from_ref(&topic)).await?;
+    // What the operator's progress monitor does per poll.
     let committed = kafka.committed(std::slice::from_ref(&group)).await?;
+    let offsets = kafka.partition_offsets(&lag::topics_to_read([&topic], &committed)).await?;
     let ms = start.elapsed().as_secs_f64() * 1000.0;
-    let f = kappa_operator::kafka::lag::figures(std::slice::from_ref(&topic), &offsets, &committed[&group]);
-    anyhow::ensure!(offsets.len() == 1000, "expected 1000 partitions, got {}", offsets.len());
+    let (reading, f) = lag::reading(k8s_openapi::jiff::Timestamp::now(), std::slice::from_ref(&topic), &group, &offsets, &committed)
+        .map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(reading.ends.len() == 1000, "expected 1000 partitions, got {}", reading.ends.len());
     anyhow::ensure!(f.lag == 0, "unexpected lag {}", f.lag);
     let requests = kafka.requests_sent() - before;
     kafka.delete_groups(&[group]).await?;

@@ -11,7 +11,7 @@ use std::{
 use k8s_openapi::api::core::v1::{Event, Service};
 use kappa_operator::{
     api::{KafkaCluster, Processor, Topic},
-    kafka::{Kafka, Settings, client::WireKafka, lag},
+    kafka::{Settings, client::WireKafka},
 };
 use kube::{
     Api,
@@ -75,14 +75,11 @@ pub async fn run(operator: &Path, processor: &Path) -> anyhow::Result<serde_json
         if v2.is_none() {
             v2 = processors.get("totals").await?.status.and_then(|s| s.candidate_version);
         }
-        if let (Some(v), None) = (&v2, gate_met) {
-            let group = format!("kappa.{ns}.totals.{v}");
-            let offsets = kafka.log_offsets(std::slice::from_ref(&input)).await?;
-            let committed = kafka.committed(std::slice::from_ref(&group)).await?;
-            if lag::figures(std::slice::from_ref(&input), &offsets, &committed[&group]).lag == 0 {
-                gate_met = Some(Instant::now());
-                progress(format!("v2 ({v}) met the gate (lag 0) after {:.1} s", started.elapsed().as_secs_f64()));
-            }
+        if let (Some(v), None) = (&v2, gate_met)
+            && common::lag(&kafka, &format!("kappa.{ns}.totals.{v}"), &input).await? == Some(0)
+        {
+            gate_met = Some(Instant::now());
+            progress(format!("v2 ({v}) met the gate (lag 0) after {:.1} s", started.elapsed().as_secs_f64()));
         }
         let selected = selected_version(&services).await?;
         if v2.is_some() && selected == v2 {

@@ -1,0 +1,366 @@
+//! The progress monitor. Every lag poll, per KafkaCluster, it reads every
+//! version's progress in a few batched requests (one FindCoordinator and an
+//! OffsetFetch per coordinator, then one Metadata and two ListOffsets per
+//! partition leader), folds each version's reading into its [`Track`] (the
+//! catch-up gate's memory, in memory only: a restarted operator starts every
+//! window afresh, which only ever delays a promotion), and:
+//!
+//! - wakes the version's Processor when the gate's answer changes (and only
+//!   then: the planner asks the monitor for the answer itself);
+//! - projects lag, progress and the answer into the ViewVersion's status for
+//!   people, throttled so that a long replay costs no more writes than a
+//!   short one (live figures are in the metrics);
+//! - says per cluster whether Kafka could be read, and since when.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::Stream;
+use k8s_openapi::jiff::Timestamp;
+use kube::{ResourceExt, runtime::reflector::ObjectRef};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use super::{Context, apply_status_fields, kafka_cluster};
+use crate::{
+    api::{CatchUp, Processor, RolloutPolicy, VersionPhase, ViewVersion},
+    kafka::{
+        GroupOffsets, PartitionOffsets,
+        lag::{self, Figures},
+    },
+    metrics::VersionLabels,
+    rollout::{
+        self,
+        gate::{self, Gate, Track},
+    },
+};
+
+/// The field manager of the projected figures.
+const MANAGER: &str = "kappa-operator-lag";
+/// The active version's lag is projected at most this often.
+const ACTIVE_LAG_EVERY: Duration = Duration::from_secs(30);
+
+/// What the monitor knows of one version.
+#[derive(Default)]
+struct Entry {
+    track: Track,
+    figures: Option<Figures>,
+    answer: Option<&'static str>,
+    written: Option<Projection>,
+    written_at: Option<Instant>,
+    /// (when, records consumed) at the previous reading, for the rate.
+    sample: Option<(Instant, i64)>,
+    rate: i64,
+    /// Its metric series, removed with it.
+    labels: Option<VersionLabels>,
+}
+
+#[derive(Default)]
+struct State {
+    /// By ViewVersion uid.
+    versions: HashMap<String, Entry>,
+    /// By (namespace, KafkaCluster).
+    clusters: HashMap<(String, String), rollout::Kafka>,
+}
+
+pub struct Monitor {
+    state: Mutex<State>,
+    wake: mpsc::UnboundedSender<ObjectRef<Processor>>,
+}
+
+/// The attempt a ViewVersion's track follows: a revived standby starts a new one.
+fn attempt(vv: &ViewVersion) -> Timestamp {
+    vv.status.as_ref().and_then(|s| s.started_at.clone()).or(vv.metadata.creation_timestamp.clone()).map_or(Timestamp::UNIX_EPOCH, |t| t.0)
+}
+
+/// The gate's policy from a Processor's rollout policy.
+pub fn gate_policy(p: &RolloutPolicy, poll: Duration) -> gate::Policy {
+    let secs = |n: i32| Duration::from_secs(n.max(0) as u64);
+    gate::Policy {
+        max_lag: p.max_lag,
+        stable_for: secs(p.stable_for_seconds),
+        progress_deadline: secs(p.progress_deadline_seconds),
+        stale_after: gate::stale_after(poll),
+    }
+}
+
+impl Monitor {
+    /// The monitor, and the stream of Processors to wake.
+    pub fn new() -> (Monitor, impl Stream<Item = ObjectRef<Processor>> + Send + 'static) {
+        let (wake, rx) = mpsc::unbounded_channel();
+        let woken = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|p| (p, rx)) });
+        (Monitor { state: Mutex::default(), wake }, woken)
+    }
+
+    /// The gate's answer for a version now, with its latest figures.
+    pub fn gate(&self, vv: &ViewVersion, policy: &gate::Policy) -> (Gate, Option<Figures>) {
+        let state = self.state.lock().expect("monitor lock");
+        match state.versions.get(vv.metadata.uid.as_deref().unwrap_or_default()) {
+            Some(e) => (e.track.verdict(Timestamp::now(), policy), e.figures.clone()),
+            None => (Gate::Unknown("its progress has not been read yet".into()), None),
+        }
+    }
+
+    /// Whether Kafka could be read on the last poll of this cluster.
+    pub fn kafka(&self, ns: &str, cluster: &str) -> Option<rollout::Kafka> {
+        self.state.lock().expect("monitor lock").clusters.get(&(ns.to_string(), cluster.to_string())).cloned()
+    }
+
+    fn cluster_read(&self, ns: &str, cluster: &str, outcome: Result<(), String>) {
+        let mut state = self.state.lock().expect("monitor lock");
+        let key = (ns.to_string(), cluster.to_string());
+        let next = match (outcome, state.clusters.get(&key)) {
+            (Ok(()), Some(up @ rollout::Kafka::Up { .. })) => up.clone(),
+            (Ok(()), _) => rollout::Kafka::Up { since: Timestamp::now() },
+            (Err(why), _) => rollout::Kafka::Down(why),
+        };
+        state.clusters.insert(key, next);
+    }
+}
+
+/// What is projected into a ViewVersion's status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Projection {
+    pub lag: Option<i64>,
+    pub lag_by_topic: BTreeMap<String, i64>,
+    pub progress: Option<f64>,
+    pub replay_target: Option<i64>,
+    pub records_per_second: i64,
+    pub catch_up: CatchUp,
+}
+
+/// Whether a new projection is worth a write: the gate's answer changed, or
+/// a replay crossed a quarter of its target, or (for the active version,
+/// at most every 30 s) its lag changed by an order of magnitude. So a replay
+/// costs a handful of writes however long it is, and an idle version none.
+pub fn worth_writing(old: Option<&Projection>, new: &Projection, active: bool, since_last: Duration) -> bool {
+    let Some(old) = old else { return true };
+    let quarter = |p: &Projection| p.progress.map(|f| (f * 4.0).floor() as i64);
+    let magnitude = |p: &Projection| p.lag.map(|l| if l <= 0 { 0 } else { l.ilog10() as i64 + 1 });
+    old.catch_up.state != new.catch_up.state
+        || quarter(old) != quarter(new)
+        || (active && magnitude(old) != magnitude(new) && since_last >= ACTIVE_LAG_EVERY)
+}
+
+fn catch_up(gate: &Gate) -> CatchUp {
+    let message = match gate {
+        Gate::CaughtUp => String::new(),
+        Gate::Behind { lag } => format!("{lag} records behind"),
+        Gate::Stuck { idle } => format!("no progress for {}s", idle.as_secs()),
+        Gate::Unknown(why) => why.clone(),
+    };
+    CatchUp { state: gate.answer().to_string(), message }
+}
+
+/// The lag poll interval: at most a second while a version is on its way
+/// to a cutover, so the gate is judged promptly.
+fn poll_interval(ctx: &Context) -> Duration {
+    use VersionPhase::*;
+    let rolling = ctx
+        .stores
+        .versions
+        .state()
+        .iter()
+        .any(|v| matches!(v.status.as_ref().and_then(|s| s.phase), None | Some(Pending | Replaying | CaughtUp | Verifying)));
+    if rolling { ctx.settings.lag_poll_interval.min(Duration::from_secs(1)) } else { ctx.settings.lag_poll_interval }
+}
+
+/// Polls until `shutdown`.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
+    let poll = async {
+        ctx.stores.listed().await;
+        loop {
+            tokio::time::sleep(poll_interval(&ctx)).await;
+            let mut by_cluster: BTreeMap<(String, String), Vec<Arc<ViewVersion>>> = BTreeMap::new();
+            for vv in ctx.stores.versions.state() {
+                if vv.status.as_ref().and_then(|s| s.phase) != Some(VersionPhase::Retired) {
+                    by_cluster.entry((vv.namespace().unwrap_or_default(), vv.spec.cluster_ref.clone())).or_default().push(vv);
+                }
+            }
+            for ((ns, cluster), versions) in &by_cluster {
+                poll_cluster(&ctx, ns, cluster, versions).await;
+            }
+            forget_the_gone(&ctx, &by_cluster);
+        }
+    };
+    tokio::select! {
+        _ = poll => {},
+        _ = shutdown => {},
+    }
+}
+
+/// Drops what is known of versions that are gone (or retired), and their
+/// metric series.
+fn forget_the_gone(ctx: &Context, polled: &BTreeMap<(String, String), Vec<Arc<ViewVersion>>>) {
+    let live: Vec<&str> = polled.values().flatten().filter_map(|v| v.metadata.uid.as_deref()).collect();
+    let mut state = ctx.monitor.state.lock().expect("monitor lock");
+    let gone: Vec<String> = state.versions.keys().filter(|uid| !live.contains(&uid.as_str())).cloned().collect();
+    for uid in gone {
+        if let Some(labels) = state.versions.remove(&uid).and_then(|e| e.labels) {
+            ctx.metrics.version_lag.remove(&labels);
+            ctx.metrics.version_progress_permille.remove(&labels);
+        }
+    }
+    state.clusters.retain(|key, _| polled.contains_key(key));
+}
+
+/// One cluster's poll: the reads, then each version's reading.
+async fn poll_cluster(ctx: &Context, ns: &str, cluster: &str, versions: &[Arc<ViewVersion>]) {
+    let read = read_cluster(ctx, ns, cluster, versions).await;
+    let at = Timestamp::now();
+    ctx.monitor.cluster_read(ns, cluster, read.as_ref().map(|_| ()).map_err(Clone::clone));
+    if let Err(why) = &read {
+        warn!(namespace = %ns, cluster = %cluster, error = %why, "reading progress failed");
+    }
+    for vv in versions {
+        let outcome = match &read {
+            Ok((committed, offsets)) => lag::reading(at, &vv.spec.input_topics, &vv.spec.consumer_group, offsets, committed),
+            Err(why) => Err(why.clone()),
+        };
+        observe(ctx, ns, vv, outcome).await;
+    }
+}
+
+/// Committed offsets first, then the offsets of every partition they and
+/// the inputs cover: the ends are read after the positions, so lag is never
+/// understated.
+async fn read_cluster(
+    ctx: &Context,
+    ns: &str,
+    cluster: &str,
+    versions: &[Arc<ViewVersion>],
+) -> Result<(BTreeMap<String, GroupOffsets>, PartitionOffsets), String> {
+    let handle = kafka_cluster::handle(ctx, ns, cluster)
+        .await
+        .map_err(|(reason, message)| format!("KafkaCluster {cluster}: {reason}: {message}"))?;
+    let groups: Vec<String> = versions.iter().map(|v| v.spec.consumer_group.clone()).collect();
+    let committed = handle.kafka.committed(&groups).await.map_err(|e| e.to_string())?;
+    let topics = lag::topics_to_read(versions.iter().flat_map(|v| v.spec.input_topics.iter()), &committed);
+    let offsets = handle.kafka.partition_offsets(&topics).await.map_err(|e| e.to_string())?;
+    Ok((committed, offsets))
+}
+
+/// Folds one reading into a version's track; wakes its Processor if the
+/// gate's answer changed; projects its figures if worth it.
+async fn observe(ctx: &Context, ns: &str, vv: &ViewVersion, outcome: Result<(gate::Reading, Figures), String>) {
+    let processor = ctx.stores.processors.get(&ObjectRef::new(&vv.spec.processor).within(ns));
+    let rollout_policy = processor.as_ref().map(|p| p.spec.rollout.clone()).unwrap_or_default();
+    let policy = gate_policy(&rollout_policy, ctx.settings.lag_poll_interval);
+    let status = vv.status.clone().unwrap_or_default();
+    let uid = vv.metadata.uid.clone().unwrap_or_default();
+    let labels = VersionLabels { namespace: ns.to_string(), processor: vv.spec.processor.clone(), version: vv.spec.version.clone() };
+    let (gate, projection, changed, write) = {
+        let mut state = ctx.monitor.state.lock().expect("monitor lock");
+        let e = state.versions.entry(uid).or_default();
+        e.labels = Some(labels.clone());
+        match outcome {
+            Ok((reading, figures)) => {
+                e.track.advance(Ok(reading), attempt(vv), policy.max_lag);
+                let now = Instant::now();
+                if let Some((at, consumed)) = e.sample {
+                    let secs = now.duration_since(at).as_secs_f64().max(0.001);
+                    e.rate = ((figures.consumed - consumed).max(0) as f64 / secs).round() as i64;
+                }
+                e.sample = Some((now, figures.consumed));
+                e.figures = Some(figures);
+            }
+            Err(why) => e.track.advance(Err(why), attempt(vv), policy.max_lag),
+        }
+        let gate = e.track.verdict(Timestamp::now(), &policy);
+        let changed = e.answer != Some(gate.answer());
+        e.answer = Some(gate.answer());
+        let target = status.replay_target.or(e.figures.as_ref().map(|f| f.available));
+        let projection = Projection {
+            lag: e.figures.as_ref().map(|f| f.lag),
+            lag_by_topic: e.figures.as_ref().map(|f| f.lag_by_topic.clone()).unwrap_or_default(),
+            progress: e.figures.as_ref().zip(target).map(|(f, t)| lag::progress(f.consumed, t)),
+            replay_target: target,
+            records_per_second: e.rate,
+            catch_up: catch_up(&gate),
+        };
+        let since = e.written_at.map_or(Duration::MAX, |w| w.elapsed());
+        let active = status.phase == Some(VersionPhase::Active);
+        let write = worth_writing(e.written.as_ref(), &projection, active, since);
+        if write {
+            e.written = Some(projection.clone());
+            e.written_at = Some(Instant::now());
+        }
+        (gate, projection, changed, write)
+    };
+    if let Some(f) = &projection.lag {
+        ctx.metrics.version_lag.get_or_create(&labels).set(*f);
+    }
+    if let Some(p) = projection.progress {
+        ctx.metrics.version_progress_permille.get_or_create(&labels).set((p * 1000.0) as i64);
+    }
+    if changed {
+        let _ = ctx.monitor.wake.send(ObjectRef::new(&vv.spec.processor).within(ns));
+    }
+    if write && vv.metadata.deletion_timestamp.is_none() {
+        let fields = json!({
+            "lag": projection.lag,
+            "lagByTopic": projection.lag_by_topic,
+            "progress": projection.progress,
+            "replayTarget": projection.replay_target,
+            "recordsPerSecond": projection.records_per_second,
+            "catchUp": projection.catch_up,
+        });
+        if let Err(e) = apply_status_fields(&ctx.client, vv, MANAGER, fields).await {
+            warn!(version = %vv.name_any(), gate = gate.answer(), error = %e, "writing progress failed");
+            // Try again on the next poll.
+            if let Some(e) =
+                ctx.monitor.state.lock().expect("monitor lock").versions.get_mut(vv.metadata.uid.as_deref().unwrap_or_default())
+            {
+                e.written = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn projection(state: &str, progress: f64, lag: i64) -> Projection {
+        Projection {
+            lag: Some(lag),
+            lag_by_topic: BTreeMap::new(),
+            progress: Some(progress),
+            replay_target: Some(1000),
+            records_per_second: 0,
+            catch_up: CatchUp { state: state.into(), message: String::new() },
+        }
+    }
+
+    #[test]
+    fn a_replay_costs_a_handful_of_writes_however_long() {
+        for steps in [100u32, 10_000] {
+            let mut written = projection("Behind", 0.0, 1_000_000);
+            let mut writes = 0;
+            for i in 0..=steps {
+                let f = i as f64 / steps as f64;
+                let state = if i == steps { "CaughtUp" } else { "Behind" };
+                let p = projection(state, f, ((1.0 - f) * 1_000_000.0) as i64);
+                if worth_writing(Some(&written), &p, false, Duration::from_secs(60)) {
+                    writes += 1;
+                    written = p;
+                }
+            }
+            assert!(writes <= 5, "{writes} writes over {steps} readings");
+        }
+    }
+
+    #[test]
+    fn the_active_versions_lag_is_projected_by_magnitude_at_most_every_30s() {
+        let old = projection("CaughtUp", 1.0, 5);
+        assert!(!worth_writing(Some(&old), &projection("CaughtUp", 1.0, 7), true, Duration::from_secs(60)));
+        assert!(!worth_writing(Some(&old), &projection("CaughtUp", 1.0, 70), true, Duration::from_secs(5)));
+        assert!(worth_writing(Some(&old), &projection("CaughtUp", 1.0, 70), true, Duration::from_secs(31)));
+        assert!(worth_writing(Some(&old), &projection("Unknown", 1.0, 5), true, Duration::ZERO), "a new answer at once");
+        assert!(worth_writing(None, &old, true, Duration::ZERO));
+    }
+}
