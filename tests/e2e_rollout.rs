@@ -7,86 +7,18 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Service};
-use kappa_operator::api::{Processor, Topic, ViewVersion};
+use k8s_openapi::api::core::v1::Pod;
+use kappa_operator::api::{Processor, Topic};
 use kube::{ResourceExt, api::ListParams};
 use serde_json::json;
 use support::{
-    TestNs, create, patch,
-    pipeline::{Pipeline, WAIT, caught_up, check, pipeline, processor_json, processor_state},
-    processor, wait_for,
+    TestNs, patch,
+    pipeline::{
+        WAIT, active_is, caught_up, check, events, first_version_live, logic_patch, phase_is, pipeline, processor_json, produce, served,
+        versions,
+    },
+    wait_for,
 };
-
-fn logic_patch(logic: &str) -> serde_json::Value {
-    json!({"spec": {"template": {"args": ["run", "--logic", logic]}}})
-}
-
-/// What readers are told: (ConfigMap version, Service's selected version).
-async fn served(ns: &TestNs) -> (String, String) {
-    let cm: ConfigMap = ns.api().get("totals-view").await.unwrap();
-    let svc: Service = ns.api().get("totals").await.unwrap();
-    (
-        cm.data.unwrap_or_default().get("version").cloned().unwrap_or_default(),
-        svc.spec.and_then(|s| s.selector).unwrap_or_default().get("kappa.dev/version").cloned().unwrap_or_default(),
-    )
-}
-
-async fn phase_is(ns: &TestNs, want: &str) -> Processor {
-    wait_for(&format!("the Processor phase {want}"), WAIT, || async {
-        let p = processor_state(ns).await?;
-        let st = p.status.clone().unwrap_or_default();
-        if st.phase.as_deref() == Some(want) {
-            Ok(p)
-        } else {
-            Err(format!("phase {:?} candidate {:?} active {:?}", st.phase, st.candidate_version, st.active_version))
-        }
-    })
-    .await
-}
-
-async fn active_is(ns: &TestNs, version: &str) {
-    wait_for(&format!("version {version} to be active and served"), WAIT, || async {
-        let p = processor_state(ns).await?;
-        let active = p.status.and_then(|s| s.active_version).unwrap_or_default();
-        let (cm, svc) = served(ns).await;
-        if active == version && cm == version && svc == version {
-            Ok(())
-        } else {
-            Err(format!("active {active} configmap {cm} service {svc}"))
-        }
-    })
-    .await
-}
-
-async fn versions(ns: &TestNs) -> Vec<ViewVersion> {
-    ns.api::<ViewVersion>().list(&ListParams::default()).await.unwrap().items
-}
-
-/// Events of the Processor with this reason, counting repeats.
-async fn events(ns: &TestNs, reason: &str) -> i32 {
-    ns.api::<Event>()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .filter(|e| e.involved_object.kind.as_deref() == Some("Processor") && e.reason.as_deref() == Some(reason))
-        .map(|e| e.count.unwrap_or(1).max(1) + e.series.as_ref().map_or(0, |s| s.count.unwrap_or(0) - 1).max(0))
-        .sum()
-}
-
-fn produce(input: &str, count: u64, seed: u64) {
-    processor(&["produce", "--topic", input, "--count", &count.to_string(), "--seed", &seed.to_string(), "--keys", "500"]).unwrap();
-}
-
-/// Creates the Processor, writes `events` input events and waits until its
-/// first version has caught up: that version and its ViewVersion.
-async fn first_version_live(s: &Pipeline, processor: serde_json::Value, events: u64) -> (String, ViewVersion) {
-    create::<Processor>(&s.ns, processor).await;
-    produce(&s.input, events, 1);
-    let (p, vv) = caught_up(&s.ns).await;
-    (p.status.unwrap().active_version.unwrap(), vv)
-}
 
 #[tokio::test]
 async fn a_logic_change_replays_beside_the_live_version_and_cuts_over_exactly() {

@@ -366,18 +366,12 @@ async fn scram_credentials_right_and_wrong() {
 #[tokio::test]
 async fn kafka_outage_turns_topics_not_ready_and_back_with_nothing_lost() {
     let _alone = broker_lock().write().await;
-    let home = required("KAPPA_LAB_HOME");
     let s = setup("outage").await;
     let k = kafka();
     let name = unique("e2e-outage");
     create::<Topic>(&s.ns, topic_json("t", &name, 2, "Delete", json!({"retention.ms": "-1"}))).await;
     topic_ready(&s.ns, "t", "True", None).await;
-    let lab = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/lab.sh");
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(&lab).args(args).env("KAPPA_LAB_HOME", &home).output().expect("hack/lab.sh");
-        assert!(out.status.success(), "hack/lab.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    run(&["stop", "kafka"]);
+    support::lab(&["stop", "kafka"]);
     let result = std::panic::AssertUnwindSafe(async {
         let t = wait_for("the Topic to turn not Ready while Kafka is down", WAIT, || async {
             let t = s.ns.api::<Topic>().get("t").await.map_err(|e| e.to_string())?;
@@ -391,7 +385,7 @@ async fn kafka_outage_turns_topics_not_ready_and_back_with_nothing_lost() {
         assert!(t.message.contains("127.0.0.1"), "the reason names what cannot be reached: {}", t.message);
     });
     let outcome = futures::FutureExt::catch_unwind(result).await;
-    run(&["up"]);
+    support::lab(&["up"]);
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }

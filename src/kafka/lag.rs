@@ -48,9 +48,13 @@ pub fn reading(
         None => return Err(format!("the committed offsets of group {group} were not read")),
     };
     let mut partitions: Vec<(Tp, bool)> = Vec::new();
+    let mut topic_ids = BTreeMap::new();
     for t in inputs {
         match offsets.topics.get(t) {
-            Some(Ok(info)) => partitions.extend((0..info.partitions).map(|p| ((t.clone(), p), true))),
+            Some(Ok(info)) => {
+                topic_ids.insert(t.clone(), info.id.clone());
+                partitions.extend((0..info.partitions).map(|p| ((t.clone(), p), true)));
+            }
             Some(Err(e)) => return Err(format!("input topic {t} is not in Kafka's metadata: {e}")),
             None => return Err(format!("input topic {t} was not read")),
         }
@@ -64,7 +68,7 @@ pub fn reading(
             None => return Err(format!("topic {} (group {group} commits on it) was not read", tp.0)),
         }
     }
-    let mut r = Reading { at, ends: BTreeMap::new(), positions: BTreeMap::new() };
+    let mut r = Reading { at, ends: BTreeMap::new(), positions: BTreeMap::new(), topic_ids };
     let mut f = Figures::default();
     for (tp, input) in partitions {
         let (start, end) = match offsets.offsets.get(&tp) {

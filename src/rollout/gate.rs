@@ -51,6 +51,9 @@ pub struct Reading {
     /// offset, or the log start where it has none (it starts from the
     /// earliest offset).
     pub positions: Offsets,
+    /// Kafka's id of each input topic: a topic deleted and created again
+    /// under the same name is another log.
+    pub topic_ids: BTreeMap<String, String>,
 }
 
 impl Reading {
@@ -123,6 +126,10 @@ pub struct Track {
     /// Time without progress, summed over consecutive complete readings
     /// only: a gap in what is known never counts toward the deadline.
     idle: Duration,
+    /// The input topics' ids when the attempt was first read, and what
+    /// changed since, if anything did: then nothing this attempt saw holds.
+    topic_ids: Option<BTreeMap<String, String>>,
+    recreated: Option<String>,
 }
 
 fn since(later: Timestamp, earlier: Timestamp) -> Duration {
@@ -146,12 +153,23 @@ impl Track {
                     committed_at: self.committed_at,
                     commit_interval: self.commit_interval,
                     idle: self.idle,
+                    topic_ids: self.topic_ids.take(),
+                    recreated: self.recreated.take(),
                     ..Track::default()
                 };
                 return;
             }
             Ok(r) => r,
         };
+        let first_ids = self.topic_ids.get_or_insert_with(|| r.topic_ids.clone());
+        if let Some((topic, _)) = r.topic_ids.iter().find(|(t, id)| first_ids.get(*t).is_some_and(|first| first != *id)) {
+            self.recreated.get_or_insert_with(|| {
+                format!(
+                    "input topic {topic} was deleted and created again (its topic id changed) since this version started: \
+                     what it consumed is not this log; set spec.reprocessNonce to replay it"
+                )
+            });
+        }
         let consecutive = self.gap.is_none();
         let advanced =
             self.last.as_ref().is_some_and(|last| r.positions.iter().any(|(tp, p)| last.positions.get(tp).is_none_or(|l| p > l)));
@@ -196,7 +214,7 @@ impl Track {
 
     /// The gate's answer at `now`.
     pub fn verdict(&self, now: Timestamp, p: &Policy) -> Gate {
-        if let Some(why) = &self.gap {
+        if let Some(why) = self.recreated.as_ref().or(self.gap.as_ref()) {
             return Gate::Unknown(why.clone());
         }
         let Some(last) = &self.last else { return Gate::Unknown("no complete reading of its progress yet".into()) };
@@ -240,7 +258,12 @@ mod tests {
     }
 
     fn reading(at: i64, end: i64, position: i64) -> Reading {
-        Reading { at: t(at), ends: [(tp(0), end)].into(), positions: [(tp(0), position)].into() }
+        Reading {
+            at: t(at),
+            ends: [(tp(0), end)].into(),
+            positions: [(tp(0), position)].into(),
+            topic_ids: [("in".into(), "id1".into())].into(),
+        }
     }
 
     fn policy(max_lag: i64, stable_for: u64) -> Policy {
@@ -348,10 +371,10 @@ mod tests {
         let ends: Offsets = [(tp(0), 10), (tp(1), 10), (("app-repartition".into(), 0), 7)].into();
         let mut track = Track::default();
         let positions: Offsets = [(tp(0), 10), (tp(1), 10), (("app-repartition".into(), 0), 0)].into();
-        track.advance(Ok(Reading { at: t(0), ends: ends.clone(), positions }), t(0), 5);
+        track.advance(Ok(Reading { at: t(0), ends: ends.clone(), positions, topic_ids: BTreeMap::new() }), t(0), 5);
         assert_eq!(track.verdict(t(0), &p), Gate::Behind { lag: 7 }, "the repartition topic's 7 records count");
         let positions: Offsets = [(tp(0), 8), (tp(1), 7), (("app-repartition".into(), 0), 7)].into();
-        track.advance(Ok(Reading { at: t(1), ends, positions }), t(0), 5);
+        track.advance(Ok(Reading { at: t(1), ends, positions, topic_ids: BTreeMap::new() }), t(0), 5);
         assert_eq!(track.verdict(t(1), &p), Gate::CaughtUp, "2 + 3 records behind is within maxLag 5");
     }
 
@@ -378,6 +401,23 @@ mod tests {
             idle.advance(Ok(reading(s, 100, 100)), t(0), 0);
         }
         assert_eq!(idle.verdict(t(99), &p), Gate::CaughtUp);
+    }
+
+    #[test]
+    fn an_input_deleted_and_created_again_makes_the_attempt_unknown_for_good() {
+        let p = policy(0, 0);
+        let mut track = Track::default();
+        track.advance(Ok(reading(0, 100, 100)), t(0), 0);
+        assert_eq!(track.verdict(t(0), &p), Gate::CaughtUp);
+        // An empty topic of the same name: the old commits are past its end.
+        let mut again = reading(1, 0, 100);
+        again.topic_ids.insert("in".into(), "id2".into());
+        track.advance(Ok(again), t(0), 0);
+        assert!(matches!(track.verdict(t(1), &p), Gate::Unknown(why) if why.contains("input topic in was deleted and created again")));
+        track.advance(Ok(reading(2, 0, 100)), t(0), 0);
+        assert!(matches!(track.verdict(t(2), &p), Gate::Unknown(_)), "for the rest of the attempt");
+        track.advance(Ok(reading(3, 0, 0)), t(3), 0);
+        assert_eq!(track.verdict(t(3), &p), Gate::CaughtUp, "a new attempt starts clean");
     }
 
     #[test]

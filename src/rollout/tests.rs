@@ -541,6 +541,7 @@ impl World {
                     at: now,
                     ends: [(("in".to_string(), 0), end)].into(),
                     positions: [(("in".to_string(), 0), w.position)].into(),
+                    topic_ids: BTreeMap::new(),
                 })
             };
             w.track.advance(reading, attempt, max_lag);

@@ -396,6 +396,15 @@ pub fn processor(args: &[&str]) -> Result<String, String> {
     if out.status.success() { Ok(text) } else { Err(text) }
 }
 
+/// Runs `hack/lab.sh` (only on the lab: it takes components away and
+/// brings them back), panicking with its output if it fails.
+pub fn lab(args: &[&str]) {
+    let home = required("KAPPA_LAB_HOME");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/lab.sh");
+    let out = std::process::Command::new(&script).args(args).env("KAPPA_LAB_HOME", &home).output().expect("running hack/lab.sh");
+    assert!(out.status.success(), "hack/lab.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// The path of a lab tool (kubectl, helm), from the lab's PATH.
 pub fn lab_bin(name: &str) -> String {
     std::env::var("KAPPA_LAB_HOME")
