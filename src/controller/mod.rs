@@ -188,6 +188,7 @@ where
     if let Some(map) = fields.as_object_mut() {
         map.retain(|_, v| !v.is_null());
     }
+    debug!(kind = %K::kind(&()), name = %obj.name_any(), manager, fields = ?fields.as_object().map(|m| m.keys().collect::<Vec<_>>()), "status write");
     let patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": fields});
     api.patch_status(&obj.name_any(), &PatchParams::apply(manager).force(), &Patch::Apply(&patch)).await?;
     Ok(())

@@ -339,7 +339,8 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
             }
             Action::SetPhase { version, phase, message } => {
                 if let Some(vv) = find(version) {
-                    set_phase(&ctx, &vv, *phase, message.clone()).await?;
+                    let caught_up = plan.actions.contains(&Action::RecordCaughtUp(version.clone()));
+                    set_phase(&ctx, &vv, *phase, message.clone(), caught_up).await?;
                     match phase {
                         VersionPhase::Replaying => fault::point("replaying").await,
                         VersionPhase::CaughtUp => fault::point("awaiting-promotion").await,
@@ -347,10 +348,13 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
                     }
                 }
             }
-            Action::RecordCaughtUp(version) => {
+            // Recorded with the phase when the plan sets one (one write, not two).
+            Action::RecordCaughtUp(version) if !sets_phase(&plan, version) => {
                 if let Some(vv) = find(version) {
-                    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now());
-                    apply_status_fields(&ctx.client, vv.as_ref(), MANAGER, json!({"caughtUpAt": now})).await?;
+                    // Through set_phase: one apply of all this manager's fields
+                    // (an apply without them would drop them).
+                    let st = vv.status.clone().unwrap_or_default();
+                    set_phase(&ctx, &vv, st.phase.unwrap_or_default(), st.message, true).await?;
                 }
             }
             Action::StartVerification { candidate, active } => {
@@ -387,6 +391,7 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
                     wait = Some(d);
                 }
             }
+            Action::RecordCaughtUp(_) => {}
             Action::Event { .. } => {} // published with the status change, below
         }
     }
@@ -406,6 +411,10 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
     }
     let requeue = [plan.requeue_after, wait].into_iter().flatten().min();
     Ok(requeue.map_or_else(Requeue::await_change, Requeue::requeue))
+}
+
+fn sets_phase(plan: &rollout::Plan, id: &str) -> bool {
+    plan.actions.iter().any(|a| matches!(a, Action::SetPhase { version, .. } if version == id))
 }
 
 /// Fault points that are about what a plan is about to act on.
@@ -600,8 +609,9 @@ async fn scale(
     Ok(())
 }
 
-/// Records a version's phase with the timestamps of the transition.
-async fn set_phase(ctx: &Context, vv: &ViewVersion, phase: VersionPhase, message: Option<String>) -> Result<()> {
+/// Records a version's phase with the timestamps of the transition (and
+/// that it has caught up, when the plan says so).
+async fn set_phase(ctx: &Context, vv: &ViewVersion, phase: VersionPhase, message: Option<String>, caught_up: bool) -> Result<()> {
     let st = vv.status.clone().unwrap_or_default();
     let now = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()));
     let entering = st.phase != Some(phase);
@@ -610,6 +620,9 @@ async fn set_phase(ctx: &Context, vv: &ViewVersion, phase: VersionPhase, message
     let mut promoted_at = st.promoted_at.clone();
     let mut demoted_at = st.demoted_at.clone();
     let mut finished_at = st.finished_at.clone();
+    if caught_up {
+        caught_up_at = caught_up_at.or(now.clone());
+    }
     match phase {
         // A standby revived for a rollback starts a new attempt.
         VersionPhase::Replaying if st.phase == Some(VersionPhase::Standby) => started_at = now.clone(),
@@ -648,7 +661,7 @@ async fn retire(ctx: &Context, vv: &ViewVersion, w: &World) -> Result<Option<Dur
     let ns = vv.namespace().unwrap_or_default();
     let id = &vv.spec.version;
     if vv.status.as_ref().and_then(|s| s.phase) != Some(VersionPhase::Retired) {
-        set_phase(ctx, vv, VersionPhase::Retired, Some("beyond retainVersions, superseded, or deleted".into())).await?;
+        set_phase(ctx, vv, VersionPhase::Retired, Some("beyond retainVersions, superseded, or deleted".into()), false).await?;
     }
     if w.deployments.get(id).and_then(|d| d.spec.as_ref()?.replicas).unwrap_or(0) > 0 {
         Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
@@ -700,18 +713,10 @@ async fn publish(p: &Processor, ctx: &Context, active: &ViewVersion, candidate: 
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let names = naming::processor_names(&p.name_any());
     if let Some(svc) = resources::service(p, &active.spec.version) {
-        apply_if_changed(&services, &names.service, &svc, |a, b| {
-            a.spec.as_ref().map(|s| (&s.selector, &s.ports)) == b.spec.as_ref().map(|s| (&s.selector, &s.ports))
-        })
-        .await?;
+        apply_if_changed(&services, &names.service, &svc, same_service).await?;
     }
     match candidate.and_then(|c| resources::preview_service(p, c)) {
-        Some(svc) => {
-            apply_if_changed(&services, &names.preview_service, &svc, |a, b| {
-                a.spec.as_ref().map(|s| &s.selector) == b.spec.as_ref().map(|s| &s.selector)
-            })
-            .await?
-        }
+        Some(svc) => apply_if_changed(&services, &names.preview_service, &svc, same_service).await?,
         None => {
             if services.get_opt(&names.preview_service).await?.is_some() {
                 services.delete(&names.preview_service, &DeleteParams::default()).await?;
@@ -723,6 +728,19 @@ async fn publish(p: &Processor, ctx: &Context, active: &ViewVersion, candidate: 
     apply_if_changed(&maps, &names.config_map, &cm, |a, b| a.data == b.data).await
 }
 
+/// Whether a Service already is what we apply: its selector and ports as we
+/// set them (the API server fills in a port's protocol and more, so whole
+/// ports never compare equal).
+fn same_service(a: &Service, b: &Service) -> bool {
+    let ours = |s: &Service| {
+        s.spec.as_ref().map(|s| {
+            let ports: Vec<_> = s.ports.iter().flatten().map(|p| (p.name.clone(), p.port, p.target_port.clone())).collect();
+            (s.selector.clone(), ports)
+        })
+    };
+    ours(a) == ours(b)
+}
+
 async fn apply_if_changed<K>(api: &Api<K>, name: &str, desired: &K, same: impl Fn(&K, &K) -> bool) -> Result<()>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
@@ -732,4 +750,97 @@ where
     }
     api.patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(desired)).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+    use crate::api::{Condition, KafkaClusterSpec, KafkaClusterStatus, ProcessorSpec, ProcessorTemplate};
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    fn cluster(ready: Option<(bool, i64)>) -> KafkaCluster {
+        let mut kc = KafkaCluster::new("default", KafkaClusterSpec { bootstrap_servers: "k:9092".into(), tls: None, sasl: None });
+        kc.status = ready.map(|(ok, since)| KafkaClusterStatus {
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: if ok { "True" } else { "False" }.into(),
+                reason: if ok { "Connected" } else { "KafkaUnreachable" }.into(),
+                message: "m".into(),
+                last_transition_time: Time(t(since)),
+                observed_generation: None,
+            }],
+            ..Default::default()
+        });
+        kc
+    }
+
+    #[test]
+    fn kafka_is_down_if_either_the_cluster_check_or_the_monitor_says_so_and_up_since_the_later() {
+        let up = |s| Some(rollout::Kafka::Up { since: t(s) });
+        assert!(matches!(kafka_state(&cluster(Some((false, 10))), up(0)), rollout::Kafka::Down(why) if why.contains("KafkaUnreachable")));
+        assert!(matches!(kafka_state(&cluster(Some((true, 10))), Some(rollout::Kafka::Down("x".into()))), rollout::Kafka::Down(_)));
+        assert_eq!(kafka_state(&cluster(Some((true, 10))), up(20)), rollout::Kafka::Up { since: t(20) });
+        assert_eq!(kafka_state(&cluster(Some((true, 30))), up(20)), rollout::Kafka::Up { since: t(30) });
+        assert!(matches!(kafka_state(&cluster(None), None), rollout::Kafka::Down(_)), "never checked is not up");
+    }
+
+    fn processor(version: Option<&str>, args: &[&str], inputs: &[&str]) -> Processor {
+        let mut p = Processor::new(
+            "totals",
+            ProcessorSpec {
+                cluster_ref: "default".into(),
+                inputs: inputs.iter().map(|s| s.to_string()).collect(),
+                view: Default::default(),
+                template: ProcessorTemplate {
+                    image: "img".into(),
+                    args: Some(args.iter().map(|s| s.to_string()).collect()),
+                    ..Default::default()
+                },
+                replicas: 1,
+                version: version.map(Into::into),
+                reprocess_nonce: None,
+                rollout: Default::default(),
+                serving: None,
+            },
+        );
+        p.metadata.namespace = Some("shop".into());
+        p
+    }
+
+    fn view_version_of(p: &Processor, id: &str) -> ViewVersion {
+        let names = naming::version_names("shop", "totals", id);
+        ViewVersion::new(
+            &names.object,
+            ViewVersionSpec {
+                processor: "totals".into(),
+                version: id.into(),
+                cluster_ref: "default".into(),
+                inputs: p.spec.inputs.clone(),
+                input_topics: p.spec.inputs.clone(),
+                output_topic: names.view_topic,
+                consumer_group: names.consumer_group,
+                template: p.spec.template.clone(),
+                view: p.spec.view.clone(),
+            },
+        )
+    }
+
+    #[test]
+    fn a_pinned_version_whose_view_version_computes_something_else_is_a_conflict() {
+        let old = processor(Some("v1"), &["run", "--logic", "sum"], &["a", "b"]);
+        let vv = view_version_of(&old, "v1");
+        assert_eq!(pinned_conflict(&old, Some(&vv)), None);
+        let reordered = processor(Some("v1"), &["run", "--logic", "sum"], &["b", "a"]);
+        assert_eq!(pinned_conflict(&reordered, Some(&vv)), None, "the order of inputs changes nothing");
+        let changed = processor(Some("v1"), &["run", "--logic", "count"], &["a", "b"]);
+        let conflict = pinned_conflict(&changed, Some(&vv)).expect("a conflict");
+        assert!(conflict.contains("spec.version is pinned to \"v1\"") && conflict.contains(&vv.name_any()), "{conflict}");
+        assert_eq!(pinned_conflict(&processor(None, &["x"], &["a"]), Some(&vv)), None, "a derived id never conflicts");
+        assert_eq!(pinned_conflict(&changed, None), None, "nothing to conflict with yet");
+    }
 }

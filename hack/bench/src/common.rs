@@ -2,6 +2,7 @@
 //! its peak memory and metrics, and the API server's write counter.
 
 use std::{
+    collections::BTreeMap,
     path::Path,
     process::{Child, Command},
     time::{Duration, Instant},
@@ -150,16 +151,31 @@ pub fn sum_metric(text: &str, name: &str, keep: impl Fn(&str) -> bool) -> f64 {
 /// Deletes are left out: the namespace controller's sweeps of terminating
 /// namespaces are not the operator's.
 pub async fn operator_writes(client: &Client, kinds: &[(&str, &str)], events: bool) -> anyhow::Result<f64> {
+    Ok(operator_writes_by(client, kinds, events).await?.values().sum())
+}
+
+/// The same, by `resource[/subresource] VERB`.
+pub async fn operator_writes_by(client: &Client, kinds: &[(&str, &str)], events: bool) -> anyhow::Result<BTreeMap<String, f64>> {
     let req = http::Request::get("/metrics").body(Vec::new())?;
     let text = client.request_text(req).await?;
-    Ok(sum_metric(&text, "apiserver_request_total", |labels| {
-        let write = ["verb=\"POST\"", "verb=\"PUT\"", "verb=\"PATCH\"", "verb=\"APPLY\""].iter().any(|v| labels.contains(v));
-        let ours = kinds.iter().any(|(g, r)| {
-            labels.contains(&format!("group=\"{g}\""))
-                && (*r == "*" || (labels.contains(&format!("resource=\"{r}\"")) && labels.contains("subresource=\"\"")))
-        }) || (events && labels.contains("resource=\"events\""));
-        write && ours
-    }))
+    let label = |labels: &str, name: &str| {
+        let key = format!("{name}=\"");
+        labels.split(&key).nth(1).and_then(|rest| rest.split('"').next()).unwrap_or_default().to_string()
+    };
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let labels = series.trim_start_matches("apiserver_request_total{");
+        let write = ["POST", "PUT", "PATCH", "APPLY"].contains(&label(labels, "verb").as_str());
+        let (group, resource, sub) = (label(labels, "group"), label(labels, "resource"), label(labels, "subresource"));
+        let ours =
+            kinds.iter().any(|(g, r)| group == *g && (*r == "*" || (resource == *r && sub.is_empty()))) || (events && resource == "events");
+        if write && ours {
+            let key = format!("{resource}{}{sub} {}", if sub.is_empty() { "" } else { "/" }, label(labels, "verb"));
+            *out.entry(key).or_default() += value.parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    Ok(out)
 }
 
 /// A consumer group's lag over a topic (and every other partition it

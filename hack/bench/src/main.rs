@@ -36,9 +36,13 @@ enum Command {
     /// operator against a raw consumer's; the cost of one lag poll over
     /// 1,000 partitions.
     Replay { count: u64 },
-    /// One v1 -> v2 rollout: promotion latency beyond stableFor, API writes,
-    /// and a rollback to a standby 10,000 records behind.
-    Rollout,
+    /// One v1 -> v2 rollout over N input records (default 100,000):
+    /// promotion latency beyond stableFor, API writes, and a rollback to a
+    /// standby 10,000 records behind.
+    Rollout {
+        #[arg(long, default_value_t = 100_000)]
+        records: u64,
+    },
 }
 
 #[tokio::main]
@@ -47,7 +51,7 @@ async fn main() {
     let result = match cli.command {
         Command::Topics { count, idle_seconds } => topics::run(&cli.operator, count, idle_seconds).await,
         Command::Replay { count } => replay::run(&cli.operator, &cli.processor, count).await,
-        Command::Rollout => rollout::run(&cli.operator, &cli.processor).await,
+        Command::Rollout { records } => rollout::run(&cli.operator, &cli.processor, records).await,
     };
     match result {
         Ok(figures) => println!("{figures}"),

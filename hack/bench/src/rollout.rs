@@ -1,7 +1,8 @@
-//! `rollout`: one complete v1 -> v2 rollout on the lab: how long after the
-//! candidate meets the gate the Service switches (stableFor subtracted), how
-//! many API writes the whole rollout takes, and a rollback to a standby that
-//! is 10,000 records behind.
+//! `rollout`: one complete v1 -> v2 rollout on the lab over `records` input
+//! records: how long after the candidate has consumed everything the
+//! Service switches (stableFor subtracted), how many API writes the whole
+//! rollout takes (it must not grow with the replay's length), and a rollback
+//! to a standby that is 10,000 records behind.
 
 use std::{
     path::Path,
@@ -25,7 +26,7 @@ const STABLE_FOR: u64 = 5;
 /// What the operator writes besides Events: (API group, resource).
 const KINDS: [(&str, &str); 5] = [("kappa.dev", "*"), ("apps", "deployments"), ("batch", "jobs"), ("", "services"), ("", "configmaps")];
 
-pub async fn run(operator: &Path, processor: &Path) -> anyhow::Result<serde_json::Value> {
+pub async fn run(operator: &Path, processor: &Path, records: u64) -> anyhow::Result<serde_json::Value> {
     let bootstrap = common::env("KAPPA_KAFKA_BOOTSTRAP")?;
     let client = common::client().await?;
     common::install_crds(&client).await?;
@@ -59,12 +60,12 @@ pub async fn run(operator: &Path, processor: &Path) -> anyhow::Result<serde_json
             }}))?,
         )
         .await?;
-    produce(processor, &bootstrap, &input, 100_000, 1)?;
-    let v1 = live(&processors, None).await?;
-    progress(format!("v1 ({v1}) is live over 100000 events"));
+    produce(processor, &bootstrap, &input, records, 1)?;
+    let v1 = live(&processors, &kafka, &input, None).await?;
+    progress(format!("v1 ({v1}) is live over {records} events"));
 
     // The rollout: writes counted from the spec change to the old version's scale-down.
-    let writes_before = common::operator_writes(&client, &KINDS, false).await?;
+    let writes_before = common::operator_writes_by(&client, &KINDS, false).await?;
     let events_before = operator_events(&client, &ns).await?;
     let logic = |l: &str| json!({"spec": {"template": {"args": ["run", "--logic", l]}}});
     processors.patch("totals", &PatchParams::default(), &Patch::Merge(logic("count"))).await?;
@@ -101,14 +102,22 @@ pub async fn run(operator: &Path, processor: &Path) -> anyhow::Result<serde_json
     })
     .await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let writes = common::operator_writes(&client, &KINDS, false).await? - writes_before;
+    let writes_after = common::operator_writes_by(&client, &KINDS, false).await?;
+    let mut writes = 0.0;
+    for (kind, n) in &writes_after {
+        let n = n - writes_before.get(kind).copied().unwrap_or(0.0);
+        if n > 0.0 {
+            progress(format!("  {n:>3} {kind}"));
+            writes += n;
+        }
+    }
     let events = operator_events(&client, &ns).await? - events_before;
     let writes_per_rollout = writes + events as f64;
     progress(format!("the rollout took {writes} create/update/patch requests and {events} events"));
 
     // Rollback to the standby, 10,000 records behind.
     produce(processor, &bootstrap, &input, 10_000, 2)?;
-    live(&processors, Some(&v2)).await?;
+    live(&processors, &kafka, &input, Some(&v2)).await?;
     let rollback_start = Instant::now();
     processors.patch("totals", &PatchParams::default(), &Patch::Merge(logic("sum"))).await?;
     common::wait_until("the Service to switch back to v1", Duration::from_secs(300), || async {
@@ -127,7 +136,7 @@ pub async fn run(operator: &Path, processor: &Path) -> anyhow::Result<serde_json
         "writes_per_rollout": writes_per_rollout,
         "events_per_rollout": events,
         "rollback_seconds": (rollback_seconds * 10.0).round() / 10.0,
-        "records": 110_000,
+        "records": records + 10_000,
     }))
 }
 
@@ -139,13 +148,18 @@ fn produce(processor: &Path, bootstrap: &str, topic: &str, count: u64, seed: u64
     Ok(())
 }
 
-/// Waits until the Processor is Live with lag 0 (on `version`, if given).
-async fn live(processors: &Api<Processor>, version: Option<&str>) -> anyhow::Result<String> {
+/// Waits until the Processor is Live (on `version`, if given) and its
+/// active version has committed everything (read from Kafka).
+async fn live(processors: &Api<Processor>, kafka: &WireKafka, input: &str, version: Option<&str>) -> anyhow::Result<String> {
     let start = Instant::now();
+    let ns = processors.namespace().unwrap_or_default();
     loop {
         let st = processors.get("totals").await?.status.unwrap_or_default();
         let active = st.active_version.clone().unwrap_or_default();
-        if st.phase.as_deref() == Some("Live") && st.lag == Some(0) && version.is_none_or(|v| v == active) {
+        if st.phase.as_deref() == Some("Live")
+            && version.is_none_or(|v| v == active)
+            && common::lag(kafka, &format!("kappa.{ns}.totals.{active}"), input).await? == Some(0)
+        {
             return Ok(active);
         }
         anyhow::ensure!(start.elapsed() < Duration::from_secs(300), "not live after 300 s: {:?}", st.phase);
