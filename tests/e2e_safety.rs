@@ -80,6 +80,17 @@ async fn serving(ns: &TestNs, v: &str) -> Result<(), String> {
     if cm == v && svc == v && a == v { Ok(()) } else { Err(format!("active {a}, configmap {cm}, service {svc}")) }
 }
 
+/// Waits until a version other than `old` is active and served: that version.
+async fn replaced(ns: &TestNs, old: &str, what: &str, timeout: Duration) -> String {
+    let new = wait_for(&format!("{what} to replace version {old}"), timeout, || async {
+        let a = active(ns).await?;
+        if a != old { Ok(a) } else { Err(format!("still {a}")) }
+    })
+    .await;
+    active_is(ns, &new).await;
+    new
+}
+
 /// Warning events of the Processor with this reason.
 async fn warnings(ns: &TestNs, reason: &str) -> usize {
     let list = ns.api::<Event>().list(&ListParams::default()).await.unwrap().items;
@@ -115,12 +126,7 @@ async fn deleting_the_active_view_version_mid_rollout_waits_and_never_cuts_over(
     // A version that catches up is promoted through the gate; then v1 is no
     // longer needed (retainVersions 0) and goes.
     patch::<Processor>(&s.ns, "totals", logic_patch("count")).await.unwrap();
-    let v3 = wait_for("a caught-up version to replace v1", WAIT, || async {
-        let a = active(&s.ns).await?;
-        if a != v1 { Ok(a) } else { Err(format!("active {a}")) }
-    })
-    .await;
-    active_is(&s.ns, &v3).await;
+    replaced(&s.ns, &v1, "a caught-up version", WAIT).await;
     wait_for("the deleted ViewVersion to go once not needed", WAIT, || async {
         match s.ns.api::<ViewVersion>().get_opt(&vv1.name_any()).await.map_err(|e| e.to_string())? {
             None => Ok(()),
@@ -211,12 +217,7 @@ async fn an_input_topic_is_kept_while_a_standby_reads_it() {
     let (v1, _) = first_version_live(&s, processor_json("sum", 1), 5_000).await;
     produce(&other, 5_000, 3);
     patch::<Processor>(&s.ns, "totals", json!({"spec": {"inputs": ["orders-b"]}})).await.unwrap();
-    let v2 = wait_for("the version reading orders-b to be active", WAIT, || async {
-        let a = active(&s.ns).await?;
-        if a != v1 { Ok(a) } else { Err(format!("active {a}")) }
-    })
-    .await;
-    active_is(&s.ns, &v2).await;
+    replaced(&s.ns, &v1, "the version reading orders-b", WAIT).await;
 
     // v1 stands by, and still reads orders: deleting that Topic waits.
     s.ns.api::<Topic>().delete("orders", &DeleteParams::default()).await.unwrap();
@@ -292,12 +293,7 @@ async fn deleting_a_processor_in_the_foreground_creates_nothing_again() {
     let s = pipeline("foreground", &[]).await;
     let (v1, _) = first_version_live(&s, processor_json("sum", 1), 5_000).await;
     patch::<Processor>(&s.ns, "totals", logic_patch("count")).await.unwrap();
-    let v2 = wait_for("v2 to be active", WAIT, || async {
-        let a = active(&s.ns).await?;
-        if a != v1 { Ok(a) } else { Err(a) }
-    })
-    .await;
-    active_is(&s.ns, &v2).await;
+    replaced(&s.ns, &v1, "v2", WAIT).await;
     let views: Vec<String> = versions(&s.ns).await.iter().map(|v| v.spec.output_topic.clone()).collect();
     assert_eq!(views.len(), 2, "the active version and its standby");
 
@@ -344,14 +340,9 @@ async fn a_processor_that_commits_every_30s_under_steady_input_is_promoted() {
     patch::<Processor>(&s.ns, "totals", run_args(&["run", "--logic", "count", "--commit-every", "30"])).await.unwrap();
     let asked = Instant::now();
     // Two commit intervals, and the pod's start.
-    let v2 = wait_for("the candidate to be promoted within two commit intervals", Duration::from_secs(70), || async {
-        let a = active(&s.ns).await?;
-        if a != v1 { Ok(a) } else { Err(format!("still {a} after {:?}", asked.elapsed())) }
-    })
-    .await;
+    replaced(&s.ns, &v1, "the candidate, within two commit intervals,", Duration::from_secs(70)).await;
     eprintln!("promoted {:?} after the change, under steady input", asked.elapsed());
     steady.join().unwrap().expect("steady input");
-    active_is(&s.ns, &v2).await;
     let (_, vv2) = caught_up(&s.ns).await;
     check(&s.input, &vv2, "count").expect("the promoted view is exact");
 }
