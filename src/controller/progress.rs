@@ -187,9 +187,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
                     by_cluster.entry((vv.namespace().unwrap_or_default(), vv.spec.cluster_ref.clone())).or_default().push(vv);
                 }
             }
-            for ((ns, cluster), versions) in &by_cluster {
-                poll_cluster(&ctx, ns, cluster, versions).await;
-            }
+            // Side by side: a cluster that does not answer holds up only itself.
+            futures::future::join_all(by_cluster.iter().map(|((ns, cluster), versions)| poll_cluster(&ctx, ns, cluster, versions))).await;
             forget_the_gone(&ctx, &by_cluster);
         }
     };
