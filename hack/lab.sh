@@ -6,10 +6,11 @@
 #
 #   hack/lab.sh up                  build what is missing, start what is not running, wait until ready
 #   hack/lab.sh down [--purge]      stop everything the lab started (--purge: also cluster and Kafka data)
-#   hack/lab.sh stop COMPONENT      stop one component (tests use it to take Kafka away)
+#   hack/lab.sh stop COMPONENT      stop one component (kafka-1..3, or kafka for all three)
+#   hack/lab.sh start COMPONENT     start one stopped component and wait until it is ready
 #   hack/lab.sh status              per component: running or not, pid, address
 #   hack/lab.sh env                 shell exports: eval "$(hack/lab.sh env)"
-#   hack/lab.sh logs COMPONENT      a component's log (etcd, kube-apiserver, ..., kafka, kubelet)
+#   hack/lab.sh logs COMPONENT      a component's log (etcd, kube-apiserver, ..., kafka-1, kubelet)
 #   hack/lab.sh logs NS/POD         the container logs of a pod run by the process kubelet
 #   hack/lab.sh image IMAGE=PATH    map a container image to a local executable
 #   hack/lab.sh build               build the lab's binaries only (no start)
@@ -35,11 +36,15 @@ IMAGES=$H/images
 APISERVER_PORT=6443
 ETCD_CLIENT_PORT=2379
 ETCD_PEER_PORT=2380
-KAFKA_PORT=9092
-KAFKA_CONTROLLER_PORT=9093
-KAFKA_SCRAM_PORT=9094
+# Kafka: three nodes, each broker and controller. Node N listens on
+# base = 9092 + 100*(N-1): base PLAINTEXT, base+1 CONTROLLER, base+2
+# SASL_PLAINTEXT (SCRAM-SHA-512), base+3 SSL, base+4 SSL with client
+# certificates.
+KAFKA_NODES=(1 2 3)
 KAFKA_SCRAM_USER=kappa-lab
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kafka kubelet)
+kafka_port() { echo $((9092 + 100 * ($1 - 1) + ${2:-0})); }
+kafka_addrs() { local n out=""; for n in "${KAFKA_NODES[@]}"; do out+="${out:+,}127.0.0.1:$(kafka_port "$n" "$1")"; done; echo "$out"; }
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kafka-1 kafka-2 kafka-3 kubelet)
 
 log() { printf '[lab] %s\n' "$*" >&2; }
 die() { printf '[lab] error: %s\n' "$*" >&2; exit 1; }
@@ -176,6 +181,10 @@ ensure_pki() {
   gen_cert scheduler system:kube-scheduler ""
   gen_cert kubelet system:node:lab-node system:nodes
   gen_cert apiserver-kubelet-client kube-apiserver-kubelet-client ""
+  gen_cert kafka-server kafka-lab "" "IP:127.0.0.1,DNS:localhost"
+  gen_cert kafka-client kappa-lab-client ""
+  # Kafka reads a PEM keystore of the PKCS#8 key and the certificate.
+  [ -f "$PKI/kafka-server.pem" ] || { openssl pkcs8 -topk8 -nocrypt -in "$PKI/kafka-server.key"; cat "$PKI/kafka-server.crt"; } >"$PKI/kafka-server.pem"
   kubeconfig "$H/admin.kubeconfig" admin admin
   kubeconfig "$H/controller-manager.kubeconfig" controller-manager controller-manager
   kubeconfig "$H/scheduler.kubeconfig" scheduler scheduler
@@ -279,28 +288,35 @@ kafka_tool() {
   java -Xmx256m -Dlog4j2.configurationFile="$H/kafka/log4j2.yaml" -cp "$H/kafka-$KAFKA_VERSION/libs/*" "$@"
 }
 
-kafka_config() {
+kafka_config() { # node
+  local n=$1 voters="" m
+  for m in "${KAFKA_NODES[@]}"; do voters+="${voters:+,}$m@127.0.0.1:$(kafka_port "$m" 1)"; done
   mkdir -p "$H/kafka"
-  cat >"$H/kafka/server.properties" <<EOF
+  cat >"$H/kafka/server-$n.properties" <<EOF
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SCRAM_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SCRAM_PORT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+node.id=$n
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$(kafka_port "$n"),CONTROLLER://127.0.0.1:$(kafka_port "$n" 1),SASL_PLAINTEXT://127.0.0.1:$(kafka_port "$n" 2),SSL://127.0.0.1:$(kafka_port "$n" 3),MTLS://127.0.0.1:$(kafka_port "$n" 4)
+advertised.listeners=PLAINTEXT://127.0.0.1:$(kafka_port "$n"),SASL_PLAINTEXT://127.0.0.1:$(kafka_port "$n" 2),SSL://127.0.0.1:$(kafka_port "$n" 3),MTLS://127.0.0.1:$(kafka_port "$n" 4)
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,MTLS:SSL
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 sasl.enabled.mechanisms=SCRAM-SHA-512
 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
-log.dirs=$DATA/kafka
+ssl.keystore.type=PEM
+ssl.keystore.location=$PKI/kafka-server.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$PKI/ca.crt
+listener.name.mtls.ssl.client.auth=required
+log.dirs=$DATA/kafka-$n
 num.partitions=1
 auto.create.topics.enable=false
-offsets.topic.replication.factor=1
+offsets.topic.replication.factor=3
 offsets.topic.num.partitions=10
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+share.coordinator.state.topic.replication.factor=3
+share.coordinator.state.topic.min.isr=2
 group.initial.rebalance.delay.ms=0
 log.retention.check.interval.ms=5000
 EOF
@@ -324,27 +340,45 @@ Configuration:
 EOF
 }
 
-start_kafka() {
-  kafka_config
-  if [ ! -f "$DATA/kafka/meta.properties" ]; then
-    mkdir -p "$DATA/kafka"
-    [ -f "$H/kafka/scram-password" ] || { openssl rand -hex 16 >"$H/kafka/scram-password"; chmod 600 "$H/kafka/scram-password"; }
-    log "formatting Kafka storage (KRaft) with SCRAM user $KAFKA_SCRAM_USER"
-    kafka_tool kafka.tools.StorageTool format --cluster-id "$(kafka_tool kafka.tools.StorageTool random-uuid 2>/dev/null)" \
-      --config "$H/kafka/server.properties" \
-      --add-scram "SCRAM-SHA-512=[name=$KAFKA_SCRAM_USER,password=$(cat "$H/kafka/scram-password")]" >>"$LOGS/kafka.log" 2>&1 \
-      || die "formatting Kafka storage failed; see $LOGS/kafka.log"
-  fi
-  start kafka java -Xms256m -Xmx"${KAFKA_HEAP:-1g}" -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile="$H/kafka/log4j2.yaml" -cp "$H/kafka-$KAFKA_VERSION/libs/*" \
-    kafka.Kafka "$H/kafka/server.properties"
-  wait_for kafka 120 kafka_ready
+# Formats the three nodes' storage once, with one cluster id and the SCRAM user.
+format_kafka() {
+  local n id
+  for n in "${KAFKA_NODES[@]}"; do [ -f "$DATA/kafka-$n/meta.properties" ] && return 0; done
+  [ -f "$H/kafka/scram-password" ] || { openssl rand -hex 16 >"$H/kafka/scram-password"; chmod 600 "$H/kafka/scram-password"; }
+  id=$(kafka_tool kafka.tools.StorageTool random-uuid 2>/dev/null)
+  for n in "${KAFKA_NODES[@]}"; do
+    mkdir -p "$DATA/kafka-$n"
+    log "formatting Kafka node $n (KRaft, cluster $id) with SCRAM user $KAFKA_SCRAM_USER"
+    kafka_tool kafka.tools.StorageTool format --cluster-id "$id" --config "$H/kafka/server-$n.properties" \
+      --add-scram "SCRAM-SHA-512=[name=$KAFKA_SCRAM_USER,password=$(cat "$H/kafka/scram-password")]" >>"$LOGS/kafka-$n.log" 2>&1 \
+      || die "formatting Kafka storage failed; see $LOGS/kafka-$n.log"
+  done
 }
 
-# Ready means the broker answers a metadata request, not merely that the port is open.
-kafka_ready() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null || return 1
-  kafka_tool org.apache.kafka.tools.BrokerApiVersionsCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" 2>/dev/null | grep -q "id: 1"
+start_kafka_node() { # node
+  local n=$1
+  kafka_config "$n"
+  start "kafka-$n" java -Xms128m -Xmx"${KAFKA_HEAP:-512m}" -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$H/kafka/log4j2.yaml" -cp "$H/kafka-$KAFKA_VERSION/libs/*" \
+    kafka.Kafka "$H/kafka/server-$n.properties"
+}
+
+start_kafka() {
+  local n
+  mkdir -p "$LOGS"
+  for n in "${KAFKA_NODES[@]}"; do kafka_config "$n"; done
+  format_kafka
+  # All three at once: the controller quorum needs two of them.
+  for n in "${KAFKA_NODES[@]}"; do start_kafka_node "$n"; done
+  for n in "${KAFKA_NODES[@]}"; do wait_for "kafka-$n" 180 kafka_ready "$n"; done
+}
+
+# Ready means the node answers as a broker the cluster has registered, not
+# merely that its port is open.
+kafka_ready() { # node
+  (exec 3<>"/dev/tcp/127.0.0.1/$(kafka_port "$1")") 2>/dev/null || return 1
+  kafka_tool org.apache.kafka.tools.BrokerApiVersionsCommand --bootstrap-server "127.0.0.1:$(kafka_port "$1")" 2>/dev/null \
+    | grep -q "(id: $1 rack"
 }
 
 default_images() {
@@ -373,6 +407,16 @@ start_kubelet() {
 
 node_ready() {
   [ "$(kctl get node lab-node -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]
+}
+
+# Starts one stopped component (a Kafka node, or all three) and waits until
+# it is ready; the rest of the lab is expected up.
+start_component() {
+  case $1 in
+    kafka) start_kafka ;;
+    kafka-[123]) start_kafka_node "${1#kafka-}"; wait_for "$1" 180 kafka_ready "${1#kafka-}" ;;
+    *) die "usage: hack/lab.sh start kafka|kafka-1|kafka-2|kafka-3 (hack/lab.sh up starts everything)" ;;
+  esac
 }
 
 up() {
@@ -415,7 +459,7 @@ status() {
       kube-apiserver) addr=https://127.0.0.1:$APISERVER_PORT ;;
       kube-controller-manager) addr=https://127.0.0.1:10257 ;;
       kube-scheduler) addr=https://127.0.0.1:10259 ;;
-      kafka) addr="127.0.0.1:$KAFKA_PORT (PLAINTEXT), 127.0.0.1:$KAFKA_SCRAM_PORT (SASL_PLAINTEXT, SCRAM-SHA-512)" ;;
+      kafka-*) addr="127.0.0.1:$(kafka_port "${c#kafka-}") PLAINTEXT, :$(kafka_port "${c#kafka-}" 2) SCRAM, :$(kafka_port "${c#kafka-}" 3) SSL, :$(kafka_port "${c#kafka-}" 4) mTLS" ;;
       kubelet) addr="node lab-node" ;;
     esac
     if running "$c"; then
@@ -430,10 +474,15 @@ env_cmd() {
   cat <<EOF
 export KAPPA_LAB_HOME='$H'
 export KUBECONFIG='$H/admin.kubeconfig'
-export KAPPA_KAFKA_BOOTSTRAP='127.0.0.1:$KAFKA_PORT'
-export KAPPA_KAFKA_SCRAM_BOOTSTRAP='127.0.0.1:$KAFKA_SCRAM_PORT'
+export KAPPA_KAFKA_BOOTSTRAP='$(kafka_addrs 0)'
+export KAPPA_KAFKA_SCRAM_BOOTSTRAP='$(kafka_addrs 2)'
 export KAPPA_KAFKA_SCRAM_USER='$KAFKA_SCRAM_USER'
 export KAPPA_KAFKA_SCRAM_PASSWORD_FILE='$H/kafka/scram-password'
+export KAPPA_KAFKA_TLS_BOOTSTRAP='$(kafka_addrs 3)'
+export KAPPA_KAFKA_MTLS_BOOTSTRAP='$(kafka_addrs 4)'
+export KAPPA_KAFKA_CA_FILE='$PKI/ca.crt'
+export KAPPA_KAFKA_CLIENT_CERT_FILE='$PKI/kafka-client.crt'
+export KAPPA_KAFKA_CLIENT_KEY_FILE='$PKI/kafka-client.key'
 export PATH='$BIN':"\$PATH"
 EOF
 }
@@ -458,7 +507,9 @@ logs() {
 case ${1:-} in
   up) up ;;
   down) shift; down "$@" ;;
-  stop) [ -n "${2:-}" ] || die "usage: hack/lab.sh stop COMPONENT"; stop "$2" ;;
+  stop) [ -n "${2:-}" ] || die "usage: hack/lab.sh stop COMPONENT"
+    if [ "$2" = kafka ]; then for n in 3 2 1; do stop "kafka-$n"; done; else stop "$2"; fi ;;
+  start) start_component "${2:-}" ;;
   status) status ;;
   env) env_cmd ;;
   logs) logs "${2:-}" ;;

@@ -18,14 +18,14 @@ use k8s_openapi::{
 };
 use kappa_operator::{
     api::{KafkaCluster, Processor, Topic},
-    kafka::{Kafka, Settings, client::WireKafka},
+    kafka::Kafka,
 };
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams},
 };
 use serde_json::json;
-use support::{Env, TestNs, create, pipeline::processor_json, processor, required, unique, wait_for};
+use support::{Env, TestNs, create, pipeline::processor_json, processor, unique, wait_for};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -206,7 +206,7 @@ async fn the_chart_installs_a_restricted_highly_available_operator_and_uninstall
         assert!(crds.get_opt(name).await.unwrap().is_some(), "CRD {name} must survive helm uninstall");
     }
     assert!(apps.api::<Topic>().get_opt("orders").await.unwrap().is_some(), "Topics survive helm uninstall");
-    let kafka = WireKafka::new(Settings { bootstrap: vec![required("KAPPA_KAFKA_BOOTSTRAP")], ..Default::default() });
+    let kafka = support::kafka();
     assert_eq!(kafka.topics(std::slice::from_ref(&input)).await.unwrap().get(&input).map(|t| t.partitions), Some(3));
     // With no operator left, the finalizers stay: release them the documented way.
     for t in apps.api::<Topic>().list(&ListParams::default()).await.unwrap().items {

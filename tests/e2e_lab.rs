@@ -280,7 +280,7 @@ fn scram_metadata(password: &str) -> (Result<usize, KafkaError>, Vec<String>) {
 async fn kafka_scram_listener_accepts_the_lab_user_and_refuses_a_wrong_password() {
     let password = std::fs::read_to_string(support::required("KAPPA_KAFKA_SCRAM_PASSWORD_FILE")).unwrap();
     let (ok, errors) = tokio::task::spawn_blocking(move || scram_metadata(password.trim())).await.unwrap();
-    assert_eq!(ok.ok(), Some(1), "the lab user must authenticate: {errors:?}");
+    assert_eq!(ok.ok(), Some(3), "the lab user must authenticate, and see the three brokers: {errors:?}");
 
     let (bad, errors) = tokio::task::spawn_blocking(|| scram_metadata("not-the-password")).await.unwrap();
     assert!(bad.is_err(), "a wrong password must not get metadata");

@@ -17,20 +17,20 @@ use k8s_openapi::api::{apps::v1::Deployment, core::v1::Event};
 use kappa_operator::{
     api::{Processor, Topic, ViewVersion, conditions::Condition},
     controller::fault::POINTS,
-    kafka::{Kafka, Settings, client::WireKafka},
+    kafka::Kafka,
 };
 use kube::{
     ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams},
 };
 use serde_json::json;
-use support::{
+use support::{kafka, 
     TestNs, create, patch,
     pipeline::{
         WAIT, active_is, caught_up, check, events, first_version_live, logic_patch, phase_is, pipeline, processor_json, processor_state,
         produce, served, versions,
     },
-    processor, required, unique, wait_for,
+    processor, unique, wait_for,
 };
 use tokio::sync::RwLock;
 
@@ -41,9 +41,6 @@ fn broker_lock() -> &'static RwLock<()> {
     LOCK.get_or_init(|| RwLock::new(()))
 }
 
-fn kafka() -> WireKafka {
-    WireKafka::new(Settings { bootstrap: vec![required("KAPPA_KAFKA_BOOTSTRAP")], ..Default::default() })
-}
 
 fn run_args(args: &[&str]) -> serde_json::Value {
     json!({"spec": {"template": {"args": args}}})

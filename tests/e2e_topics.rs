@@ -8,11 +8,11 @@ use std::{collections::BTreeMap, sync::OnceLock, time::Duration};
 use k8s_openapi::api::core::v1::Secret;
 use kappa_operator::{
     api::{KafkaCluster, Processor, Topic, conditions::Condition},
-    kafka::{Kafka, NewTopic, Settings, client::WireKafka},
+    kafka::{Kafka, NewTopic, client::WireKafka},
 };
 use kube::api::DeleteParams;
 use serde_json::json;
-use support::{Env, Operator, TestNs, create, patch, required, unique, wait_for};
+use support::{kafka, Env, Operator, TestNs, create, patch, required, unique, wait_for};
 use tokio::sync::RwLock;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -23,9 +23,6 @@ fn broker_lock() -> &'static RwLock<()> {
     LOCK.get_or_init(|| RwLock::new(()))
 }
 
-fn kafka() -> WireKafka {
-    WireKafka::new(Settings { bootstrap: vec![required("KAPPA_KAFKA_BOOTSTRAP")], ..Default::default() })
-}
 
 struct Setup {
     ns: TestNs,
@@ -353,7 +350,10 @@ async fn scram_credentials_right_and_wrong() {
         .await;
         let st = kc.status.unwrap();
         if name == "right" {
-            assert_eq!(st.brokers, Some(1));
+            assert_eq!(st.brokers, Some(3));
+            assert_eq!(st.broker_details.iter().filter(|b| b.reachable).count(), 3, "{:?}", st.broker_details);
+            assert_eq!(st.kraft, Some(true));
+            assert!(st.controller.is_some());
         }
         if name == "missing-secret" {
             let msg = condition(&st.conditions, "Ready").unwrap().message;

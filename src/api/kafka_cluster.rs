@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -18,6 +20,8 @@ use super::Condition;
     printcolumn(name = "Bootstrap", type_ = "string", json_path = ".spec.bootstrapServers"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Brokers", type_ = "integer", json_path = ".status.brokers"),
+    printcolumn(name = "Controller", type_ = "integer", json_path = ".status.controller", priority = 1),
+    printcolumn(name = "KRaft", type_ = "boolean", json_path = ".status.kraft", priority = 1),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -144,13 +148,42 @@ pub struct KafkaClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready` is True when the brokers answer with these settings; its
-    /// reason says why not (Unreachable, AuthenticationFailed, TlsFailed,
-    /// SecretMissing).
+    /// reason says why not (KafkaUnreachable, AuthenticationFailed,
+    /// TlsFailed, SecretMissing, UnsupportedByBroker). `Degraded` is True
+    /// when some brokers cannot be reached or lack an API the operator
+    /// uses, saying which and what that disables.
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// Brokers in the cluster's metadata.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub brokers: Option<i32>,
+    /// Each broker of the metadata: id, address, and whether the operator
+    /// reached it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub broker_details: Vec<BrokerStatus>,
+    /// The controller the metadata names (on KRaft clusters, a broker that
+    /// forwards to the controller quorum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<i32>,
+    /// True for a KRaft cluster, false for ZooKeeper mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kraft: Option<bool>,
+    /// The version of each API the operator uses that it sends to these
+    /// brokers; `unsupported` where they do not offer one it can speak.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub api_versions: BTreeMap<String, String>,
+}
+
+/// One broker of a KafkaCluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerStatus {
+    pub id: i32,
+    pub address: String,
+    pub reachable: bool,
+    /// Why it could not be reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl KafkaClusterSpec {

@@ -15,8 +15,8 @@ use tracing::instrument;
 use super::{Context, apply_status, clusters::ClusterHandle, measured, watched_api};
 use crate::{
     Result,
-    api::{Cond, KafkaCluster, KafkaClusterSpec, KafkaClusterStatus, conditions},
-    kafka,
+    api::{BrokerStatus, Cond, KafkaCluster, KafkaClusterSpec, KafkaClusterStatus, conditions},
+    kafka::{self, ClusterInfo},
 };
 
 const KIND: &str = "KafkaCluster";
@@ -70,8 +70,7 @@ pub async fn resolve(client: &Client, ns: &str, spec: &KafkaClusterSpec) -> Resu
                 .ok_or_else(|| ("SecretMissing".to_string(), format!("Secret {name} has no key {key:?} ({field})")))
         }
     };
-    let mut settings =
-        kafka::Settings { bootstrap: spec.bootstrap_servers.split(',').map(|s| s.trim().to_string()).collect(), ..Default::default() };
+    let mut settings = kafka::Settings::plaintext(&spec.bootstrap_servers);
     if let Some(tls) = &spec.tls {
         let ca_pem = match &tls.ca {
             Some(ca) => Some(read(ca.name.clone(), ca.key.clone(), "spec.tls.ca").await?),
@@ -118,10 +117,10 @@ pub async fn handle(ctx: &Context, ns: &str, name: &str) -> Result<Arc<ClusterHa
 async fn apply(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action> {
     let ns = kc.namespace().unwrap_or_default();
     let name = kc.name_any();
-    let (health, brokers) = match resolve(&ctx.client, &ns, &kc.spec).await {
+    let checked = match resolve(&ctx.client, &ns, &kc.spec).await {
         Err(problem) => {
             ctx.clusters.remove(&ns, &name);
-            (Err(problem), None)
+            Err(problem)
         }
         Ok(settings) => {
             let handle = ctx.clusters.ensure(&ns, &name, settings);
@@ -129,22 +128,13 @@ async fn apply(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action> {
             let labels = crate::metrics::ClusterLabels { namespace: ns.clone(), cluster: name.clone() };
             ctx.metrics.kafka_requests.get_or_create(&labels).set(handle.kafka.requests_sent() as i64);
             ctx.metrics.topic_sync_requests.get_or_create(&labels).set(handle.topics.requests_sent() as i64);
-            let health = result.as_ref().map(|_| ()).map_err(|e| (e.reason().to_string(), e.to_string()));
-            handle.set_health(health.clone());
-            (health, result.ok().map(|i| i.brokers as i32))
+            let result = result.map_err(|e| (e.reason().to_string(), e.to_string()));
+            handle.set_health(health(&result));
+            result
         }
     };
-
     let previous = kc.status.clone().unwrap_or_default();
-    let ready = match &health {
-        Ok(()) => Cond::new(conditions::types::READY, true, "Connected", format!("{} broker(s) answer", brokers.unwrap_or(0))),
-        Err((reason, message)) => Cond::new(conditions::types::READY, false, reason.clone(), message.clone()),
-    };
-    let status = KafkaClusterStatus {
-        observed_generation: kc.metadata.generation,
-        conditions: conditions::merge(&previous.conditions, std::slice::from_ref(&ready), kc.metadata.generation, Timestamp::now()),
-        brokers,
-    };
+    let (status, ready) = status_from(&kc, &checked, &previous);
     if apply_status(&ctx.client, kc.as_ref(), kc.status.as_ref(), &status).await? {
         let was_ready = conditions::is_true(&previous.conditions, conditions::types::READY);
         let was_reason = conditions::find(&previous.conditions, conditions::types::READY).map(|c| c.reason.clone());
@@ -155,7 +145,7 @@ async fn apply(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action> {
         }
     }
     let down_key = format!("{KIND}-down/{ns}/{name}");
-    Ok(match health {
+    Ok(match health(&checked) {
         Ok(()) => {
             ctx.succeeded(&down_key);
             Action::requeue(ctx.settings.cluster_check_interval)
@@ -164,4 +154,143 @@ async fn apply(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action> {
         Err((reason, _)) if reason.starts_with("Secret") => Action::await_change(),
         Err(_) => Action::requeue(ctx.backoff(&down_key).min(ctx.settings.cluster_check_interval)),
     })
+}
+
+/// Usable or not: no broker answering is not usable; one that answers is.
+fn health(checked: &Result<ClusterInfo, Problem>) -> Result<(), Problem> {
+    match checked {
+        Err(p) => Err(p.clone()),
+        Ok(info) if !info.brokers.is_empty() && info.unreachable.len() == info.brokers.len() => {
+            let why: Vec<String> = info.unreachable.iter().map(|(id, e)| format!("broker {id}: {e}")).collect();
+            Err(("KafkaUnreachable".into(), format!("no broker of the cluster answers: {}", why.join("; "))))
+        }
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Status from a check of the cluster. Pure.
+fn status_from(kc: &KafkaCluster, checked: &Result<ClusterInfo, Problem>, previous: &KafkaClusterStatus) -> (KafkaClusterStatus, Cond) {
+    use conditions::types::READY;
+    const DEGRADED: &str = "Degraded";
+    let info = checked.as_ref().ok();
+    let ready = match (health(checked), info) {
+        (Err((reason, message)), _) => Cond::new(READY, false, reason, message),
+        (Ok(()), Some(i)) => {
+            let answering = i.brokers.len() - i.unreachable.len();
+            let mode = match i.kraft {
+                Some(true) => ", KRaft",
+                Some(false) => ", ZooKeeper mode",
+                None => "",
+            };
+            let controller = i.controller.map_or(String::new(), |c| format!(", controller {c}"));
+            Cond::new(READY, true, "Connected", format!("{answering} of {} broker(s) answer{controller}{mode}", i.brokers.len()))
+        }
+        (Ok(()), None) => Cond::new(READY, false, "Unknown", ""),
+    };
+    let mut problems: Vec<String> = Vec::new();
+    let mut reason = "";
+    if let Some(i) = info {
+        let unsupported: Vec<String> =
+            i.apis.iter().filter(|(_, v)| v.is_none()).map(|(api, _)| format!("{api} unsupported: {}", crate::kafka::feature(api))).collect();
+        if !unsupported.is_empty() {
+            reason = "UnsupportedByBroker";
+            problems.extend(unsupported);
+        }
+        if !i.unreachable.is_empty() && i.unreachable.len() < i.brokers.len() {
+            reason = if reason.is_empty() { "BrokersUnreachable" } else { reason };
+            problems.extend(i.unreachable.iter().map(|(id, e)| format!("broker {id} cannot be reached: {e}")));
+        }
+    }
+    let degraded = if problems.is_empty() {
+        Cond::new(DEGRADED, false, if info.is_some() { "AllWell" } else { "Unknown" }, "")
+    } else {
+        Cond::new(DEGRADED, true, reason, problems.join("; "))
+    };
+    let status = KafkaClusterStatus {
+        observed_generation: kc.metadata.generation,
+        conditions: conditions::merge(&previous.conditions, &[ready.clone(), degraded], kc.metadata.generation, Timestamp::now()),
+        brokers: info.map(|i| i.brokers.len() as i32),
+        broker_details: info
+            .map(|i| {
+                i.brokers
+                    .iter()
+                    .map(|(id, addr)| BrokerStatus {
+                        id: *id,
+                        address: addr.clone(),
+                        reachable: !i.unreachable.contains_key(id),
+                        message: i.unreachable.get(id).cloned(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        controller: info.and_then(|i| i.controller),
+        kraft: info.and_then(|i| i.kraft),
+        api_versions: info
+            .map(|i| i.apis.iter().map(|(api, v)| (api.to_string(), v.map_or("unsupported".into(), |v| format!("v{v}")))).collect())
+            .unwrap_or_default(),
+    };
+    (status, ready)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Condition, KafkaClusterSpec};
+
+    fn kc() -> KafkaCluster {
+        KafkaCluster::new("default", KafkaClusterSpec { bootstrap_servers: "k:9092".into(), tls: None, sasl: None })
+    }
+
+    fn info() -> ClusterInfo {
+        ClusterInfo {
+            cluster_id: Some("c".into()),
+            brokers: [(1, "a:9092".to_string()), (2, "b:9092".into()), (3, "c:9092".into())].into(),
+            controller: Some(2),
+            unreachable: Default::default(),
+            kraft: Some(true),
+            apis: [("Metadata", Some(12)), ("CreatePartitions", Some(3))].into(),
+        }
+    }
+
+    fn cond<'a>(s: &'a KafkaClusterStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn a_healthy_cluster_says_who_answers_the_controller_and_the_mode() {
+        let (s, ready) = status_from(&kc(), &Ok(info()), &Default::default());
+        assert!(ready.status);
+        assert_eq!(ready.message, "3 of 3 broker(s) answer, controller 2, KRaft");
+        assert_eq!((s.brokers, s.controller, s.kraft), (Some(3), Some(2), Some(true)));
+        assert_eq!(s.api_versions["CreatePartitions"], "v3");
+        assert_eq!(cond(&s, "Degraded").status, "False");
+    }
+
+    #[test]
+    fn a_broker_away_degrades_all_away_is_not_ready() {
+        let mut i = info();
+        i.unreachable.insert(3, "cannot reach Kafka at c:9092: connection refused".into());
+        let (s, ready) = status_from(&kc(), &Ok(i.clone()), &Default::default());
+        assert!(ready.status, "two of three answer");
+        let d = cond(&s, "Degraded");
+        assert_eq!((d.status.as_str(), d.reason.as_str()), ("True", "BrokersUnreachable"));
+        assert!(d.message.contains("broker 3 cannot be reached"), "{}", d.message);
+        assert!(!s.broker_details.iter().find(|b| b.id == 3).unwrap().reachable);
+        i.unreachable.insert(1, "x".into());
+        i.unreachable.insert(2, "y".into());
+        let (_, ready) = status_from(&kc(), &Ok(i), &Default::default());
+        assert_eq!((ready.status, ready.reason.as_str()), (false, "KafkaUnreachable"));
+    }
+
+    #[test]
+    fn an_api_the_brokers_lack_is_named_with_what_it_disables() {
+        let mut i = info();
+        i.apis.insert("CreatePartitions", None);
+        let (s, ready) = status_from(&kc(), &Ok(i), &Default::default());
+        assert!(ready.status, "everything else keeps working");
+        let d = cond(&s, "Degraded");
+        assert_eq!(d.reason, "UnsupportedByBroker");
+        assert_eq!(d.message, "CreatePartitions unsupported: partition growth disabled");
+        assert_eq!(s.api_versions["CreatePartitions"], "unsupported");
+    }
 }

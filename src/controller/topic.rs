@@ -297,6 +297,8 @@ pub fn status_from(topic: &Topic, r: &TopicReport, previous: &TopicStatus) -> (T
     let name = topic.kafka_name();
     let problem = if let Some(e) = &r.error {
         Some(("KafkaRejected", format!("Kafka refused the change to topic {name}: {e}; fix spec.config or spec.partitions")))
+    } else if let Some(why) = &r.unsupported {
+        Some(("UnsupportedByBroker", format!("Kafka topic {name}: {why}; the rest of the topic is managed")))
     } else if let Some(refusal) = r.refusals.first() {
         Some(match refusal {
             Refusal::PartitionDecrease { declared, actual } => (
@@ -320,9 +322,10 @@ pub fn status_from(topic: &Topic, r: &TopicReport, previous: &TopicStatus) -> (T
     } else {
         None
     };
-    let ready = match &problem {
-        None => Cond::new(types::READY, true, "Ready", format!("Kafka topic {name} matches the spec")),
-        Some((reason, message)) => Cond::new(types::READY, false, *reason, message.clone()),
+    let ready = match (&problem, &r.unchecked) {
+        (None, None) => Cond::new(types::READY, true, "Ready", format!("Kafka topic {name} matches the spec")),
+        (None, Some(why)) => Cond::new(types::READY, true, "Ready", format!("Kafka topic {name} exists; its configs were not compared ({why})")),
+        (Some((reason, message)), _) => Cond::new(types::READY, false, *reason, message.clone()),
     };
     // Stalled: it will not get better without a change to the spec.
     let stalled = problem.as_ref().is_some_and(|(reason, _)| *reason != "TopicMissing");
@@ -536,7 +539,7 @@ mod tests {
     #[test]
     fn a_kafka_rejection_quotes_kafka() {
         let mut r = report(3);
-        r.error = Some(crate::kafka::ItemError { code: "InvalidConfig".into(), message: "Unknown topic config name: x.y".into() });
+        r.error = Some(crate::kafka::ItemError::kafka(crate::kafka::ResponseError::InvalidConfig, "Unknown topic config name: x.y"));
         let (_, ready) = status_from(&topic(3), &r, &TopicStatus::default());
         assert_eq!(ready.reason, "KafkaRejected");
         assert!(ready.message.contains("Unknown topic config name: x.y"));

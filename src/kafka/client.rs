@@ -1,12 +1,26 @@
-//! [`Kafka`] over Kafka's own protocol: a connection per broker, reused,
-//! re-opened after a failure.
+//! [`Kafka`] over Kafka's own protocol, behaving as a good Kafka client:
+//!
+//! - one connection per broker, reused; opened with timeouts on connect and
+//!   handshake; a pooled connection found dead is opened again and the
+//!   request sent again, once;
+//! - every request at the highest version both sides support, or an
+//!   `Unsupported` error naming the API and what it disables;
+//! - topic creation, deletion and partition growth sent to the controller
+//!   the last Metadata named (ZooKeeper-mode clusters require it; a KRaft
+//!   broker forwards to the quorum), falling back to any broker;
+//! - per-item errors typed (`kafka-protocol`'s `ResponseError`); retriable
+//!   ones sent again after a metadata refresh and a back-off
+//!   ([`retry`](super::retry)), the rest reported item by item;
+//! - requests to different brokers sent in parallel.
 
 use std::{
     collections::{BTreeMap, HashMap},
+    future::Future,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
+    time::{Duration, Instant},
 };
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -24,30 +38,95 @@ use kafka_protocol::{
         list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic},
         metadata_request::MetadataRequestTopic,
         offset_fetch_request::OffsetFetchRequestGroup,
+        offset_fetch_response::OffsetFetchResponseGroup,
     },
     protocol::{Request, StrBytes},
 };
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::{
-    ClusterInfo, ConfigResult, GroupOffsets, ItemError, ItemResult, Kafka, KafkaError, NewTopic, PartitionOffsets, Result, Settings,
-    TopicInfo, Tp,
-    wire::{Conn, error_name},
+    ClusterInfo, ConfigResult, GroupOffsets, ItemError, ItemResult, Kafka, KafkaError, NewTopic, PartitionOffsets, ResponseError, Result,
+    Settings, TopicInfo, Tp, retry,
+    wire::{Conn, api_key_name},
 };
 
 const TOPIC_RESOURCE: i8 = 2;
-const OPERATION_TIMEOUT_MS: i32 = 30_000;
-const UNKNOWN_TOPIC: i16 = 3;
-const GROUP_ID_NOT_FOUND: i16 = 69;
+/// How long Kafka may take to finish a topic creation, deletion or
+/// partition growth before it answers (within the request timeout).
+const OPERATION_TIMEOUT_MS: i32 = 25_000;
+
+/// The APIs the operator uses, with the versions it speaks (min, preferred).
+const APIS: [(ApiKey, i16, i16); 10] = [
+    (ApiKey::Metadata, 4, 12),
+    (ApiKey::CreateTopics, 5, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::FindCoordinator, 4, 4),
+    (ApiKey::OffsetFetch, 8, 8),
+    (ApiKey::DeleteGroups, 0, 2),
+];
+
+fn versions(key: ApiKey) -> (i16, i16) {
+    APIS.iter().find(|(k, _, _)| *k == key).map_or((0, 0), |(_, min, preferred)| (*min, *preferred))
+}
+
+/// Brokers as the last Metadata answer named them.
+#[derive(Default)]
+struct Brokers {
+    by_id: BTreeMap<i32, String>,
+    controller: Option<i32>,
+}
+
+/// How long the offsets path trusts what it read of where partitions lead,
+/// where groups are coordinated, and where logs start: a steady lag poll
+/// then costs one ListOffsets per leader and one OffsetFetch per
+/// coordinator. An error that says something moved forgets it at once.
+const REMEMBER_FOR: Duration = Duration::from_secs(30);
+
+/// One topic as a Metadata answer had it: its shape, and each partition's
+/// leader or why it has none.
+#[derive(Clone)]
+struct TopicLayout {
+    info: std::result::Result<TopicInfo, ItemError>,
+    leaders: Vec<(i32, std::result::Result<i32, ItemError>)>,
+}
+
+/// What the offsets path remembers between calls, with when it was read.
+#[derive(Default)]
+struct Remembered {
+    layouts: HashMap<String, (Instant, TopicLayout)>,
+    coordinators: HashMap<String, (Instant, String)>,
+    starts: HashMap<Tp, (Instant, i64)>,
+}
+
+fn fresh<T: Clone>(entry: Option<&(Instant, T)>) -> Option<T> {
+    entry.filter(|(at, _)| at.elapsed() < REMEMBER_FOR).map(|(_, v)| v.clone())
+}
 
 pub struct WireKafka {
     settings: Settings,
     /// One connection slot per broker address; a failed connection is
-    /// dropped and re-opened on next use.
+    /// dropped and opened again on next use.
     conns: Mutex<HashMap<String, Arc<AsyncMutex<Option<Conn>>>>>,
-    /// Broker id -> address, from the last Metadata answer.
-    brokers: Mutex<BTreeMap<i32, String>>,
+    brokers: Mutex<Brokers>,
+    remembered: Mutex<Remembered>,
     requests: AtomicU64,
+    by_broker: Mutex<BTreeMap<String, u64>>,
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn item_error(code: i16, message: Option<&StrBytes>) -> Option<ItemError> {
+    ItemError::from_code(code, message.map(|m| m.as_str()))
+}
+
+fn as_result(code: i16, message: Option<&StrBytes>) -> ItemResult {
+    item_error(code, message).map_or(Ok(()), Err)
 }
 
 /// Topics as Kafka's metadata has them.
@@ -58,26 +137,18 @@ struct Layout {
     leaderless: BTreeMap<Tp, ItemError>,
 }
 
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
-
-fn item_error(code: i16, message: Option<&StrBytes>) -> Option<ItemError> {
-    (code != 0).then(|| ItemError { code: error_name(code), message: message.map(|m| m.to_string()).unwrap_or_default() })
-}
-
 /// One group's committed offsets from an OffsetFetch answer: every
 /// partition it committed on, or why Kafka could not say (a group it does
 /// not know has committed nothing).
-fn group_offsets(g: kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup) -> GroupOffsets {
-    if let Some(e) = item_error(g.error_code, None).filter(|_| g.error_code != GROUP_ID_NOT_FOUND) {
+fn group_offsets(g: OffsetFetchResponseGroup) -> GroupOffsets {
+    if let Some(e) = item_error(g.error_code, None).filter(|e| !e.is(ResponseError::GroupIdNotFound)) {
         return Err(e);
     }
     let mut offsets = BTreeMap::new();
     for t in g.topics {
         for p in t.partitions {
             if let Some(e) = item_error(p.error_code, None) {
-                return Err(ItemError { code: e.code, message: format!("{}/{}", t.name.as_str(), p.partition_index) });
+                return Err(ItemError { message: format!("{}/{}", t.name.as_str(), p.partition_index), ..e });
             }
             if p.committed_offset >= 0 {
                 offsets.insert((t.name.to_string(), p.partition_index), p.committed_offset);
@@ -87,9 +158,32 @@ fn group_offsets(g: kafka_protocol::messages::offset_fetch_response::OffsetFetch
     Ok(offsets)
 }
 
+/// What an OffsetFetch or DeleteGroups answer for one group means, when the
+/// request to its coordinator itself failed.
+fn request_failed<T>(e: &KafkaError) -> std::result::Result<T, ItemError> {
+    Err(ItemError::no_answer(e.to_string()))
+}
+
 impl WireKafka {
     pub fn new(settings: Settings) -> Self {
-        WireKafka { settings, conns: Mutex::default(), brokers: Mutex::default(), requests: AtomicU64::new(0) }
+        WireKafka {
+            settings,
+            conns: Mutex::default(),
+            brokers: Mutex::default(),
+            remembered: Mutex::default(),
+            requests: AtomicU64::new(0),
+            by_broker: Mutex::default(),
+        }
+    }
+
+    /// Requests sent so far, by broker address (for tests and benchmarks).
+    pub fn requests_by_broker(&self) -> BTreeMap<String, u64> {
+        self.by_broker.lock().expect("by_broker lock").clone()
+    }
+
+    fn count(&self, addr: &str) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        *self.by_broker.lock().expect("by_broker lock").entry(addr.to_string()).or_default() += 1;
     }
 
     fn slot(&self, addr: &str) -> Arc<AsyncMutex<Option<Conn>>> {
@@ -97,55 +191,73 @@ impl WireKafka {
     }
 
     /// Sends one request to the broker at `addr`, opening the connection if
-    /// needed; `build` gets the negotiated version.
-    async fn call<R: Request>(
-        &self,
-        addr: &str,
-        key: ApiKey,
-        min: i16,
-        preferred: i16,
-        build: impl FnOnce(i16) -> R,
-    ) -> Result<R::Response> {
+    /// needed; `build` gets the negotiated version. A pooled connection
+    /// that fails is opened again and the request sent again, once.
+    async fn call<R: Request>(&self, addr: &str, key: ApiKey, build: impl Fn(i16) -> R) -> Result<R::Response> {
+        let (min, preferred) = versions(key);
         let slot = self.slot(addr);
         let mut guard = slot.lock().await;
-        if guard.is_none() {
-            *guard = Some(Conn::open(addr, &self.settings).await?);
+        for attempt in 0..2 {
+            let pooled = guard.is_some();
+            if guard.is_none() {
+                *guard = Some(Conn::open(addr, &self.settings).await?);
+            }
+            let conn = guard.as_mut().expect("connection just opened");
+            let version = conn.version(key, min, preferred)?;
+            self.count(addr);
+            match conn.send(&build(version), version).await {
+                Err(e) if e.transient() => {
+                    *guard = None;
+                    if !(pooled && attempt == 0) {
+                        return Err(match e {
+                            KafkaError::Unreachable { reason, .. } => KafkaError::Unreachable { addr: addr.to_string(), reason },
+                            other => other,
+                        });
+                    }
+                }
+                other => return other,
+            }
         }
-        let conn = guard.as_mut().expect("connection just opened");
-        let version = conn.version(key, min, preferred)?;
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let result = conn.send(&build(version), version).await;
-        if matches!(result, Err(KafkaError::Unreachable { .. } | KafkaError::Timeout { .. } | KafkaError::Protocol { .. })) {
-            *guard = None;
-        }
-        result.map_err(|e| match e {
-            KafkaError::Unreachable { reason, .. } => KafkaError::Unreachable { addr: addr.to_string(), reason },
-            other => other,
-        })
+        unreachable!("the second attempt returns")
     }
 
     /// Addresses to try for a request any broker can answer: known brokers
     /// first, then the bootstrap list.
     fn any_addrs(&self) -> Vec<String> {
-        let mut addrs: Vec<String> = self.brokers.lock().expect("brokers lock").values().cloned().collect();
+        let mut addrs: Vec<String> = self.brokers.lock().expect("brokers lock").by_id.values().cloned().collect();
         addrs.extend(self.settings.bootstrap.iter().filter(|b| !addrs.contains(b)).cloned().collect::<Vec<_>>());
         addrs
     }
 
-    async fn call_any<R: Request>(&self, key: ApiKey, min: i16, preferred: i16, build: impl Fn(i16) -> R) -> Result<R::Response> {
+    async fn call_any<R: Request>(&self, key: ApiKey, build: impl Fn(i16) -> R) -> Result<R::Response> {
         let mut last = None;
         for addr in self.any_addrs() {
-            match self.call(&addr, key, min, preferred, &build).await {
-                Err(e @ (KafkaError::Unreachable { .. } | KafkaError::Timeout { .. })) => last = Some(e),
+            match self.call(&addr, key, &build).await {
+                Err(e) if e.transient() => last = Some(e),
                 other => return other,
             }
         }
         Err(last.unwrap_or_else(|| KafkaError::Unreachable { addr: String::new(), reason: "no bootstrap servers".into() }))
     }
 
+    /// Sends to the controller the last Metadata named, or to any broker.
+    async fn call_controller<R: Request>(&self, key: ApiKey, build: impl Fn(i16) -> R) -> Result<R::Response> {
+        let controller = {
+            let b = self.brokers.lock().expect("brokers lock");
+            b.controller.and_then(|c| b.by_id.get(&c).cloned())
+        };
+        if let Some(addr) = controller {
+            match self.call(&addr, key, &build).await {
+                Err(e) if e.transient() => {}
+                other => return other,
+            }
+        }
+        self.call_any(key, build).await
+    }
+
     async fn metadata(&self, topics: Option<&[String]>) -> Result<MetadataResponse> {
         let resp = self
-            .call_any(ApiKey::Metadata, 4, 12, |_| {
+            .call_any(ApiKey::Metadata, |_| {
                 MetadataRequest::default()
                     .with_topics(
                         topics.map(|t| t.iter().map(|n| MetadataRequestTopic::default().with_name(Some(TopicName(s(n))))).collect()),
@@ -153,114 +265,133 @@ impl WireKafka {
                     .with_allow_auto_topic_creation(false)
             })
             .await?;
-        let brokers = resp.brokers.iter().map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port))).collect();
-        *self.brokers.lock().expect("brokers lock") = brokers;
+        let mut b = self.brokers.lock().expect("brokers lock");
+        b.by_id = resp.brokers.iter().map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port))).collect();
+        b.controller = (resp.controller_id.0 >= 0).then_some(resp.controller_id.0);
         Ok(resp)
     }
 
-    fn broker_addr(&self, id: BrokerId) -> Option<String> {
-        self.brokers.lock().expect("brokers lock").get(&id.0).cloned()
-    }
-
-    /// Coordinator address per group (one FindCoordinator for all groups),
-    /// or why Kafka could not name it.
-    async fn coordinators(&self, groups: &[String]) -> Result<BTreeMap<String, std::result::Result<String, ItemError>>> {
-        let resp = self
-            .call_any(ApiKey::FindCoordinator, 4, 4, |_| {
-                FindCoordinatorRequest::default().with_key_type(0).with_coordinator_keys(groups.iter().map(|g| s(g)).collect())
-            })
-            .await?;
-        let mut out: BTreeMap<String, std::result::Result<String, ItemError>> = groups
-            .iter()
-            .map(|g| (g.clone(), Err(ItemError { code: "NoAnswer".into(), message: "FindCoordinator did not answer for it".into() })))
-            .collect();
-        for c in resp.coordinators {
-            let found = match item_error(c.error_code, c.error_message.as_ref()) {
-                Some(e) => Err(e),
-                None => Ok(format!("{}:{}", c.host, c.port)),
-            };
-            out.insert(c.key.to_string(), found);
-        }
-        Ok(out)
-    }
-
-    /// The groups whose coordinator is known, by coordinator; the others
-    /// go into `failed` with why.
-    fn by_coordinator<T>(
-        coordinators: BTreeMap<String, std::result::Result<String, ItemError>>,
-        failed: &mut BTreeMap<String, std::result::Result<T, ItemError>>,
-    ) -> BTreeMap<String, Vec<String>> {
-        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (g, c) in coordinators {
-            match c {
-                Ok(addr) => out.entry(addr).or_default().push(g),
-                Err(e) => {
-                    failed.insert(g, Err(e));
-                }
+    /// Sends `send` for the items still pending until none is left with a
+    /// retriable error or the attempts run out, refreshing the metadata
+    /// (where the controller and leaders are) and backing off in between.
+    async fn with_retries<'a, T, F, Fut>(&'a self, api: &str, items: Vec<String>, send: F) -> Result<BTreeMap<String, std::result::Result<T, ItemError>>>
+    where
+        F: Fn(Vec<String>, usize) -> Fut,
+        Fut: Future<Output = Result<(BTreeMap<String, std::result::Result<T, ItemError>>, i32)>>,
+    {
+        let mut settled = BTreeMap::new();
+        let mut pending = items;
+        for attempt in 0..retry::ATTEMPTS {
+            let (answers, throttle_ms) = send(pending.clone(), attempt).await?;
+            let (done, again) = retry::split(&pending, answers, attempt + 1 == retry::ATTEMPTS, api);
+            settled.extend(done);
+            if again.is_empty() {
+                break;
             }
+            tokio::time::sleep(retry::backoff(attempt, throttle_ms)).await;
+            let _ = self.metadata(Some(&[])).await;
+            pending = again;
         }
-        out
+        Ok(settled)
     }
 
-    /// What Kafka's metadata says of these topics (one Metadata): each
-    /// topic's shape or why it has none, and its partitions grouped by
-    /// leader, or why a partition has no leader now.
-    async fn layout(&self, topics: &[String]) -> Result<Layout> {
-        let meta = self.metadata(Some(topics)).await?;
+    /// What Kafka's metadata says of these topics: each topic's shape or
+    /// why it has none, and its partitions grouped by leader, or why a
+    /// partition has no leader now. One Metadata for the topics not
+    /// remembered (all of them when `fresh`).
+    async fn layout(&self, topics: &[String], fresh_only: bool) -> Result<Layout> {
+        let mut known: BTreeMap<String, TopicLayout> = BTreeMap::new();
+        if !fresh_only {
+            let r = self.remembered.lock().expect("remembered lock");
+            known.extend(topics.iter().filter_map(|t| Some((t.clone(), fresh(r.layouts.get(t)).filter(|l| l.info.is_ok())?))));
+        }
+        let missing: Vec<String> = topics.iter().filter(|t| !known.contains_key(*t)).cloned().collect();
+        if !missing.is_empty() {
+            let meta = self.metadata(Some(&missing)).await?;
+            let mut read = BTreeMap::new();
+            for t in &meta.topics {
+                let Some(name) = t.name.as_ref().map(|n| n.to_string()) else { continue };
+                let layout = match item_error(t.error_code, None) {
+                    Some(e) => TopicLayout { info: Err(e), leaders: vec![] },
+                    None => TopicLayout {
+                        info: Ok(TopicInfo {
+                            id: URL_SAFE_NO_PAD.encode(t.topic_id.as_bytes()),
+                            partitions: t.partitions.len() as i32,
+                            replication_factor: t.partitions.first().map(|p| p.replica_nodes.len() as i32).unwrap_or(0),
+                        }),
+                        leaders: t
+                            .partitions
+                            .iter()
+                            .map(|p| {
+                                let leader = if p.leader_id.0 >= 0 {
+                                    Ok(p.leader_id.0)
+                                } else {
+                                    Err(item_error(p.error_code, None).unwrap_or_else(|| ItemError::kafka(ResponseError::LeaderNotAvailable, "")))
+                                };
+                                (p.partition_index, leader)
+                            })
+                            .collect(),
+                    },
+                };
+                read.insert(name, layout);
+            }
+            let mut r = self.remembered.lock().expect("remembered lock");
+            for (name, layout) in &read {
+                r.layouts.insert(name.clone(), (Instant::now(), layout.clone()));
+            }
+            known.extend(read);
+        }
         let mut out = Layout::default();
-        for t in &meta.topics {
-            let Some(name) = t.name.as_ref().map(|n| n.to_string()) else { continue };
-            if let Some(e) = item_error(t.error_code, None) {
-                out.topics.insert(name, Err(e));
+        for t in topics {
+            let Some(layout) = known.remove(t) else {
+                out.topics.insert(t.clone(), Err(ItemError::no_answer("Metadata did not answer for it")));
                 continue;
-            }
-            let rf = t.partitions.first().map(|p| p.replica_nodes.len() as i32).unwrap_or(0);
-            let info = TopicInfo {
-                id: URL_SAFE_NO_PAD.encode(t.topic_id.as_bytes()),
-                partitions: t.partitions.len() as i32,
-                replication_factor: rf,
             };
-            out.topics.insert(name.clone(), Ok(info));
-            for p in &t.partitions {
-                let tp = (name.clone(), p.partition_index);
-                match item_error(p.error_code, None) {
-                    Some(e) if p.leader_id.0 < 0 => {
+            for (p, leader) in layout.leaders {
+                let tp = (t.clone(), p);
+                match leader {
+                    Ok(l) => out.by_leader.entry(l).or_default().push(tp),
+                    Err(e) => {
                         out.leaderless.insert(tp, e);
                     }
-                    _ if p.leader_id.0 < 0 => {
-                        out.leaderless.insert(tp, ItemError { code: "LeaderNotAvailable".into(), message: String::new() });
-                    }
-                    _ => out.by_leader.entry(p.leader_id.0).or_default().push(tp),
                 }
             }
-        }
-        for t in topics {
-            out.topics
-                .entry(t.clone())
-                .or_insert_with(|| Err(ItemError { code: "NoAnswer".into(), message: "Metadata did not answer for it".into() }));
+            out.topics.insert(t.clone(), layout.info);
         }
         Ok(out)
     }
 
-    /// One ListOffsets per leader: earliest (-2) or latest (-1) offsets,
-    /// and the partitions Kafka could not answer for (no leader yet, a
-    /// leader moving) with why.
-    async fn list_offsets(&self, by_leader: &BTreeMap<i32, Vec<Tp>>, earliest: bool) -> Result<(BTreeMap<Tp, i64>, Vec<(Tp, ItemError)>)> {
+    /// Forgets where these topics' partitions lead and where these groups
+    /// are coordinated: an answer said they moved.
+    fn forget(&self, topics: &[String], groups: &[String]) {
+        let mut r = self.remembered.lock().expect("remembered lock");
+        topics.iter().for_each(|t| {
+            r.layouts.remove(t);
+        });
+        groups.iter().for_each(|g| {
+            r.coordinators.remove(g);
+        });
+    }
+
+    fn broker_addr(&self, id: i32) -> Option<String> {
+        self.brokers.lock().expect("brokers lock").by_id.get(&id).cloned()
+    }
+
+    /// Earliest (-2) or latest (-1) offsets, one ListOffsets per leader, the
+    /// leaders in parallel; each partition answered or why not.
+    async fn list_offsets(&self, by_leader: &BTreeMap<i32, Vec<Tp>>, earliest: bool) -> BTreeMap<Tp, std::result::Result<i64, ItemError>> {
         let timestamp = if earliest { -2 } else { -1 };
-        let mut out = BTreeMap::new();
-        let mut failed = Vec::new();
-        for (leader, tps) in by_leader.iter().filter(|(_, tps)| !tps.is_empty()) {
-            let Some(addr) = self.broker_addr(BrokerId(*leader)) else {
-                let why = ItemError { code: "LeaderNotAvailable".into(), message: format!("no broker {leader} leads it") };
-                failed.extend(tps.iter().map(|tp| (tp.clone(), why.clone())));
-                continue;
+        let per_leader = by_leader.iter().filter(|(_, tps)| !tps.is_empty()).map(|(leader, tps)| async move {
+            let Some(addr) = self.broker_addr(*leader) else {
+                let why = ItemError::kafka(ResponseError::LeaderNotAvailable, format!("no broker {leader} in the metadata"));
+                return tps.iter().map(|tp| (tp.clone(), Err(why.clone()))).collect::<Vec<_>>();
             };
             let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
             for (t, p) in tps {
                 topics.entry(t.as_str()).or_default().push(*p);
             }
             let resp = self
-                .call(&addr, ApiKey::ListOffsets, 1, 7, |_| {
+                .call(&addr, ApiKey::ListOffsets, |_| {
                     ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(
                         topics
                             .iter()
@@ -279,20 +410,92 @@ impl WireKafka {
                             .collect(),
                     )
                 })
-                .await?;
-            for t in resp.topics {
-                for p in t.partitions {
-                    let tp = (t.name.to_string(), p.partition_index);
-                    match item_error(p.error_code, None) {
-                        Some(e) => failed.push((tp, e)),
-                        None => {
-                            out.insert(tp, p.offset);
+                .await;
+            let mut out: BTreeMap<Tp, std::result::Result<i64, ItemError>> =
+                tps.iter().map(|tp| (tp.clone(), Err(ItemError::no_answer("ListOffsets did not answer for it")))).collect();
+            match resp {
+                Err(e) => out.values_mut().for_each(|v| *v = request_failed(&e)),
+                Ok(resp) => {
+                    for t in resp.topics {
+                        for p in t.partitions {
+                            let tp = (t.name.to_string(), p.partition_index);
+                            out.insert(tp, item_error(p.error_code, None).map_or(Ok(p.offset), Err));
                         }
                     }
                 }
             }
+            out.into_iter().collect::<Vec<_>>()
+        });
+        futures::future::join_all(per_leader).await.into_iter().flatten().collect()
+    }
+
+    /// Coordinator address per group, or why Kafka could not name it: one
+    /// FindCoordinator for the groups not remembered.
+    async fn coordinators(&self, groups: &[String]) -> Result<BTreeMap<String, std::result::Result<String, ItemError>>> {
+        let mut out: BTreeMap<String, std::result::Result<String, ItemError>> = BTreeMap::new();
+        {
+            let r = self.remembered.lock().expect("remembered lock");
+            out.extend(groups.iter().filter_map(|g| Some((g.clone(), Ok(fresh(r.coordinators.get(g))?)))));
         }
-        Ok((out, failed))
+        let missing: Vec<String> = groups.iter().filter(|g| !out.contains_key(*g)).cloned().collect();
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let resp = self
+            .call_any(ApiKey::FindCoordinator, |_| {
+                FindCoordinatorRequest::default().with_key_type(0).with_coordinator_keys(missing.iter().map(|g| s(g)).collect())
+            })
+            .await?;
+        out.extend(missing.iter().map(|g| (g.clone(), Err(ItemError::no_answer("FindCoordinator did not answer for it")))));
+        let mut r = self.remembered.lock().expect("remembered lock");
+        for c in resp.coordinators {
+            let found = match item_error(c.error_code, c.error_message.as_ref()) {
+                Some(e) => Err(e),
+                None => {
+                    let addr = format!("{}:{}", c.host, c.port);
+                    r.coordinators.insert(c.key.to_string(), (Instant::now(), addr.clone()));
+                    Ok(addr)
+                }
+            };
+            out.insert(c.key.to_string(), found);
+        }
+        Ok(out)
+    }
+
+    /// Sends one request per coordinator for its groups, the coordinators
+    /// in parallel; `answer` reads each group's result from a response. A
+    /// group whose coordinator could not be named, or whose request failed,
+    /// gets why.
+    async fn per_coordinator<T, R, B, A>(&self, groups: &[String], key: ApiKey, build: B, answer: A) -> Result<BTreeMap<String, std::result::Result<T, ItemError>>>
+    where
+        R: Request,
+        B: Fn(&[String], i16) -> R,
+        A: Fn(R::Response) -> Vec<(String, std::result::Result<T, ItemError>)>,
+    {
+        let mut out = BTreeMap::new();
+        let mut by_addr: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (g, c) in self.coordinators(groups).await? {
+            match c {
+                Ok(addr) => by_addr.entry(addr).or_default().push(g),
+                Err(e) => {
+                    out.insert(g, Err(e));
+                }
+            }
+        }
+        let build = &build;
+        let requests = by_addr.iter().map(|(addr, gs)| async move { (gs, self.call(addr, key, |v| build(gs, v)).await) });
+        for (gs, resp) in futures::future::join_all(requests).await {
+            match resp {
+                Err(e) => out.extend(gs.iter().map(|g| (g.clone(), request_failed(&e)))),
+                Ok(resp) => {
+                    for g in gs {
+                        out.insert(g.clone(), Err(ItemError::no_answer(format!("{} did not answer for it", api_key_name(key)))));
+                    }
+                    out.extend(answer(resp));
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -300,7 +503,48 @@ impl Kafka for WireKafka {
     fn cluster(&self) -> BoxFuture<'_, Result<ClusterInfo>> {
         async move {
             let resp = self.metadata(Some(&[])).await?;
-            Ok(ClusterInfo { brokers: resp.brokers.len(), cluster_id: resp.cluster_id.map(|c| c.to_string()) })
+            let brokers: BTreeMap<i32, String> = resp.brokers.iter().map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port))).collect();
+            // Each broker asked for its API versions, side by side: who
+            // answers, and what they offer.
+            let pings = brokers.iter().map(|(id, addr)| async move {
+                let slot = self.slot(addr);
+                let mut guard = slot.lock().await;
+                let outcome = async {
+                    if let Some(conn) = guard.as_mut()
+                        && conn.ping().await.is_ok()
+                    {
+                        return Ok(());
+                    }
+                    *guard = Some(Conn::open(addr, &self.settings).await?);
+                    Ok::<(), KafkaError>(())
+                }
+                .await;
+                self.count(addr);
+                let seen = guard.as_ref().filter(|_| outcome.is_ok()).map(|conn| {
+                    let apis = APIS.iter().map(|(k, min, preferred)| (api_key_name(*k), conn.version(*k, *min, *preferred).ok())).collect();
+                    (conn.kraft, apis)
+                });
+                if outcome.is_err() {
+                    *guard = None;
+                }
+                (*id, outcome.map_err(|e| e.to_string()), seen)
+            });
+            let mut info = ClusterInfo {
+                cluster_id: resp.cluster_id.map(|c| c.to_string()),
+                controller: (resp.controller_id.0 >= 0).then_some(resp.controller_id.0),
+                ..Default::default()
+            };
+            for (id, outcome, seen) in futures::future::join_all(pings).await {
+                if let Err(why) = outcome {
+                    info.unreachable.insert(id, why);
+                }
+                if let (Some((kraft, apis)), None) = (seen, info.kraft) {
+                    info.kraft = Some(kraft);
+                    info.apis = apis;
+                }
+            }
+            info.brokers = brokers;
+            Ok(info)
         }
         .boxed()
     }
@@ -310,15 +554,15 @@ impl Kafka for WireKafka {
             if names.is_empty() {
                 return Ok(BTreeMap::new());
             }
-            let layout = self.layout(names).await?;
+            let layout = self.layout(names, true).await?;
             let mut out = BTreeMap::new();
             for (name, t) in layout.topics {
                 match t {
                     Ok(info) => {
                         out.insert(name, info);
                     }
-                    Err(e) if e.code == error_name(UNKNOWN_TOPIC) => {}
-                    Err(e) => return Err(KafkaError::Api { api: "Metadata", code: e.code, message: format!("topic {name}") }),
+                    Err(e) if e.is(ResponseError::UnknownTopicOrPartition) => {}
+                    Err(e) => return Err(KafkaError::Api { api: "Metadata", code: e.name(), message: format!("topic {name}") }),
                 }
             }
             Ok(out)
@@ -331,31 +575,37 @@ impl Kafka for WireKafka {
             if keys.is_empty() {
                 return Ok(BTreeMap::new());
             }
-            let resp = self
-                .call_any(ApiKey::DescribeConfigs, 1, 4, |_| {
-                    DescribeConfigsRequest::default().with_resources(
-                        keys.iter()
-                            .map(|(topic, ks)| {
-                                DescribeConfigsResource::default()
-                                    .with_resource_type(TOPIC_RESOURCE)
-                                    .with_resource_name(s(topic))
-                                    .with_configuration_keys(Some(ks.iter().map(|k| s(k)).collect()))
-                            })
-                            .collect(),
-                    )
-                })
-                .await?;
-            Ok(resp
-                .results
-                .into_iter()
-                .map(|r| {
-                    let v = match item_error(r.error_code, r.error_message.as_ref()) {
-                        Some(e) => Err(e),
-                        None => Ok(r.configs.into_iter().filter_map(|c| Some((c.name.to_string(), c.value?.to_string()))).collect()),
-                    };
-                    (r.resource_name.to_string(), v)
-                })
-                .collect())
+            let topics: Vec<String> = keys.keys().cloned().collect();
+            self.with_retries("DescribeConfigs", topics, |pending, _| async move {
+                let resp = self
+                    .call_any(ApiKey::DescribeConfigs, |_| {
+                        DescribeConfigsRequest::default().with_resources(
+                            pending
+                                .iter()
+                                .map(|topic| {
+                                    DescribeConfigsResource::default()
+                                        .with_resource_type(TOPIC_RESOURCE)
+                                        .with_resource_name(s(topic))
+                                        .with_configuration_keys(Some(keys[topic].iter().map(|k| s(k)).collect()))
+                                })
+                                .collect(),
+                        )
+                    })
+                    .await?;
+                let answers = resp
+                    .results
+                    .into_iter()
+                    .map(|r| {
+                        let v = match item_error(r.error_code, r.error_message.as_ref()) {
+                            Some(e) => Err(e),
+                            None => Ok(r.configs.into_iter().filter_map(|c| Some((c.name.to_string(), c.value?.to_string()))).collect()),
+                        };
+                        (r.resource_name.to_string(), v)
+                    })
+                    .collect();
+                Ok((answers, resp.throttle_time_ms))
+            })
+            .await
         }
         .boxed()
     }
@@ -368,42 +618,51 @@ impl Kafka for WireKafka {
             if topics.is_empty() {
                 return Ok(BTreeMap::new());
             }
-            let resp = self
-                .call_any(ApiKey::CreateTopics, 5, 7, |_| {
-                    CreateTopicsRequest::default().with_timeout_ms(OPERATION_TIMEOUT_MS).with_topics(
-                        topics
-                            .iter()
-                            .map(|t| {
-                                CreatableTopic::default()
-                                    .with_name(TopicName(s(&t.name)))
-                                    .with_num_partitions(t.partitions)
-                                    .with_replication_factor(t.replication_factor as i16)
-                                    .with_configs(
-                                        t.config
-                                            .iter()
-                                            .map(|(k, v)| CreatableTopicConfig::default().with_name(s(k)).with_value(Some(s(v))))
-                                            .collect(),
-                                    )
-                            })
-                            .collect(),
-                    )
-                })
-                .await?;
-            Ok(resp
-                .topics
-                .into_iter()
-                .map(|t| {
-                    let v = match item_error(t.error_code, t.error_message.as_ref()) {
-                        Some(e) => Err(e),
-                        None => Ok(TopicInfo {
-                            id: URL_SAFE_NO_PAD.encode(t.topic_id.as_bytes()),
-                            partitions: t.num_partitions,
-                            replication_factor: t.replication_factor as i32,
-                        }),
-                    };
-                    (t.name.to_string(), v)
-                })
-                .collect())
+            let by_name: BTreeMap<&str, &NewTopic> = topics.iter().map(|t| (t.name.as_str(), t)).collect();
+            self.with_retries("CreateTopics", by_name.keys().map(|n| n.to_string()).collect(), |pending, _| {
+                let by_name = &by_name;
+                async move {
+                    let resp = self
+                        .call_controller(ApiKey::CreateTopics, |_| {
+                            CreateTopicsRequest::default().with_timeout_ms(OPERATION_TIMEOUT_MS).with_topics(
+                                pending
+                                    .iter()
+                                    .map(|name| {
+                                        let t = by_name[name.as_str()];
+                                        CreatableTopic::default()
+                                            .with_name(TopicName(s(&t.name)))
+                                            .with_num_partitions(t.partitions)
+                                            .with_replication_factor(t.replication_factor as i16)
+                                            .with_configs(
+                                                t.config
+                                                    .iter()
+                                                    .map(|(k, v)| CreatableTopicConfig::default().with_name(s(k)).with_value(Some(s(v))))
+                                                    .collect(),
+                                            )
+                                    })
+                                    .collect(),
+                            )
+                        })
+                        .await?;
+                    let answers = resp
+                        .topics
+                        .into_iter()
+                        .map(|t| {
+                            let v = match item_error(t.error_code, t.error_message.as_ref()) {
+                                Some(e) => Err(e),
+                                None => Ok(TopicInfo {
+                                    id: URL_SAFE_NO_PAD.encode(t.topic_id.as_bytes()),
+                                    partitions: t.num_partitions,
+                                    replication_factor: t.replication_factor as i32,
+                                }),
+                            };
+                            (t.name.to_string(), v)
+                        })
+                        .collect();
+                    Ok((answers, resp.throttle_time_ms))
+                }
+            })
+            .await
         }
         .boxed()
     }
@@ -416,36 +675,30 @@ impl Kafka for WireKafka {
             if changes.is_empty() {
                 return Ok(BTreeMap::new());
             }
-            let resp = self
-                .call_any(ApiKey::IncrementalAlterConfigs, 0, 1, |_| {
-                    IncrementalAlterConfigsRequest::default().with_resources(
-                        changes
-                            .iter()
-                            .map(|(topic, cfg)| {
-                                AlterConfigsResource::default()
-                                    .with_resource_type(TOPIC_RESOURCE)
-                                    .with_resource_name(s(topic))
-                                    .with_configs(
-                                        cfg.iter()
-                                            .map(|(k, v)| {
-                                                // Operation 0 is SET: this key only, nothing else.
-                                                AlterableConfig::default().with_name(s(k)).with_config_operation(0).with_value(Some(s(v)))
-                                            })
+            self.with_retries("IncrementalAlterConfigs", changes.keys().cloned().collect(), |pending, _| async move {
+                let resp = self
+                    .call_any(ApiKey::IncrementalAlterConfigs, |_| {
+                        IncrementalAlterConfigsRequest::default().with_resources(
+                            pending
+                                .iter()
+                                .map(|topic| {
+                                    AlterConfigsResource::default().with_resource_type(TOPIC_RESOURCE).with_resource_name(s(topic)).with_configs(
+                                        changes[topic]
+                                            .iter()
+                                            // Operation 0 is SET: this key only, nothing else.
+                                            .map(|(k, v)| AlterableConfig::default().with_name(s(k)).with_config_operation(0).with_value(Some(s(v))))
                                             .collect(),
                                     )
-                            })
-                            .collect(),
-                    )
-                })
-                .await?;
-            Ok(resp
-                .responses
-                .into_iter()
-                .map(|r| {
-                    let v = item_error(r.error_code, r.error_message.as_ref()).map_or(Ok(()), Err);
-                    (r.resource_name.to_string(), v)
-                })
-                .collect())
+                                })
+                                .collect(),
+                        )
+                    })
+                    .await?;
+                let answers =
+                    resp.responses.into_iter().map(|r| (r.resource_name.to_string(), as_result(r.error_code, r.error_message.as_ref()))).collect();
+                Ok((answers, resp.throttle_time_ms))
+            })
+            .await
         }
         .boxed()
     }
@@ -455,21 +708,21 @@ impl Kafka for WireKafka {
             if counts.is_empty() {
                 return Ok(BTreeMap::new());
             }
-            let resp = self
-                .call_any(ApiKey::CreatePartitions, 0, 3, |_| {
-                    CreatePartitionsRequest::default().with_timeout_ms(OPERATION_TIMEOUT_MS).with_topics(
-                        counts
-                            .iter()
-                            .map(|(t, n)| CreatePartitionsTopic::default().with_name(TopicName(s(t))).with_count(*n).with_assignments(None))
-                            .collect(),
-                    )
-                })
-                .await?;
-            Ok(resp
-                .results
-                .into_iter()
-                .map(|r| (r.name.to_string(), item_error(r.error_code, r.error_message.as_ref()).map_or(Ok(()), Err)))
-                .collect())
+            self.with_retries("CreatePartitions", counts.keys().cloned().collect(), |pending, _| async move {
+                let resp = self
+                    .call_controller(ApiKey::CreatePartitions, |_| {
+                        CreatePartitionsRequest::default().with_timeout_ms(OPERATION_TIMEOUT_MS).with_topics(
+                            pending
+                                .iter()
+                                .map(|t| CreatePartitionsTopic::default().with_name(TopicName(s(t))).with_count(counts[t]).with_assignments(None))
+                                .collect(),
+                        )
+                    })
+                    .await?;
+                let answers = resp.results.into_iter().map(|r| (r.name.to_string(), as_result(r.error_code, r.error_message.as_ref()))).collect();
+                Ok((answers, resp.throttle_time_ms))
+            })
+            .await
         }
         .boxed()
     }
@@ -479,26 +732,31 @@ impl Kafka for WireKafka {
             if names.is_empty() {
                 return Ok(BTreeMap::new());
             }
-            let resp = self
-                .call_any(ApiKey::DeleteTopics, 1, 6, |v| {
-                    let req = DeleteTopicsRequest::default().with_timeout_ms(OPERATION_TIMEOUT_MS);
-                    if v >= 6 {
-                        req.with_topics(names.iter().map(|n| DeleteTopicState::default().with_name(Some(TopicName(s(n))))).collect())
-                    } else {
-                        req.with_topic_names(names.iter().map(|n| TopicName(s(n))).collect())
-                    }
-                })
-                .await?;
-            Ok(resp
-                .responses
-                .into_iter()
-                .filter_map(|r| {
-                    let name = r.name?.to_string();
-                    // Already gone is what was asked for.
-                    let code = if r.error_code == UNKNOWN_TOPIC { 0 } else { r.error_code };
-                    Some((name, item_error(code, r.error_message.as_ref()).map_or(Ok(()), Err)))
-                })
-                .collect())
+            self.with_retries("DeleteTopics", names.to_vec(), |pending, _| async move {
+                let resp = self
+                    .call_controller(ApiKey::DeleteTopics, |v| {
+                        let req = DeleteTopicsRequest::default().with_timeout_ms(OPERATION_TIMEOUT_MS);
+                        if v >= 6 {
+                            req.with_topics(pending.iter().map(|n| DeleteTopicState::default().with_name(Some(TopicName(s(n))))).collect())
+                        } else {
+                            req.with_topic_names(pending.iter().map(|n| TopicName(s(n))).collect())
+                        }
+                    })
+                    .await?;
+                let answers = resp
+                    .responses
+                    .into_iter()
+                    .filter_map(|r| {
+                        // Already gone is what was asked for.
+                        let v = item_error(r.error_code, r.error_message.as_ref())
+                            .filter(|e| !e.is(ResponseError::UnknownTopicOrPartition))
+                            .map_or(Ok(()), Err);
+                        Some((r.name?.to_string(), v))
+                    })
+                    .collect();
+                Ok((answers, resp.throttle_time_ms))
+            })
+            .await
         }
         .boxed()
     }
@@ -511,14 +769,14 @@ impl Kafka for WireKafka {
             let mut topics: Vec<String> = partitions.iter().map(|(t, _)| t.clone()).collect();
             topics.sort();
             topics.dedup();
-            let layout = self.layout(&topics).await?;
+            let layout = self.layout(&topics, false).await?;
             let wanted: std::collections::HashSet<&Tp> = partitions.iter().collect();
             let by_leader: BTreeMap<i32, Vec<Tp>> = layout
                 .by_leader
                 .into_iter()
                 .map(|(leader, tps)| (leader, tps.into_iter().filter(|tp| wanted.contains(tp)).collect()))
                 .collect();
-            Ok(self.list_offsets(&by_leader, earliest).await?.0)
+            Ok(self.list_offsets(&by_leader, earliest).await.into_iter().filter_map(|(tp, o)| Some((tp, o.ok()?))).collect())
         }
         .boxed()
     }
@@ -528,14 +786,14 @@ impl Kafka for WireKafka {
             // Lag from part of the partitions would be wrong: all or nothing.
             let report = self.partition_offsets(topics).await?;
             if let Some((t, Err(e))) = report.topics.iter().find(|(_, t)| t.is_err()) {
-                return Err(KafkaError::Api { api: "Metadata", code: e.code.clone(), message: format!("topic {t}") });
+                return Err(KafkaError::Api { api: "Metadata", code: e.name(), message: format!("topic {t}") });
             }
             report
                 .offsets
                 .into_iter()
                 .map(|((t, p), o)| match o {
                     Ok(o) => Ok(((t, p), o)),
-                    Err(e) => Err(KafkaError::Api { api: "ListOffsets", code: e.code, message: format!("{t}/{p}") }),
+                    Err(e) => Err(KafkaError::Api { api: "ListOffsets", code: e.name(), message: format!("{t}/{p}") }),
                 })
                 .collect()
         }
@@ -547,22 +805,55 @@ impl Kafka for WireKafka {
             if topics.is_empty() {
                 return Ok(PartitionOffsets::default());
             }
-            let layout = self.layout(topics).await?;
-            let (starts, mut failed) = self.list_offsets(&layout.by_leader, true).await?;
-            let (ends, failed_ends) = self.list_offsets(&layout.by_leader, false).await?;
-            failed.extend(failed_ends);
+            let mut layout = self.layout(topics, false).await?;
+            // Log starts move rarely (retention): read again only when not remembered.
+            let mut starts: BTreeMap<Tp, std::result::Result<i64, ItemError>> = {
+                let r = self.remembered.lock().expect("remembered lock");
+                layout.by_leader.values().flatten().filter_map(|tp| Some((tp.clone(), Ok(fresh(r.starts.get(tp))?)))).collect()
+            };
+            let unknown: BTreeMap<i32, Vec<Tp>> = layout
+                .by_leader
+                .iter()
+                .map(|(l, tps)| (*l, tps.iter().filter(|tp| !starts.contains_key(*tp)).cloned().collect()))
+                .collect();
+            let (read, mut ends) = futures::join!(self.list_offsets(&unknown, true), self.list_offsets(&layout.by_leader, false));
+            starts.extend(read);
+            // A leader that moved since the metadata was read: once more,
+            // with fresh metadata, for just those partitions.
+            let mut moved: Vec<Tp> =
+                starts.iter().chain(ends.iter()).filter(|(_, o)| o.as_ref().is_err_and(|e| e.retriable())).map(|(tp, _)| tp.clone()).collect();
+            moved.extend(layout.leaderless.iter().filter(|(_, e)| e.retriable()).map(|(tp, _)| tp.clone()));
+            moved.sort();
+            moved.dedup();
+            if !moved.is_empty() {
+                let mut again: Vec<String> = moved.iter().map(|(t, _)| t.clone()).collect();
+                again.dedup();
+                self.forget(&again, &[]);
+                let fresh_layout = self.layout(&again, true).await?;
+                let by_leader: BTreeMap<i32, Vec<Tp>> =
+                    fresh_layout.by_leader.into_iter().map(|(l, tps)| (l, tps.into_iter().filter(|tp| moved.contains(tp)).collect())).collect();
+                let (s2, e2) = futures::join!(self.list_offsets(&by_leader, true), self.list_offsets(&by_leader, false));
+                layout.leaderless.retain(|tp, _| !e2.get(tp).is_some_and(|o| o.is_ok()));
+                starts.extend(s2);
+                ends.extend(e2);
+            }
+            {
+                let mut r = self.remembered.lock().expect("remembered lock");
+                for (tp, start) in &starts {
+                    if let Ok(o) = start {
+                        r.starts.entry(tp.clone()).or_insert((Instant::now(), *o));
+                    }
+                }
+            }
             let mut offsets: BTreeMap<Tp, std::result::Result<(i64, i64), ItemError>> =
                 layout.leaderless.into_iter().map(|(tp, e)| (tp, Err(e))).collect();
-            for tp in layout.by_leader.into_values().flatten() {
-                let answer = match (starts.get(&tp), ends.get(&tp)) {
-                    (Some(s), Some(e)) => Ok((*s, *e)),
-                    _ => Err(failed
-                        .iter()
-                        .find(|(f, _)| *f == tp)
-                        .map(|(_, e)| e.clone())
-                        .unwrap_or_else(|| ItemError { code: "NoAnswer".into(), message: "ListOffsets did not answer for it".into() })),
+            for (tp, end) in ends {
+                let both = match (starts.remove(&tp), end) {
+                    (Some(Ok(s)), Ok(e)) => Ok((s, e)),
+                    (Some(Err(e)), _) | (_, Err(e)) => Err(e),
+                    (None, _) => Err(ItemError::no_answer("ListOffsets did not answer for it")),
                 };
-                offsets.insert(tp, answer);
+                offsets.insert(tp, both);
             }
             Ok(PartitionOffsets { topics: layout.topics, offsets })
         }
@@ -574,35 +865,28 @@ impl Kafka for WireKafka {
             if groups.is_empty() {
                 return Ok(BTreeMap::new());
             }
-            let mut out: BTreeMap<String, GroupOffsets> = BTreeMap::new();
-            for (addr, gs) in Self::by_coordinator(self.coordinators(groups).await?, &mut out) {
-                let resp = self
-                    .call(&addr, ApiKey::OffsetFetch, 8, 8, |_| {
-                        OffsetFetchRequest::default().with_groups(
-                            gs.iter()
-                                // No topic list: every partition the group committed.
-                                .map(|g| OffsetFetchRequestGroup::default().with_group_id(GroupId(s(g))).with_topics(None))
-                                .collect(),
-                        )
-                    })
-                    .await;
-                let resp = match resp {
-                    Ok(r) => r,
-                    // One coordinator away fails its groups, not the others'.
-                    Err(e) => {
-                        let why = ItemError { code: e.reason().into(), message: e.to_string() };
-                        out.extend(gs.into_iter().map(|g| (g, Err(why.clone()))));
-                        continue;
-                    }
-                };
-                for g in gs {
-                    out.insert(g, Err(ItemError { code: "NoAnswer".into(), message: "OffsetFetch did not answer for it".into() }));
+            self.with_retries("OffsetFetch", groups.to_vec(), |pending, attempt| async move {
+                if attempt > 0 {
+                    self.forget(&[], &pending);
                 }
-                for g in resp.groups {
-                    out.insert(g.group_id.to_string(), group_offsets(g));
-                }
-            }
-            Ok(out)
+                let answers = self
+                    .per_coordinator(
+                        &pending,
+                        ApiKey::OffsetFetch,
+                        |gs, _| {
+                            OffsetFetchRequest::default().with_groups(
+                                gs.iter()
+                                    // No topic list: every partition the group committed.
+                                    .map(|g| OffsetFetchRequestGroup::default().with_group_id(GroupId(s(g))).with_topics(None))
+                                    .collect(),
+                            )
+                        },
+                        |resp| resp.groups.into_iter().map(|g| (g.group_id.to_string(), group_offsets(g))).collect(),
+                    )
+                    .await?;
+                Ok((answers, 0))
+            })
+            .await
         }
         .boxed()
     }
@@ -612,19 +896,29 @@ impl Kafka for WireKafka {
             if groups.is_empty() {
                 return Ok(BTreeMap::new());
             }
-            let mut out = BTreeMap::new();
-            for (addr, gs) in Self::by_coordinator(self.coordinators(groups).await?, &mut out) {
-                let resp = self
-                    .call(&addr, ApiKey::DeleteGroups, 0, 2, |_| {
-                        DeleteGroupsRequest::default().with_groups_names(gs.iter().map(|g| GroupId(s(g))).collect())
-                    })
-                    .await?;
-                for r in resp.results {
-                    let code = if r.error_code == GROUP_ID_NOT_FOUND { 0 } else { r.error_code };
-                    out.insert(r.group_id.to_string(), item_error(code, None).map_or(Ok(()), Err));
+            self.with_retries("DeleteGroups", groups.to_vec(), |pending, attempt| async move {
+                if attempt > 0 {
+                    self.forget(&[], &pending);
                 }
-            }
-            Ok(out)
+                let answers = self
+                    .per_coordinator(
+                        &pending,
+                        ApiKey::DeleteGroups,
+                        |gs, _| DeleteGroupsRequest::default().with_groups_names(gs.iter().map(|g| GroupId(s(g))).collect()),
+                        |resp| {
+                            resp.results
+                                .into_iter()
+                                .map(|r| {
+                                    let v = item_error(r.error_code, None).filter(|e| !e.is(ResponseError::GroupIdNotFound)).map_or(Ok(()), Err);
+                                    (r.group_id.to_string(), v)
+                                })
+                                .collect()
+                        },
+                    )
+                    .await?;
+                Ok((answers, 0))
+            })
+            .await
         }
         .boxed()
     }

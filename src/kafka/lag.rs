@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::{GroupOffsets, PartitionOffsets, Tp};
+use super::{GroupOffsets, PartitionOffsets, ResponseError, Tp};
 use crate::rollout::gate::Reading;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -63,7 +63,7 @@ pub fn reading(
         match offsets.topics.get(&tp.0) {
             Some(Ok(info)) if tp.1 < info.partitions => partitions.push((tp.clone(), false)),
             Some(Ok(_)) => {}
-            Some(Err(e)) if e.code == "UnknownTopicOrPartition" => {}
+            Some(Err(e)) if e.is(ResponseError::UnknownTopicOrPartition) => {}
             Some(Err(e)) => return Err(format!("topic {} (group {group} commits on it) is not in Kafka's metadata: {e}", tp.0)),
             None => return Err(format!("topic {} (group {group} commits on it) was not read", tp.0)),
         }
@@ -112,8 +112,8 @@ mod tests {
         Ok(TopicInfo { id: "x".into(), partitions, replication_factor: 1 })
     }
 
-    fn error(code: &str) -> ItemError {
-        ItemError { code: code.into(), message: String::new() }
+    fn error(code: ResponseError) -> ItemError {
+        ItemError::kafka(code, "")
     }
 
     fn t0() -> Timestamp {
@@ -156,15 +156,15 @@ mod tests {
         o.offsets.remove(&tp("a", 1));
         assert_eq!(reading(t0(), &inputs(), "g", &o, &committed).unwrap_err(), "no offsets for a/1");
         let mut o = offsets();
-        o.offsets.insert(tp("a", 1), Err(error("NotLeaderOrFollower")));
+        o.offsets.insert(tp("a", 1), Err(error(ResponseError::NotLeaderOrFollower)));
         assert!(reading(t0(), &inputs(), "g", &o, &committed).unwrap_err().contains("a/1: NotLeaderOrFollower"));
         let mut o = offsets();
-        o.topics.insert("b".into(), Err(error("UnknownTopicOrPartition")));
+        o.topics.insert("b".into(), Err(error(ResponseError::UnknownTopicOrPartition)));
         assert_eq!(
             reading(t0(), &inputs(), "g", &o, &committed).unwrap_err(),
             "input topic b is not in Kafka's metadata: UnknownTopicOrPartition"
         );
-        let failed: BTreeMap<String, GroupOffsets> = [("g".to_string(), Err(error("CoordinatorLoadInProgress")))].into();
+        let failed: BTreeMap<String, GroupOffsets> = [("g".to_string(), Err(error(ResponseError::CoordinatorLoadInProgress)))].into();
         assert!(reading(t0(), &inputs(), "g", &offsets(), &failed).unwrap_err().contains("CoordinatorLoadInProgress"));
         assert!(reading(t0(), &inputs(), "other", &offsets(), &committed).is_err());
     }
@@ -173,7 +173,7 @@ mod tests {
     fn an_internal_topic_that_is_gone_is_left_out() {
         let committed = [("g".to_string(), Ok([(tp("gone-changelog", 0), 5)].into()))].into();
         let mut o = offsets();
-        o.topics.insert("gone-changelog".into(), Err(error("UnknownTopicOrPartition")));
+        o.topics.insert("gone-changelog".into(), Err(error(ResponseError::UnknownTopicOrPartition)));
         let (r, _) = reading(t0(), &inputs(), "g", &o, &committed).unwrap();
         assert!(!r.ends.contains_key(&tp("gone-changelog", 0)));
     }

@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod lag;
+mod retry;
 mod scram;
 pub mod topics;
 mod wire;
@@ -19,6 +20,7 @@ mod wire;
 use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
+pub use kafka_protocol::ResponseError;
 
 /// How to reach and authenticate to a Kafka cluster.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -27,6 +29,13 @@ pub struct Settings {
     pub bootstrap: Vec<String>,
     pub tls: Option<Tls>,
     pub sasl: Option<Sasl>,
+}
+
+impl Settings {
+    /// Settings without TLS or SASL for a comma-separated bootstrap list.
+    pub fn plaintext(bootstrap: &str) -> Settings {
+        Settings { bootstrap: bootstrap.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect(), ..Default::default() }
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -72,6 +81,24 @@ pub enum KafkaError {
     Protocol { api: &'static str, reason: String },
     #[error("Kafka did not answer {api} within {seconds}s")]
     Timeout { api: &'static str, seconds: u64 },
+    /// The broker does not offer an API the operator uses, or only older
+    /// versions of it than the operator speaks (`offered`).
+    #[error("{api} unsupported by the broker at {addr}{}: {}", offered.map_or(String::new(), |v| format!(" (it offers up to version {v}, too old)")), feature(api))]
+    Unsupported { api: &'static str, addr: String, offered: Option<i16> },
+}
+
+/// What the operator cannot do without an API, for people to read.
+pub fn feature(api: &str) -> &'static str {
+    match api {
+        "CreatePartitions" => "partition growth disabled",
+        "DescribeConfigs" => "topic config drift detection disabled",
+        "IncrementalAlterConfigs" => "topic config changes disabled",
+        "CreateTopics" => "topic creation disabled",
+        "DeleteTopics" => "topic deletion disabled",
+        "DeleteGroups" => "consumer groups of retired versions are left in Kafka",
+        "ListOffsets" | "OffsetFetch" | "FindCoordinator" => "progress cannot be read: no version is promoted",
+        _ => "the operator cannot use this broker",
+    }
 }
 
 impl KafkaError {
@@ -83,22 +110,65 @@ impl KafkaError {
             KafkaError::Tls { .. } => "TlsFailed",
             KafkaError::Api { .. } => "KafkaError",
             KafkaError::Protocol { .. } => "KafkaProtocolError",
+            KafkaError::Unsupported { .. } => "UnsupportedByBroker",
         }
+    }
+
+    /// Worth another try on another broker or a fresh connection.
+    pub fn transient(&self) -> bool {
+        matches!(self, KafkaError::Unreachable { .. } | KafkaError::Timeout { .. } | KafkaError::Protocol { .. })
     }
 }
 
 pub type Result<T, E = KafkaError> = std::result::Result<T, E>;
 
-/// A per-item outcome inside a batched call: Kafka's error code name and message.
+/// Why one item of a batched call was not done: Kafka's error code, typed
+/// (None when the broker said nothing for the item: no answer, or its
+/// request failed), and Kafka's message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemError {
-    pub code: String,
+    pub code: Option<ResponseError>,
     pub message: String,
+}
+
+impl ItemError {
+    pub fn kafka(code: ResponseError, message: impl Into<String>) -> ItemError {
+        ItemError { code: Some(code), message: message.into() }
+    }
+
+    /// Nothing was said for the item.
+    pub fn no_answer(message: impl Into<String>) -> ItemError {
+        ItemError { code: None, message: message.into() }
+    }
+
+    /// From a response's error code and message; None for success.
+    pub fn from_code(code: i16, message: Option<&str>) -> Option<ItemError> {
+        ResponseError::try_from_code(code).map(|c| ItemError::kafka(c, message.unwrap_or_default()))
+    }
+
+    pub fn is(&self, code: ResponseError) -> bool {
+        self.code == Some(code)
+    }
+
+    /// Worth asking again (after a metadata refresh): Kafka says the error
+    /// is retriable, or nothing was said.
+    pub fn retriable(&self) -> bool {
+        self.code.is_none_or(|c| c.is_retriable())
+    }
+
+    /// The code's name (`UnknownTopicOrPartition`), or `NoAnswer`.
+    pub fn name(&self) -> String {
+        match self.code {
+            Some(ResponseError::Unknown(n)) => format!("error code {n}"),
+            Some(c) => c.to_string(),
+            None => "NoAnswer".into(),
+        }
+    }
 }
 
 impl std::fmt::Display for ItemError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.message.is_empty() { write!(f, "{}", self.code) } else { write!(f, "{}: {}", self.code, self.message) }
+        if self.message.is_empty() { write!(f, "{}", self.name()) } else { write!(f, "{}: {}", self.name(), self.message) }
     }
 }
 
@@ -107,10 +177,23 @@ pub type ItemResult = std::result::Result<(), ItemError>;
 /// One topic's values of the asked config keys, or why Kafka refused.
 pub type ConfigResult = std::result::Result<BTreeMap<String, String>, ItemError>;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the operator learns of a cluster when it checks it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterInfo {
-    pub brokers: usize,
     pub cluster_id: Option<String>,
+    /// Every broker in the metadata: id -> address.
+    pub brokers: BTreeMap<i32, String>,
+    /// The controller the metadata names (on KRaft clusters, a broker that
+    /// forwards to the controller quorum).
+    pub controller: Option<i32>,
+    /// Brokers that could not be reached, with why.
+    pub unreachable: BTreeMap<i32, String>,
+    /// KRaft (the brokers finalize `metadata.version`), ZooKeeper mode, or
+    /// unknown when no broker answered.
+    pub kraft: Option<bool>,
+    /// The version of each API the operator uses that it will send; None
+    /// for an API the brokers do not offer (in a range the operator speaks).
+    pub apis: BTreeMap<&'static str, Option<i16>>,
 }
 
 /// A topic as Kafka has it.
@@ -147,7 +230,8 @@ pub struct PartitionOffsets {
 /// The Kafka operations the operator needs. Every method takes many items
 /// and costs a fixed, small number of requests.
 pub trait Kafka: Send + Sync + 'static {
-    /// Brokers and cluster id (one Metadata request).
+    /// Brokers, controller, cluster id and API versions (one Metadata, and
+    /// one ApiVersions per broker, in parallel).
     fn cluster(&self) -> BoxFuture<'_, Result<ClusterInfo>>;
     /// Which of these topics exist, and their shape (one Metadata request).
     fn topics<'a>(&'a self, names: &'a [String]) -> BoxFuture<'a, Result<BTreeMap<String, TopicInfo>>>;

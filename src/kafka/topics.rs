@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ItemError, ItemResult, Kafka, NewTopic, Result, TopicInfo};
+use super::{ItemError, ItemResult, Kafka, KafkaError, NewTopic, ResponseError, Result, TopicInfo};
 
 /// A topic as its Topic resource declares it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +73,11 @@ pub struct TopicReport {
     pub refusals: Vec<Refusal>,
     /// Kafka refused a create, config change or partition increase.
     pub error: Option<ItemError>,
+    /// What this topic needed that the brokers do not offer (a Kafka-API
+    /// broker that is not Apache Kafka), and what that disables.
+    pub unsupported: Option<String>,
+    /// Why the declared configs could not be compared with Kafka's.
+    pub unchecked: Option<String>,
     /// First offset still held, per partition Kafka answered for.
     pub log_start: BTreeMap<i32, i64>,
 }
@@ -82,7 +87,17 @@ impl TopicReport {
     /// metadata with every partition's log start known, or Kafka refused
     /// something. Moments after a create neither may hold yet.
     pub fn settled(&self) -> bool {
-        self.error.is_some() || self.info.as_ref().is_some_and(|i| self.log_start.len() == i.partitions as usize)
+        self.error.is_some() || self.unsupported.is_some() || self.info.as_ref().is_some_and(|i| self.log_start.len() == i.partitions as usize)
+    }
+}
+
+/// A call's answers, or, when the brokers do not offer its API, none and
+/// why (the feature degrades; the rest goes on).
+fn or_unsupported<T: Default>(r: Result<T>) -> Result<(T, Option<String>)> {
+    match r {
+        Ok(v) => Ok((v, None)),
+        Err(e @ KafkaError::Unsupported { .. }) => Ok((T::default(), Some(e.to_string()))),
+        Err(e) => Err(e),
     }
 }
 
@@ -103,9 +118,13 @@ pub async fn observe(kafka: &dyn Kafka, desired: &[DesiredTopic]) -> Result<Vec<
 /// ListOffsets per leader for the log start offsets.
 pub async fn sync(kafka: &dyn Kafka, desired: &[DesiredTopic]) -> Result<Vec<TopicReport>> {
     let mut reports = describe(kafka, desired).await?;
-    let plans: Vec<Plan> = desired.iter().zip(&reports).map(|(d, r)| plan(d, r.info.as_ref(), &r.config)).collect();
-    for (r, p) in reports.iter_mut().zip(&plans) {
+    let mut plans: Vec<Plan> = desired.iter().zip(&reports).map(|(d, r)| plan(d, r.info.as_ref(), &r.config)).collect();
+    for (r, p) in reports.iter_mut().zip(plans.iter_mut()) {
         r.refusals = p.refusals.clone();
+        if r.unchecked.is_some() {
+            // Configs Kafka could not be asked about are not changed blindly.
+            p.set_config.clear();
+        }
     }
 
     let to_create: Vec<NewTopic> = desired
@@ -119,14 +138,16 @@ pub async fn sync(kafka: &dyn Kafka, desired: &[DesiredTopic]) -> Result<Vec<Top
             config: d.config.clone(),
         })
         .collect();
-    let created = kafka.create_topics(&to_create).await?;
+    let (created, no_create) = or_unsupported(kafka.create_topics(&to_create).await)?;
     let changes: BTreeMap<String, BTreeMap<String, String>> =
         desired.iter().zip(&plans).filter(|(_, p)| !p.set_config.is_empty()).map(|(d, p)| (d.name.clone(), p.set_config.clone())).collect();
-    let altered = kafka.alter_topic_configs(&changes).await?;
+    let (altered, no_alter) = or_unsupported(kafka.alter_topic_configs(&changes).await)?;
     let growth: BTreeMap<String, i32> = desired.iter().zip(&plans).filter_map(|(d, p)| Some((d.name.clone(), p.grow_to?))).collect();
-    let grown = kafka.create_partitions(&growth).await?;
+    let (grown, no_growth) = or_unsupported(kafka.create_partitions(&growth).await)?;
 
     for ((d, p), r) in desired.iter().zip(&plans).zip(reports.iter_mut()) {
+        let needs = [(p.create, &no_create), (!p.set_config.is_empty(), &no_alter), (p.grow_to.is_some(), &no_growth)];
+        r.unsupported = needs.into_iter().find_map(|(needed, why)| why.clone().filter(|_| needed));
         if let Some(result) = created.get(&d.name) {
             match result {
                 Ok(info) => {
@@ -136,7 +157,7 @@ pub async fn sync(kafka: &dyn Kafka, desired: &[DesiredTopic]) -> Result<Vec<Top
                 }
                 // Created a moment ago and not yet in the metadata this
                 // broker answered with: the next sync will see it.
-                Err(e) if e.code == "TopicAlreadyExists" => {}
+                Err(e) if e.is(ResponseError::TopicAlreadyExists) => {}
                 Err(e) => r.error = Some(e.clone()),
             }
         }
@@ -172,7 +193,7 @@ async fn describe(kafka: &dyn Kafka, desired: &[DesiredTopic]) -> Result<Vec<Top
         .filter(|d| infos.contains_key(&d.name) && !d.config.is_empty())
         .map(|d| (d.name.clone(), d.config.keys().cloned().collect()))
         .collect();
-    let configs = kafka.topic_configs(&keys).await?;
+    let (configs, unchecked) = or_unsupported(kafka.topic_configs(&keys).await)?;
     Ok(desired
         .iter()
         .map(|d| {
@@ -181,7 +202,8 @@ async fn describe(kafka: &dyn Kafka, desired: &[DesiredTopic]) -> Result<Vec<Top
                 Some(Err(e)) => (BTreeMap::new(), Some(e.clone())),
                 None => (BTreeMap::new(), None),
             };
-            TopicReport { info: infos.get(&d.name).cloned(), config, error, ..Default::default() }
+            let unchecked = unchecked.clone().filter(|_| keys.contains_key(&d.name));
+            TopicReport { info: infos.get(&d.name).cloned(), config, error, unchecked, ..Default::default() }
         })
         .collect())
 }

@@ -20,25 +20,33 @@ use super::{
 };
 use crate::api::SaslMechanism;
 
+/// TCP connect, and the TLS handshake after it.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// ApiVersions and SASL after connecting: a broker that accepts a
+/// connection and then says nothing must not hold its slot.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Any one request (admin requests ask Kafka to finish within 25 s).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(35);
 const CLIENT_ID: &str = "kappa-operator";
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 pub struct Conn {
+    addr: String,
     stream: Box<dyn Stream>,
     correlation: i32,
-    /// Highest version the broker supports, per API key.
-    versions: HashMap<i16, i16>,
+    /// The versions the broker offers, per API key: (min, max).
+    versions: HashMap<i16, (i16, i16)>,
+    /// The broker finalizes `metadata.version`: a KRaft cluster.
+    pub kraft: bool,
 }
 
 fn api_name(key: i16) -> &'static str {
     ApiKey::try_from(key).map(api_key_name).unwrap_or("Unknown")
 }
 
-fn api_key_name(key: ApiKey) -> &'static str {
+pub fn api_key_name(key: ApiKey) -> &'static str {
     match key {
         ApiKey::Metadata => "Metadata",
         ApiKey::CreateTopics => "CreateTopics",
@@ -77,12 +85,28 @@ impl Conn {
             None => Box::new(tcp),
             Some(tls) => Box::new(tls_connect(addr, tcp, tls).await?),
         };
-        let mut conn = Conn { stream, correlation: 0, versions: HashMap::new() };
-        conn.negotiate().await?;
-        if let Some(sasl) = &settings.sasl {
-            conn.authenticate(sasl).await?;
+        let mut conn = Conn { addr: addr.to_string(), stream, correlation: 0, versions: HashMap::new(), kraft: false };
+        let handshake = async {
+            conn.negotiate().await?;
+            if let Some(sasl) = &settings.sasl {
+                conn.authenticate(sasl).await?;
+            }
+            Ok::<(), KafkaError>(())
+        };
+        match timeout(HANDSHAKE_TIMEOUT, handshake).await {
+            Ok(r) => r?,
+            Err(_) => return Err(KafkaError::Timeout { api: "ApiVersions/SASL handshake", seconds: HANDSHAKE_TIMEOUT.as_secs() }),
         }
         Ok(conn)
+    }
+
+    /// Asks the broker for its API versions again: a cheap check that the
+    /// connection (and the broker) still answers.
+    pub async fn ping(&mut self) -> Result<()> {
+        match timeout(REQUEST_TIMEOUT, self.negotiate()).await {
+            Ok(r) => r,
+            Err(_) => Err(KafkaError::Timeout { api: "ApiVersions", seconds: REQUEST_TIMEOUT.as_secs() }),
+        }
     }
 
     async fn negotiate(&mut self) -> Result<()> {
@@ -93,7 +117,8 @@ impl Conn {
         if resp.error_code != 0 {
             return Err(KafkaError::Protocol { api: "ApiVersions", reason: error_name(resp.error_code) });
         }
-        self.versions = resp.api_keys.iter().map(|k| (k.api_key, k.max_version)).collect();
+        self.versions = resp.api_keys.iter().map(|k| (k.api_key, (k.min_version, k.max_version))).collect();
+        self.kraft = resp.finalized_features.iter().any(|f| f.name.as_str() == "metadata.version");
         Ok(())
     }
 
@@ -132,17 +157,11 @@ impl Conn {
     }
 
     /// The version to use for an API: the highest both sides support, up to
-    /// `preferred`, and no lower than `min`.
+    /// `preferred`, and no lower than `min`; the API unsupported when the
+    /// broker does not offer it, or no version in that range.
     pub fn version(&self, key: ApiKey, min: i16, preferred: i16) -> Result<i16> {
-        let broker = self.versions.get(&(key as i16)).copied().unwrap_or(-1);
-        let v = preferred.min(broker);
-        if v < min {
-            return Err(KafkaError::Protocol {
-                api: api_key_name(key),
-                reason: format!("the broker supports up to version {broker}, the operator needs {min} (Kafka 3.0 or newer)"),
-            });
-        }
-        Ok(v)
+        pick_version(self.versions.get(&(key as i16)).copied(), min, preferred)
+            .map_err(|offered| KafkaError::Unsupported { api: api_key_name(key), addr: self.addr.clone(), offered })
     }
 
     /// Sends one request and reads its response.
@@ -191,22 +210,44 @@ impl Conn {
     }
 }
 
+/// Why a TLS handshake failed, in terms of what to check.
+fn tls_failure(error: &str, verify: openssl::x509::X509VerifyResult, own_ca: bool) -> String {
+    use openssl::x509::X509VerifyResult as V;
+    let ca = if own_ca { "spec.tls.ca" } else { "the system's trust store (set spec.tls.ca)" };
+    match verify {
+        V::OK => error.to_string(),
+        v if v.as_raw() == 62 => format!("the broker's certificate does not name this host (hostname mismatch: {}); use the address it was issued for", v.error_string()),
+        v => format!("the broker's certificate is not trusted by {ca}: {}", v.error_string()),
+    }
+}
+
+/// The highest version in `min..=preferred` within what the broker offers;
+/// Err(what it offers, if anything) when there is none.
+pub fn pick_version(offered: Option<(i16, i16)>, min: i16, preferred: i16) -> std::result::Result<i16, Option<i16>> {
+    let (low, high) = offered.ok_or(None)?;
+    let v = preferred.min(high);
+    if v < min || v < low { Err(Some(high)) } else { Ok(v) }
+}
+
 async fn tls_connect(addr: &str, tcp: TcpStream, tls: &Tls) -> Result<tokio_openssl::SslStream<TcpStream>> {
     use openssl::{
         pkey::PKey,
         ssl::{SslConnector, SslMethod},
-        x509::X509,
+        x509::{X509, store::X509StoreBuilder},
     };
     let fail = |reason: String| KafkaError::Tls { addr: addr.to_string(), reason };
     let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(|e| fail(e.to_string()))?;
     if let Some(ca) = &tls.ca_pem {
-        let certs = X509::stack_from_pem(ca).map_err(|e| fail(format!("the CA bundle is not PEM: {e}")))?;
+        // spec.tls.ca replaces the system's trust roots: only it is trusted.
+        let certs = X509::stack_from_pem(ca).map_err(|e| fail(format!("spec.tls.ca is not a PEM CA bundle: {e}")))?;
         if certs.is_empty() {
-            return Err(fail("the CA bundle holds no certificate".into()));
+            return Err(fail("spec.tls.ca holds no certificate".into()));
         }
+        let mut store = X509StoreBuilder::new().map_err(|e| fail(e.to_string()))?;
         for cert in certs {
-            builder.cert_store_mut().add_cert(cert).map_err(|e| fail(e.to_string()))?;
+            store.add_cert(cert).map_err(|e| fail(e.to_string()))?;
         }
+        builder.set_cert_store(store.build());
     }
     if let Some((cert, key)) = &tls.client_cert_pem {
         let cert = X509::from_pem(cert).map_err(|e| fail(format!("the client certificate is not PEM: {e}")))?;
@@ -220,6 +261,6 @@ async fn tls_connect(addr: &str, tcp: TcpStream, tls: &Tls) -> Result<tokio_open
     timeout(CONNECT_TIMEOUT, std::pin::Pin::new(&mut stream).connect())
         .await
         .map_err(|_| fail("no handshake within 10s".into()))?
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| fail(tls_failure(&e.to_string(), stream.ssl().verify_result(), tls.ca_pem.is_some())))?;
     Ok(stream)
 }

@@ -396,6 +396,12 @@ pub fn processor(args: &[&str]) -> Result<String, String> {
     if out.status.success() { Ok(text) } else { Err(text) }
 }
 
+/// The operator's own Kafka client, plaintext, for the lab's (or another
+/// cluster's) `KAPPA_KAFKA_BOOTSTRAP`.
+pub fn kafka() -> kappa_operator::kafka::client::WireKafka {
+    kappa_operator::kafka::client::WireKafka::new(kappa_operator::kafka::Settings::plaintext(&required("KAPPA_KAFKA_BOOTSTRAP")))
+}
+
 /// Runs `hack/lab.sh` (only on the lab: it takes components away and
 /// brings them back), panicking with its output if it fails.
 pub fn lab(args: &[&str]) {

@@ -7,12 +7,12 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Service};
 use kappa_operator::{
     api::{KafkaCluster, Processor, Topic, ViewVersion},
-    kafka::{Kafka, Settings, client::WireKafka},
+    kafka::Kafka,
 };
 use kube::api::ListParams;
 use serde_json::json;
 
-use super::{Env, Operator, TestNs, create, processor, required, unique, wait_for};
+use super::{Env, Operator, TestNs, create, processor, unique, wait_for};
 
 pub const WAIT: Duration = Duration::from_secs(120);
 
@@ -63,7 +63,7 @@ pub async fn processor_state(ns: &TestNs) -> Result<Processor, String> {
 /// predate the last produce) reach every input partition's end, the gate
 /// says CaughtUp, the replay's progress is 1.0, and the Processor is Ready.
 pub async fn caught_up(ns: &TestNs) -> (Processor, ViewVersion) {
-    let kafka = WireKafka::new(Settings { bootstrap: vec![required("KAPPA_KAFKA_BOOTSTRAP")], ..Default::default() });
+    let kafka = super::kafka();
     wait_for("the active version to catch up (all input committed, CaughtUp, progress 1.0, Ready)", WAIT, || async {
         let p = processor_state(ns).await?;
         let st = p.status.clone().unwrap_or_default();

@@ -29,7 +29,7 @@ pub async fn run(operator: &Path, processor: &Path, count: u64) -> anyhow::Resul
     common::install_crds(&client).await?;
     let ns = common::create_namespace(&client, "bench-replay").await?;
     let input = format!("{ns}-events");
-    let kafka = WireKafka::new(Settings { bootstrap: vec![bootstrap.clone()], ..Default::default() });
+    let kafka = WireKafka::new(Settings::plaintext(&bootstrap));
 
     Api::<KafkaCluster>::namespaced(client.clone(), &ns)
         .create(

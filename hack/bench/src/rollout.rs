@@ -32,7 +32,7 @@ pub async fn run(operator: &Path, processor: &Path, records: u64) -> anyhow::Res
     common::install_crds(&client).await?;
     let ns = common::create_namespace(&client, "bench-rollout").await?;
     let input = format!("{ns}-orders");
-    let kafka = WireKafka::new(Settings { bootstrap: vec![bootstrap.clone()], ..Default::default() });
+    let kafka = WireKafka::new(Settings::plaintext(&bootstrap));
     let pp = PostParams::default();
     Api::<KafkaCluster>::namespaced(client.clone(), &ns)
         .create(&pp, &serde_json::from_value(json!({"metadata": {"name": "default"}, "spec": {"bootstrapServers": bootstrap}}))?)
