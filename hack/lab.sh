@@ -8,7 +8,8 @@
 #   hack/lab.sh down [--purge]      stop everything the lab started (--purge: also cluster and Kafka data)
 #   hack/lab.sh stop COMPONENT      stop one component (kafka-1..3, or kafka for all three)
 #   hack/lab.sh start COMPONENT     start one stopped component and wait until it is ready
-#   hack/lab.sh status              per component: running or not, pid, address
+#   hack/lab.sh status              per component: running or not, pid, address (and Kafka's active controller)
+#   hack/lab.sh kafka-controller    the Kafka node that leads the controller quorum now (kafka-N)
 #   hack/lab.sh env                 shell exports: eval "$(hack/lab.sh env)"
 #   hack/lab.sh logs COMPONENT      a component's log (etcd, kube-apiserver, ..., kafka-1, kubelet)
 #   hack/lab.sh logs NS/POD         the container logs of a pod run by the process kubelet
@@ -373,6 +374,15 @@ start_kafka() {
   for n in "${KAFKA_NODES[@]}"; do wait_for "kafka-$n" 180 kafka_ready "$n"; done
 }
 
+# The node that leads the KRaft controller quorum now, as kafka-N.
+kafka_controller() {
+  local leader
+  leader=$(kafka_tool org.apache.kafka.tools.MetadataQuorumCommand --bootstrap-server "$(kafka_addrs 0)" describe --status 2>/dev/null \
+    | sed -n 's/^LeaderId: *\([0-9]*\).*/\1/p')
+  [ -n "$leader" ] || die "no Kafka controller quorum leader (is Kafka up?)"
+  echo "kafka-$leader"
+}
+
 # Ready means the node answers as a broker the cluster has registered, not
 # merely that its port is open.
 kafka_ready() { # node
@@ -452,7 +462,8 @@ down() {
 }
 
 status() {
-  local c addr
+  local c addr controller=""
+  running kafka-1 || running kafka-2 || running kafka-3 && controller=$(kafka_controller 2>/dev/null || true)
   for c in "${COMPONENTS[@]}"; do
     case $c in
       etcd) addr=http://127.0.0.1:$ETCD_CLIENT_PORT ;;
@@ -462,6 +473,7 @@ status() {
       kafka-*) addr="127.0.0.1:$(kafka_port "${c#kafka-}") PLAINTEXT, :$(kafka_port "${c#kafka-}" 2) SCRAM, :$(kafka_port "${c#kafka-}" 3) SSL, :$(kafka_port "${c#kafka-}" 4) mTLS" ;;
       kubelet) addr="node lab-node" ;;
     esac
+    [ "$c" = "$controller" ] && addr+=" (active controller)"
     if running "$c"; then
       printf '%-24s running  pid %-8s %s\n' "$c" "$(pid_of "$c")" "$addr"
     else
@@ -510,6 +522,7 @@ case ${1:-} in
   stop) [ -n "${2:-}" ] || die "usage: hack/lab.sh stop COMPONENT"
     if [ "$2" = kafka ]; then for n in 3 2 1; do stop "kafka-$n"; done; else stop "$2"; fi ;;
   start) start_component "${2:-}" ;;
+  kafka-controller) kafka_controller ;;
   status) status ;;
   env) env_cmd ;;
   logs) logs "${2:-}" ;;

@@ -17,7 +17,6 @@ use rdkafka::{
 };
 use support::{kafka, required, unique};
 
-
 fn scram(password: &str) -> WireKafka {
     WireKafka::new(Settings {
         tls: None,
@@ -144,7 +143,8 @@ async fn a_lag_poll_takes_at_most_two_requests_per_broker() {
     let before = k.requests_by_broker();
     let (committed, offsets) = poll().await;
     let after = k.requests_by_broker();
-    let used: BTreeMap<&String, u64> = after.iter().map(|(b, n)| (b, n - before.get(b).copied().unwrap_or(0))).filter(|(_, n)| *n > 0).collect();
+    let used: BTreeMap<&String, u64> =
+        after.iter().map(|(b, n)| (b, n - before.get(b).copied().unwrap_or(0))).filter(|(_, n)| *n > 0).collect();
     assert!(used.values().all(|n| *n <= 2), "requests per broker in a steady poll: {used:?}");
     let ends: i64 = offsets.offsets.values().map(|o| o.as_ref().unwrap().1).sum();
     assert_eq!(ends, 60);

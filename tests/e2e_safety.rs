@@ -24,8 +24,8 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams},
 };
 use serde_json::json;
-use support::{kafka, 
-    TestNs, create, patch,
+use support::{
+    TestNs, create, kafka, patch,
     pipeline::{
         WAIT, active_is, caught_up, check, events, first_version_live, logic_patch, phase_is, pipeline, processor_json, processor_state,
         produce, served, versions,
@@ -40,7 +40,6 @@ fn broker_lock() -> &'static RwLock<()> {
     static LOCK: OnceLock<RwLock<()>> = OnceLock::new();
     LOCK.get_or_init(|| RwLock::new(()))
 }
-
 
 fn run_args(args: &[&str]) -> serde_json::Value {
     json!({"spec": {"template": {"args": args}}})

@@ -12,7 +12,7 @@ use kappa_operator::{
 };
 use kube::api::DeleteParams;
 use serde_json::json;
-use support::{kafka, Env, Operator, TestNs, create, patch, required, unique, wait_for};
+use support::{Env, Operator, TestNs, create, kafka, patch, required, unique, wait_for};
 use tokio::sync::RwLock;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -22,7 +22,6 @@ fn broker_lock() -> &'static RwLock<()> {
     static LOCK: OnceLock<RwLock<()>> = OnceLock::new();
     LOCK.get_or_init(|| RwLock::new(()))
 }
-
 
 struct Setup {
     ns: TestNs,

@@ -190,8 +190,12 @@ fn status_from(kc: &KafkaCluster, checked: &Result<ClusterInfo, Problem>, previo
     let mut problems: Vec<String> = Vec::new();
     let mut reason = "";
     if let Some(i) = info {
-        let unsupported: Vec<String> =
-            i.apis.iter().filter(|(_, v)| v.is_none()).map(|(api, _)| format!("{api} unsupported: {}", crate::kafka::feature(api))).collect();
+        let unsupported: Vec<String> = i
+            .apis
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(api, _)| format!("{api} unsupported: {}", crate::kafka::feature(api)))
+            .collect();
         if !unsupported.is_empty() {
             reason = "UnsupportedByBroker";
             problems.extend(unsupported);

@@ -324,7 +324,9 @@ pub fn status_from(topic: &Topic, r: &TopicReport, previous: &TopicStatus) -> (T
     };
     let ready = match (&problem, &r.unchecked) {
         (None, None) => Cond::new(types::READY, true, "Ready", format!("Kafka topic {name} matches the spec")),
-        (None, Some(why)) => Cond::new(types::READY, true, "Ready", format!("Kafka topic {name} exists; its configs were not compared ({why})")),
+        (None, Some(why)) => {
+            Cond::new(types::READY, true, "Ready", format!("Kafka topic {name} exists; its configs were not compared ({why})"))
+        }
         (Some((reason, message)), _) => Cond::new(types::READY, false, *reason, message.clone()),
     };
     // Stalled: it will not get better without a change to the spec.

@@ -158,6 +158,45 @@ fn group_offsets(g: OffsetFetchResponseGroup) -> GroupOffsets {
     Ok(offsets)
 }
 
+/// One topic of a Metadata answer: its shape and each partition's leader,
+/// or why there is none.
+fn topic_layout(t: &kafka_protocol::messages::metadata_response::MetadataResponseTopic) -> TopicLayout {
+    if let Some(e) = item_error(t.error_code, None) {
+        return TopicLayout { info: Err(e), leaders: vec![] };
+    }
+    TopicLayout {
+        info: Ok(TopicInfo {
+            id: URL_SAFE_NO_PAD.encode(t.topic_id.as_bytes()),
+            partitions: t.partitions.len() as i32,
+            replication_factor: t.partitions.first().map(|p| p.replica_nodes.len() as i32).unwrap_or(0),
+        }),
+        leaders: t
+            .partitions
+            .iter()
+            .map(|p| {
+                let leader = if p.leader_id.0 >= 0 {
+                    Ok(p.leader_id.0)
+                } else {
+                    Err(item_error(p.error_code, None).unwrap_or_else(|| ItemError::kafka(ResponseError::LeaderNotAvailable, "")))
+                };
+                (p.partition_index, leader)
+            })
+            .collect(),
+    }
+}
+
+/// Where to send a request for the controller: the controller the metadata
+/// names first, then every other known broker, then the bootstrap list.
+fn controller_first(brokers: &Brokers, bootstrap: &[String]) -> Vec<String> {
+    let mut addrs: Vec<String> = brokers.controller.and_then(|c| brokers.by_id.get(&c).cloned()).into_iter().collect();
+    for a in brokers.by_id.values().chain(bootstrap) {
+        if !addrs.contains(a) {
+            addrs.push(a.clone());
+        }
+    }
+    addrs
+}
+
 /// What an OffsetFetch or DeleteGroups answer for one group means, when the
 /// request to its coordinator itself failed.
 fn request_failed<T>(e: &KafkaError) -> std::result::Result<T, ItemError> {
@@ -179,6 +218,17 @@ impl WireKafka {
     /// Requests sent so far, by broker address (for tests and benchmarks).
     pub fn requests_by_broker(&self) -> BTreeMap<String, u64> {
         self.by_broker.lock().expect("by_broker lock").clone()
+    }
+
+    /// A consumer group's lag over `topic` (and every other partition it
+    /// commits on), read as the progress monitor reads it; None while Kafka
+    /// cannot answer for every partition. For tests and benchmarks.
+    pub async fn group_lag(&self, group: &str, topic: &str) -> Result<Option<i64>> {
+        let groups = [group.to_string()];
+        let topics = [topic.to_string()];
+        let committed = self.committed(&groups).await?;
+        let offsets = self.partition_offsets(&super::lag::topics_to_read(&topics, &committed)).await?;
+        Ok(super::lag::reading(k8s_openapi::jiff::Timestamp::now(), &topics, group, &offsets, &committed).ok().map(|(_, f)| f.lag))
     }
 
     fn count(&self, addr: &str) {
@@ -221,17 +271,11 @@ impl WireKafka {
         unreachable!("the second attempt returns")
     }
 
-    /// Addresses to try for a request any broker can answer: known brokers
-    /// first, then the bootstrap list.
-    fn any_addrs(&self) -> Vec<String> {
-        let mut addrs: Vec<String> = self.brokers.lock().expect("brokers lock").by_id.values().cloned().collect();
-        addrs.extend(self.settings.bootstrap.iter().filter(|b| !addrs.contains(b)).cloned().collect::<Vec<_>>());
-        addrs
-    }
-
-    async fn call_any<R: Request>(&self, key: ApiKey, build: impl Fn(i16) -> R) -> Result<R::Response> {
+    /// Tries the addresses in order until one answers (a broker that cannot
+    /// be reached, or times out, is passed over).
+    async fn call_first<R: Request>(&self, addrs: Vec<String>, key: ApiKey, build: impl Fn(i16) -> R) -> Result<R::Response> {
         let mut last = None;
-        for addr in self.any_addrs() {
+        for addr in addrs {
             match self.call(&addr, key, &build).await {
                 Err(e) if e.transient() => last = Some(e),
                 other => return other,
@@ -240,19 +284,16 @@ impl WireKafka {
         Err(last.unwrap_or_else(|| KafkaError::Unreachable { addr: String::new(), reason: "no bootstrap servers".into() }))
     }
 
-    /// Sends to the controller the last Metadata named, or to any broker.
+    /// Any broker: known brokers first (the controller among them), then
+    /// the bootstrap list.
+    async fn call_any<R: Request>(&self, key: ApiKey, build: impl Fn(i16) -> R) -> Result<R::Response> {
+        self.call_controller(key, build).await
+    }
+
+    /// The controller the last Metadata named, then any other broker.
     async fn call_controller<R: Request>(&self, key: ApiKey, build: impl Fn(i16) -> R) -> Result<R::Response> {
-        let controller = {
-            let b = self.brokers.lock().expect("brokers lock");
-            b.controller.and_then(|c| b.by_id.get(&c).cloned())
-        };
-        if let Some(addr) = controller {
-            match self.call(&addr, key, &build).await {
-                Err(e) if e.transient() => {}
-                other => return other,
-            }
-        }
-        self.call_any(key, build).await
+        let addrs = controller_first(&self.brokers.lock().expect("brokers lock"), &self.settings.bootstrap);
+        self.call_first(addrs, key, build).await
     }
 
     async fn metadata(&self, topics: Option<&[String]>) -> Result<MetadataResponse> {
@@ -274,7 +315,12 @@ impl WireKafka {
     /// Sends `send` for the items still pending until none is left with a
     /// retriable error or the attempts run out, refreshing the metadata
     /// (where the controller and leaders are) and backing off in between.
-    async fn with_retries<'a, T, F, Fut>(&'a self, api: &str, items: Vec<String>, send: F) -> Result<BTreeMap<String, std::result::Result<T, ItemError>>>
+    async fn with_retries<'a, T, F, Fut>(
+        &'a self,
+        api: &str,
+        items: Vec<String>,
+        send: F,
+    ) -> Result<BTreeMap<String, std::result::Result<T, ItemError>>>
     where
         F: Fn(Vec<String>, usize) -> Fut,
         Fut: Future<Output = Result<(BTreeMap<String, std::result::Result<T, ItemError>>, i32)>>,
@@ -311,28 +357,7 @@ impl WireKafka {
             let mut read = BTreeMap::new();
             for t in &meta.topics {
                 let Some(name) = t.name.as_ref().map(|n| n.to_string()) else { continue };
-                let layout = match item_error(t.error_code, None) {
-                    Some(e) => TopicLayout { info: Err(e), leaders: vec![] },
-                    None => TopicLayout {
-                        info: Ok(TopicInfo {
-                            id: URL_SAFE_NO_PAD.encode(t.topic_id.as_bytes()),
-                            partitions: t.partitions.len() as i32,
-                            replication_factor: t.partitions.first().map(|p| p.replica_nodes.len() as i32).unwrap_or(0),
-                        }),
-                        leaders: t
-                            .partitions
-                            .iter()
-                            .map(|p| {
-                                let leader = if p.leader_id.0 >= 0 {
-                                    Ok(p.leader_id.0)
-                                } else {
-                                    Err(item_error(p.error_code, None).unwrap_or_else(|| ItemError::kafka(ResponseError::LeaderNotAvailable, "")))
-                                };
-                                (p.partition_index, leader)
-                            })
-                            .collect(),
-                    },
-                };
+                let layout = topic_layout(t);
                 read.insert(name, layout);
             }
             let mut r = self.remembered.lock().expect("remembered lock");
@@ -466,7 +491,13 @@ impl WireKafka {
     /// in parallel; `answer` reads each group's result from a response. A
     /// group whose coordinator could not be named, or whose request failed,
     /// gets why.
-    async fn per_coordinator<T, R, B, A>(&self, groups: &[String], key: ApiKey, build: B, answer: A) -> Result<BTreeMap<String, std::result::Result<T, ItemError>>>
+    async fn per_coordinator<T, R, B, A>(
+        &self,
+        groups: &[String],
+        key: ApiKey,
+        build: B,
+        answer: A,
+    ) -> Result<BTreeMap<String, std::result::Result<T, ItemError>>>
     where
         R: Request,
         B: Fn(&[String], i16) -> R,
@@ -682,20 +713,31 @@ impl Kafka for WireKafka {
                             pending
                                 .iter()
                                 .map(|topic| {
-                                    AlterConfigsResource::default().with_resource_type(TOPIC_RESOURCE).with_resource_name(s(topic)).with_configs(
-                                        changes[topic]
-                                            .iter()
-                                            // Operation 0 is SET: this key only, nothing else.
-                                            .map(|(k, v)| AlterableConfig::default().with_name(s(k)).with_config_operation(0).with_value(Some(s(v))))
-                                            .collect(),
-                                    )
+                                    AlterConfigsResource::default()
+                                        .with_resource_type(TOPIC_RESOURCE)
+                                        .with_resource_name(s(topic))
+                                        .with_configs(
+                                            changes[topic]
+                                                .iter()
+                                                // Operation 0 is SET: this key only, nothing else.
+                                                .map(|(k, v)| {
+                                                    AlterableConfig::default()
+                                                        .with_name(s(k))
+                                                        .with_config_operation(0)
+                                                        .with_value(Some(s(v)))
+                                                })
+                                                .collect(),
+                                        )
                                 })
                                 .collect(),
                         )
                     })
                     .await?;
-                let answers =
-                    resp.responses.into_iter().map(|r| (r.resource_name.to_string(), as_result(r.error_code, r.error_message.as_ref()))).collect();
+                let answers = resp
+                    .responses
+                    .into_iter()
+                    .map(|r| (r.resource_name.to_string(), as_result(r.error_code, r.error_message.as_ref())))
+                    .collect();
                 Ok((answers, resp.throttle_time_ms))
             })
             .await
@@ -714,12 +756,15 @@ impl Kafka for WireKafka {
                         CreatePartitionsRequest::default().with_timeout_ms(OPERATION_TIMEOUT_MS).with_topics(
                             pending
                                 .iter()
-                                .map(|t| CreatePartitionsTopic::default().with_name(TopicName(s(t))).with_count(counts[t]).with_assignments(None))
+                                .map(|t| {
+                                    CreatePartitionsTopic::default().with_name(TopicName(s(t))).with_count(counts[t]).with_assignments(None)
+                                })
                                 .collect(),
                         )
                     })
                     .await?;
-                let answers = resp.results.into_iter().map(|r| (r.name.to_string(), as_result(r.error_code, r.error_message.as_ref()))).collect();
+                let answers =
+                    resp.results.into_iter().map(|r| (r.name.to_string(), as_result(r.error_code, r.error_message.as_ref()))).collect();
                 Ok((answers, resp.throttle_time_ms))
             })
             .await
@@ -820,8 +865,12 @@ impl Kafka for WireKafka {
             starts.extend(read);
             // A leader that moved since the metadata was read: once more,
             // with fresh metadata, for just those partitions.
-            let mut moved: Vec<Tp> =
-                starts.iter().chain(ends.iter()).filter(|(_, o)| o.as_ref().is_err_and(|e| e.retriable())).map(|(tp, _)| tp.clone()).collect();
+            let mut moved: Vec<Tp> = starts
+                .iter()
+                .chain(ends.iter())
+                .filter(|(_, o)| o.as_ref().is_err_and(|e| e.retriable()))
+                .map(|(tp, _)| tp.clone())
+                .collect();
             moved.extend(layout.leaderless.iter().filter(|(_, e)| e.retriable()).map(|(tp, _)| tp.clone()));
             moved.sort();
             moved.dedup();
@@ -830,8 +879,11 @@ impl Kafka for WireKafka {
                 again.dedup();
                 self.forget(&again, &[]);
                 let fresh_layout = self.layout(&again, true).await?;
-                let by_leader: BTreeMap<i32, Vec<Tp>> =
-                    fresh_layout.by_leader.into_iter().map(|(l, tps)| (l, tps.into_iter().filter(|tp| moved.contains(tp)).collect())).collect();
+                let by_leader: BTreeMap<i32, Vec<Tp>> = fresh_layout
+                    .by_leader
+                    .into_iter()
+                    .map(|(l, tps)| (l, tps.into_iter().filter(|tp| moved.contains(tp)).collect()))
+                    .collect();
                 let (s2, e2) = futures::join!(self.list_offsets(&by_leader, true), self.list_offsets(&by_leader, false));
                 layout.leaderless.retain(|tp, _| !e2.get(tp).is_some_and(|o| o.is_ok()));
                 starts.extend(s2);
@@ -909,7 +961,9 @@ impl Kafka for WireKafka {
                             resp.results
                                 .into_iter()
                                 .map(|r| {
-                                    let v = item_error(r.error_code, None).filter(|e| !e.is(ResponseError::GroupIdNotFound)).map_or(Ok(()), Err);
+                                    let v = item_error(r.error_code, None)
+                                        .filter(|e| !e.is(ResponseError::GroupIdNotFound))
+                                        .map_or(Ok(()), Err);
                                     (r.group_id.to_string(), v)
                                 })
                                 .collect()
@@ -925,5 +979,66 @@ impl Kafka for WireKafka {
 
     fn requests_sent(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::{
+        messages::{
+            metadata_response::{MetadataResponsePartition, MetadataResponseTopic},
+            offset_fetch_response::{OffsetFetchResponsePartitions, OffsetFetchResponseTopics},
+        },
+        protocol::{Decodable, Encodable},
+    };
+
+    use super::*;
+
+    /// A response as it comes off the wire: encoded by Kafka's schema, decoded
+    /// by the client's.
+    fn wire<T: Encodable + Decodable>(msg: &T, version: i16) -> T {
+        let mut buf = bytes::BytesMut::new();
+        msg.encode(&mut buf, version).unwrap();
+        T::decode(&mut buf.freeze(), version).unwrap()
+    }
+
+    #[test]
+    fn a_partition_without_a_leader_says_why_and_the_others_name_theirs() {
+        let topic = MetadataResponseTopic::default().with_name(Some(TopicName(s("orders")))).with_partitions(vec![
+            MetadataResponsePartition::default()
+                .with_partition_index(0)
+                .with_leader_id(BrokerId(2))
+                .with_replica_nodes(vec![BrokerId(2), BrokerId(3)]),
+            MetadataResponsePartition::default().with_partition_index(1).with_leader_id(BrokerId(-1)).with_error_code(5),
+        ]);
+        let layout = topic_layout(&wire(&topic, 12));
+        assert_eq!(layout.info.as_ref().unwrap().replication_factor, 2);
+        assert_eq!(layout.leaders[0], (0, Ok(2)));
+        assert!(layout.leaders[1].1.as_ref().unwrap_err().is(ResponseError::LeaderNotAvailable));
+        let missing = topic_layout(&MetadataResponseTopic::default().with_name(Some(TopicName(s("gone")))).with_error_code(3));
+        assert!(missing.info.unwrap_err().is(ResponseError::UnknownTopicOrPartition));
+    }
+
+    #[test]
+    fn one_groups_error_is_that_groups_alone_and_an_unknown_group_has_committed_nothing() {
+        let committed = OffsetFetchResponseGroup::default().with_group_id(GroupId(s("g"))).with_topics(vec![
+            OffsetFetchResponseTopics::default().with_name(TopicName(s("orders"))).with_partitions(vec![
+                OffsetFetchResponsePartitions::default().with_partition_index(0).with_committed_offset(42),
+                OffsetFetchResponsePartitions::default().with_partition_index(1).with_committed_offset(-1),
+            ]),
+        ]);
+        assert_eq!(group_offsets(wire(&committed, 8)).unwrap(), [(("orders".to_string(), 0), 42)].into(), "no commit (-1) is left out");
+        let loading = OffsetFetchResponseGroup::default().with_group_id(GroupId(s("h"))).with_error_code(14);
+        let e = group_offsets(wire(&loading, 8)).unwrap_err();
+        assert!(e.is(ResponseError::CoordinatorLoadInProgress) && e.retriable());
+        let unknown = OffsetFetchResponseGroup::default().with_group_id(GroupId(s("new"))).with_error_code(69);
+        assert!(group_offsets(unknown).unwrap().is_empty());
+    }
+
+    #[test]
+    fn admin_requests_go_to_the_controller_first_then_anyone() {
+        let brokers = Brokers { by_id: [(1, "a:1".to_string()), (2, "b:1".into()), (3, "c:1".into())].into(), controller: Some(3) };
+        assert_eq!(controller_first(&brokers, &["boot:1".into(), "a:1".into()]), vec!["c:1", "a:1", "b:1", "boot:1"]);
+        assert_eq!(controller_first(&Brokers::default(), &["boot:1".into()]), vec!["boot:1"], "nothing known: the bootstrap list");
     }
 }

@@ -34,7 +34,10 @@ pub struct Settings {
 impl Settings {
     /// Settings without TLS or SASL for a comma-separated bootstrap list.
     pub fn plaintext(bootstrap: &str) -> Settings {
-        Settings { bootstrap: bootstrap.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect(), ..Default::default() }
+        Settings {
+            bootstrap: bootstrap.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect(),
+            ..Default::default()
+        }
     }
 }
 

@@ -87,7 +87,9 @@ impl TopicReport {
     /// metadata with every partition's log start known, or Kafka refused
     /// something. Moments after a create neither may hold yet.
     pub fn settled(&self) -> bool {
-        self.error.is_some() || self.unsupported.is_some() || self.info.as_ref().is_some_and(|i| self.log_start.len() == i.partitions as usize)
+        self.error.is_some()
+            || self.unsupported.is_some()
+            || self.info.as_ref().is_some_and(|i| self.log_start.len() == i.partitions as usize)
     }
 }
 

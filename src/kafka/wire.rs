@@ -160,8 +160,11 @@ impl Conn {
     /// `preferred`, and no lower than `min`; the API unsupported when the
     /// broker does not offer it, or no version in that range.
     pub fn version(&self, key: ApiKey, min: i16, preferred: i16) -> Result<i16> {
-        pick_version(self.versions.get(&(key as i16)).copied(), min, preferred)
-            .map_err(|offered| KafkaError::Unsupported { api: api_key_name(key), addr: self.addr.clone(), offered })
+        pick_version(self.versions.get(&(key as i16)).copied(), min, preferred).map_err(|offered| KafkaError::Unsupported {
+            api: api_key_name(key),
+            addr: self.addr.clone(),
+            offered,
+        })
     }
 
     /// Sends one request and reads its response.
@@ -210,14 +213,20 @@ impl Conn {
     }
 }
 
-/// Why a TLS handshake failed, in terms of what to check.
-fn tls_failure(error: &str, verify: openssl::x509::X509VerifyResult, own_ca: bool) -> String {
-    use openssl::x509::X509VerifyResult as V;
+/// Why a TLS handshake failed, in terms of what to check: from OpenSSL's
+/// error and its certificate verification result (code and text).
+fn tls_failure(error: &str, verify_code: i32, verify_text: &str, own_ca: bool) -> String {
+    const OK: i32 = 0;
+    const HOSTNAME_MISMATCH: i32 = 62;
     let ca = if own_ca { "spec.tls.ca" } else { "the system's trust store (set spec.tls.ca)" };
-    match verify {
-        V::OK => error.to_string(),
-        v if v.as_raw() == 62 => format!("the broker's certificate does not name this host (hostname mismatch: {}); use the address it was issued for", v.error_string()),
-        v => format!("the broker's certificate is not trusted by {ca}: {}", v.error_string()),
+    match verify_code {
+        OK => error.to_string(),
+        HOSTNAME_MISMATCH => {
+            format!(
+                "the broker's certificate does not name this host (hostname mismatch: {verify_text}); use the address it was issued for"
+            )
+        }
+        _ => format!("the broker's certificate is not trusted by {ca}: {verify_text}"),
     }
 }
 
@@ -261,6 +270,32 @@ async fn tls_connect(addr: &str, tcp: TcpStream, tls: &Tls) -> Result<tokio_open
     timeout(CONNECT_TIMEOUT, std::pin::Pin::new(&mut stream).connect())
         .await
         .map_err(|_| fail("no handshake within 10s".into()))?
-        .map_err(|e| fail(tls_failure(&e.to_string(), stream.ssl().verify_result(), tls.ca_pem.is_some())))?;
+        .map_err(|e| {
+            let verify = stream.ssl().verify_result();
+            fail(tls_failure(&e.to_string(), verify.as_raw(), verify.error_string(), tls.ca_pem.is_some()))
+        })?;
     Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_is_the_highest_both_speak_or_the_api_is_unsupported() {
+        assert_eq!(pick_version(Some((0, 12)), 4, 12), Ok(12));
+        assert_eq!(pick_version(Some((0, 9)), 4, 12), Ok(9));
+        assert_eq!(pick_version(Some((0, 3)), 4, 12), Err(Some(3)), "too old");
+        assert_eq!(pick_version(Some((13, 15)), 4, 12), Err(Some(15)), "too new");
+        assert_eq!(pick_version(None, 0, 3), Err(None), "not offered at all");
+    }
+
+    #[test]
+    fn a_tls_failure_says_what_to_check() {
+        let untrusted = tls_failure("handshake failed", 20, "unable to get local issuer certificate", true);
+        assert_eq!(untrusted, "the broker's certificate is not trusted by spec.tls.ca: unable to get local issuer certificate");
+        let mismatch = tls_failure("handshake failed", 62, "hostname mismatch", true);
+        assert!(mismatch.contains("does not name this host"), "{mismatch}");
+        assert_eq!(tls_failure("connection reset", 0, "ok", false), "connection reset");
+    }
 }

@@ -403,12 +403,13 @@ pub fn kafka() -> kappa_operator::kafka::client::WireKafka {
 }
 
 /// Runs `hack/lab.sh` (only on the lab: it takes components away and
-/// brings them back), panicking with its output if it fails.
-pub fn lab(args: &[&str]) {
+/// brings them back), panicking with its output if it fails: its stdout.
+pub fn lab(args: &[&str]) -> String {
     let home = required("KAPPA_LAB_HOME");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/lab.sh");
     let out = std::process::Command::new(&script).args(args).env("KAPPA_LAB_HOME", &home).output().expect("running hack/lab.sh");
     assert!(out.status.success(), "hack/lab.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The path of a lab tool (kubectl, helm), from the lab's PATH.

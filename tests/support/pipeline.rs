@@ -27,14 +27,23 @@ pub struct Pipeline {
 /// A namespace with the lab's KafkaCluster, an input Topic (a unique Kafka
 /// name) and an operator; the Processor is left to each test.
 pub async fn pipeline(prefix: &str, operator_args: &[&str]) -> Pipeline {
+    pipeline_with(prefix, operator_args, 1).await
+}
+
+/// The same, with the input replicated `replicas` times (and, replicated,
+/// `min.insync.replicas` 2), for tests that take brokers away.
+pub async fn pipeline_with(prefix: &str, operator_args: &[&str], replicas: i32) -> Pipeline {
     let env = Env::get().await;
     super::install_crds(&env.client).await;
     let ns = TestNs::new(&env, prefix).await;
     let input = unique(&format!("e2e-{prefix}-orders"));
     create::<KafkaCluster>(&ns, json!({"metadata": {"name": "default"}, "spec": {"bootstrapServers": env.kafka_bootstrap}})).await;
+    let config = if replicas > 1 { json!({"min.insync.replicas": "2"}) } else { json!({}) };
     create::<Topic>(
         &ns,
-        json!({"metadata": {"name": "orders"}, "spec": {"topicName": input, "partitions": 3, "deletionPolicy": "Delete"}}),
+        json!({"metadata": {"name": "orders"}, "spec": {
+            "topicName": input, "partitions": 3, "replicationFactor": replicas, "config": config, "deletionPolicy": "Delete"
+        }}),
     )
     .await;
     let mut args = vec!["--lag-poll-seconds", "1"];

@@ -165,6 +165,8 @@ pub fn read_all(
                     }
                 }
             }
+            // A broker away or a leader moving: librdkafka retries by itself.
+            Some(Err(e)) if !matches!(e, KafkaError::MessageConsumptionFatal(_)) => {}
             Some(Err(e)) => return Err(e.to_string()),
             None => {
                 // Nothing more to read below the end (e.g. an aborted tail).

@@ -9,8 +9,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use k8s_openapi::{api::core::v1::Namespace, jiff::Timestamp};
-use kappa_operator::kafka::{Kafka, lag};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client,
     api::{DeleteParams, Patch, PatchParams, PostParams},
@@ -176,16 +175,6 @@ pub async fn operator_writes_by(client: &Client, kinds: &[(&str, &str)], events:
         }
     }
     Ok(out)
-}
-
-/// A consumer group's lag over a topic (and every other partition it
-/// commits on), read from Kafka as the operator's progress monitor reads it;
-/// None while Kafka cannot answer for every partition.
-pub async fn lag(kafka: &impl Kafka, group: &str, topic: &str) -> anyhow::Result<Option<i64>> {
-    let groups = [group.to_string()];
-    let committed = kafka.committed(&groups).await?;
-    let offsets = kafka.partition_offsets(&lag::topics_to_read([&topic.to_string()], &committed)).await?;
-    Ok(lag::reading(Timestamp::now(), &[topic.to_string()], group, &offsets, &committed).ok().map(|(_, f)| f.lag))
 }
 
 pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<()>
