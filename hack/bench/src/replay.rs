@@ -1,8 +1,9 @@
 //! `replay N`: the reference processor replaying N events from offset zero
 //! through the operator, against a raw consumer reading the same topic; and
-//! the cost of one lag poll over 1,000 partitions.
+//! the cost of one lag poll over 1,000 partitions and 100 consumer groups.
 
 use std::{
+    collections::BTreeMap,
     path::Path,
     time::{Duration, Instant},
 };
@@ -128,8 +129,9 @@ pub async fn run(operator: &Path, processor: &Path, count: u64) -> anyhow::Resul
     let end_to_end = created.elapsed().as_secs_f64();
     progress(format!("processor: {processor_rate:.0} records/s; {end_to_end:.1} s from Processor created to lag 0"));
 
-    let (lag_requests, lag_ms) = lag_poll(&kafka, &ns).await?;
-    progress(format!("one lag poll over 1000 partitions: {lag_requests} requests, {lag_ms:.1} ms"));
+    let (per_broker, lag_ms) = lag_poll(&kafka, &ns).await?;
+    let most = per_broker.values().copied().max().unwrap_or(0);
+    progress(format!("one lag poll over 1000 partitions and 100 groups: {per_broker:?} requests by broker, {lag_ms:.1} ms"));
 
     progress("cleaning up");
     common::delete_namespace(&client, &ns, Duration::from_secs(120)).await?;
@@ -140,7 +142,8 @@ pub async fn run(operator: &Path, processor: &Path, count: u64) -> anyhow::Resul
         "raw_records_per_second": raw.round(),
         "ratio_vs_raw": ((processor_rate / raw) * 100.0).round() / 100.0,
         "end_to_end_seconds": (end_to_end * 10.0).round() / 10.0,
-        "lag_poll_requests": lag_requests,
+        "lag_poll_requests": per_broker.values().sum::<u64>(),
+        "lag_poll_requests_per_broker_max": most,
         "lag_poll_ms": (lag_ms * 10.0).round() / 10.0,
     }))
 }
@@ -181,39 +184,51 @@ fn raw_read(bootstrap: &str, topic: &str, count: u64) -> anyhow::Result<f64> {
 }
 
 /// One lag poll as the operator does it, over a topic of 1,000 partitions
-/// and a group that has committed on all of them.
-async fn lag_poll(kafka: &WireKafka, ns: &str) -> anyhow::Result<(u64, f64)> {
+/// and 100 groups that have committed on all of them: a first poll learns
+/// where partitions lead and groups are coordinated, the second is measured
+/// (requests per broker, the most any broker got, and the time).
+async fn lag_poll(kafka: &WireKafka, ns: &str) -> anyhow::Result<(BTreeMap<String, u64>, f64)> {
     let topic = format!("{ns}-wide");
     kafka.create_topics(&[NewTopic { name: topic.clone(), partitions: 1000, replication_factor: 1, config: Default::default() }]).await?;
-    let group = format!("{ns}-wide-group");
-    {
-        let consumer: BaseConsumer =
-            ClientConfig::new().set("bootstrap.servers", common::env("KAPPA_KAFKA_BOOTSTRAP")?).set("group.id", &group).create()?;
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for p in 0..1000 {
-            tpl.add_partition_offset(&topic, p, rdkafka::Offset::Offset(0))?;
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync)?;
-    }
-    // Wait for all leaders, and warm the connection as the operator's
-    // long-lived client is.
+    let groups: Vec<String> = (0..100).map(|i| format!("{ns}-wide-group-{i}")).collect();
     common::wait_until("leaders for 1000 partitions", Duration::from_secs(60), || async {
         Ok(kafka.log_offsets(std::slice::from_ref(&topic)).await.is_ok_and(|o| o.len() == 1000))
     })
     .await?;
-    let before = kafka.requests_sent();
+    let bootstrap = common::env("KAPPA_KAFKA_BOOTSTRAP")?;
+    let (t, gs) = (topic.clone(), groups.clone());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..1000 {
+            tpl.add_partition_offset(&t, p, rdkafka::Offset::Offset(0))?;
+        }
+        for g in &gs {
+            let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &bootstrap).set("group.id", g).create()?;
+            consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync)?;
+        }
+        Ok(())
+    })
+    .await??;
+    let poll = || async {
+        // What the operator's progress monitor does per poll.
+        let committed = kafka.committed(&groups).await?;
+        let offsets = kafka.partition_offsets(&lag::topics_to_read([&topic], &committed)).await?;
+        anyhow::Ok((committed, offsets))
+    };
+    poll().await?;
+    let before = kafka.requests_by_broker();
     let start = Instant::now();
-    // What the operator's progress monitor does per poll.
-    let committed = kafka.committed(std::slice::from_ref(&group)).await?;
-    let offsets = kafka.partition_offsets(&lag::topics_to_read([&topic], &committed)).await?;
+    let (committed, offsets) = poll().await?;
     let ms = start.elapsed().as_secs_f64() * 1000.0;
-    let (reading, f) = lag::reading(k8s_openapi::jiff::Timestamp::now(), std::slice::from_ref(&topic), &group, &offsets, &committed)
-        .map_err(anyhow::Error::msg)?;
-    anyhow::ensure!(reading.ends.len() == 1000, "expected 1000 partitions, got {}", reading.ends.len());
-    anyhow::ensure!(f.lag == 0, "unexpected lag {}", f.lag);
-    let requests = kafka.requests_sent() - before;
-    kafka.delete_groups(&[group]).await?;
+    let per_broker: BTreeMap<String, u64> =
+        kafka.requests_by_broker().into_iter().map(|(b, n)| (b.clone(), n - before.get(&b).copied().unwrap_or(0))).collect();
+    for g in &groups {
+        let (reading, f) = lag::reading(k8s_openapi::jiff::Timestamp::now(), std::slice::from_ref(&topic), g, &offsets, &committed)
+            .map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(reading.ends.len() == 1000, "expected 1000 partitions, got {}", reading.ends.len());
+        anyhow::ensure!(f.lag == 0, "unexpected lag {}", f.lag);
+    }
+    kafka.delete_groups(&groups).await?;
     kafka.delete_topics(&[topic]).await?;
-    Ok((requests, ms))
+    Ok((per_broker, ms))
 }
