@@ -28,11 +28,13 @@ use futures::{FutureExt, future::BoxFuture};
 use kafka_protocol::{
     messages::{
         ApiKey, BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
+        DescribeQuorumRequest,
         FindCoordinatorRequest, GroupId, IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse,
         OffsetFetchRequest, TopicName,
         create_partitions_request::CreatePartitionsTopic,
         create_topics_request::{CreatableTopic, CreatableTopicConfig},
         delete_topics_request::DeleteTopicState,
+        describe_quorum_request::{PartitionData, TopicData},
         describe_configs_request::DescribeConfigsResource,
         incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig},
         list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic},
@@ -56,7 +58,7 @@ const TOPIC_RESOURCE: i8 = 2;
 const OPERATION_TIMEOUT_MS: i32 = 25_000;
 
 /// The APIs the operator uses, with the versions it speaks (min, preferred).
-const APIS: [(ApiKey, i16, i16); 10] = [
+const APIS: [(ApiKey, i16, i16); 11] = [
     (ApiKey::Metadata, 4, 12),
     (ApiKey::CreateTopics, 5, 7),
     (ApiKey::DeleteTopics, 1, 6),
@@ -67,6 +69,8 @@ const APIS: [(ApiKey, i16, i16); 10] = [
     (ApiKey::FindCoordinator, 4, 4),
     (ApiKey::OffsetFetch, 8, 8),
     (ApiKey::DeleteGroups, 0, 2),
+    // Only to name the active controller of a KRaft cluster.
+    (ApiKey::DescribeQuorum, 0, 1),
 ];
 
 fn versions(key: ApiKey) -> (i16, i16) {
@@ -398,6 +402,22 @@ impl WireKafka {
         });
     }
 
+    /// The node that leads the KRaft controller quorum, if a broker says.
+    async fn quorum_leader(&self) -> Option<i32> {
+        let resp = self
+            .call_any(ApiKey::DescribeQuorum, |_| {
+                DescribeQuorumRequest::default().with_topics(vec![
+                    TopicData::default()
+                        .with_topic_name(TopicName(s("__cluster_metadata")))
+                        .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
+                ])
+            })
+            .await
+            .ok()?;
+        let p = resp.topics.first()?.partitions.first()?;
+        (resp.error_code == 0 && p.error_code == 0 && p.leader_id.0 >= 0).then_some(p.leader_id.0)
+    }
+
     fn broker_addr(&self, id: i32) -> Option<String> {
         self.brokers.lock().expect("brokers lock").by_id.get(&id).cloned()
     }
@@ -573,6 +593,13 @@ impl Kafka for WireKafka {
                     info.kraft = Some(kraft);
                     info.apis = apis;
                 }
+            }
+            if info.kraft == Some(true) {
+                // A KRaft broker names a random broker as the controller (any
+                // forwards); the quorum knows its leader.
+                info.controller = self.quorum_leader().await;
+            } else {
+                info.apis.remove("DescribeQuorum");
             }
             info.brokers = brokers;
             Ok(info)

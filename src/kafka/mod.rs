@@ -100,6 +100,7 @@ pub fn feature(api: &str) -> &'static str {
         "DeleteTopics" => "topic deletion disabled",
         "DeleteGroups" => "consumer groups of retired versions are left in Kafka",
         "ListOffsets" | "OffsetFetch" | "FindCoordinator" => "progress cannot be read: no version is promoted",
+        "DescribeQuorum" => "the active KRaft controller is not named",
         _ => "the operator cannot use this broker",
     }
 }

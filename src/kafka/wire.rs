@@ -58,6 +58,7 @@ pub fn api_key_name(key: ApiKey) -> &'static str {
         ApiKey::FindCoordinator => "FindCoordinator",
         ApiKey::OffsetFetch => "OffsetFetch",
         ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::DescribeQuorum => "DescribeQuorum",
         ApiKey::ApiVersions => "ApiVersions",
         ApiKey::SaslHandshake => "SaslHandshake",
         ApiKey::SaslAuthenticate => "SaslAuthenticate",
