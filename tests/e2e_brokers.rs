@@ -180,7 +180,10 @@ async fn the_active_controller_stopped_while_500_topics_are_created() {
         json!({"metadata": {"name": "default"}, "spec": {"bootstrapServers": env.kafka_bootstrap}}),
     )
     .await;
-    let _op = Operator::start(&ns.name, &[]);
+    let op = Operator::start(&ns.name, &[]);
+    // Dropped in order: the namespace goes while the operator still runs.
+    let setup = (ns, op);
+    let ns = &setup.0;
     let prefix = unique("e2e-ctl");
     let names: Vec<String> = (0..500).map(|i| format!("{prefix}-{i:03}")).collect();
     let controller = lab(&["kafka-controller"]);

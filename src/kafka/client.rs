@@ -28,14 +28,13 @@ use futures::{FutureExt, future::BoxFuture};
 use kafka_protocol::{
     messages::{
         ApiKey, BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-        DescribeQuorumRequest,
-        FindCoordinatorRequest, GroupId, IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse,
-        OffsetFetchRequest, TopicName,
+        DescribeQuorumRequest, FindCoordinatorRequest, GroupId, IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest,
+        MetadataResponse, OffsetFetchRequest, TopicName,
         create_partitions_request::CreatePartitionsTopic,
         create_topics_request::{CreatableTopic, CreatableTopicConfig},
         delete_topics_request::DeleteTopicState,
-        describe_quorum_request::{PartitionData, TopicData},
         describe_configs_request::DescribeConfigsResource,
+        describe_quorum_request::{PartitionData, TopicData},
         incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig},
         list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic},
         metadata_request::MetadataRequestTopic,
@@ -119,6 +118,9 @@ pub struct WireKafka {
     remembered: Mutex<Remembered>,
     requests: AtomicU64,
     by_broker: Mutex<BTreeMap<String, u64>>,
+    /// APIs a broker advertised but hung up on: not sent again (by this
+    /// client; a new one, after a settings change, tries again).
+    refused: Mutex<std::collections::BTreeSet<&'static str>>,
 }
 
 fn s(v: &str) -> StrBytes {
@@ -216,6 +218,7 @@ impl WireKafka {
             remembered: Mutex::default(),
             requests: AtomicU64::new(0),
             by_broker: Mutex::default(),
+            refused: Mutex::default(),
         }
     }
 
@@ -249,6 +252,9 @@ impl WireKafka {
     /// that fails is opened again and the request sent again, once.
     async fn call<R: Request>(&self, addr: &str, key: ApiKey, build: impl Fn(i16) -> R) -> Result<R::Response> {
         let (min, preferred) = versions(key);
+        if self.refused.lock().expect("refused lock").contains(api_key_name(key)) {
+            return Err(KafkaError::Unsupported { api: api_key_name(key), addr: addr.to_string(), offered: None });
+        }
         let slot = self.slot(addr);
         let mut guard = slot.lock().await;
         for attempt in 0..2 {
@@ -265,6 +271,12 @@ impl WireKafka {
                     if !(pooled && attempt == 0) {
                         return Err(match e {
                             KafkaError::Unreachable { reason, .. } => KafkaError::Unreachable { addr: addr.to_string(), reason },
+                            // A connection that just shook hands, hung up on
+                            // this request: the broker answers others, not this.
+                            KafkaError::Closed { api, .. } => {
+                                self.refused.lock().expect("refused lock").insert(api);
+                                KafkaError::Unsupported { api, addr: addr.to_string(), offered: None }
+                            }
                             other => other,
                         });
                     }
@@ -593,6 +605,9 @@ impl Kafka for WireKafka {
                     info.kraft = Some(kraft);
                     info.apis = apis;
                 }
+            }
+            for api in self.refused.lock().expect("refused lock").iter() {
+                info.apis.insert(api, None);
             }
             if info.kraft == Some(true) {
                 // A KRaft broker names a random broker as the controller (any

@@ -84,6 +84,11 @@ pub enum KafkaError {
     Protocol { api: &'static str, reason: String },
     #[error("Kafka did not answer {api} within {seconds}s")]
     Timeout { api: &'static str, seconds: u64 },
+    /// The broker closed the connection instead of answering (internal to
+    /// the client: on a fresh connection it means the broker does not
+    /// handle the request, see [`client`]).
+    #[error("the broker closed the connection on {api} v{version}")]
+    Closed { api: &'static str, version: i16 },
     /// The broker does not offer an API the operator uses, or only older
     /// versions of it than the operator speaks (`offered`).
     #[error("{api} unsupported by the broker at {addr}{}: {}", offered.map_or(String::new(), |v| format!(" (it offers up to version {v}, too old)")), feature(api))]
@@ -115,12 +120,16 @@ impl KafkaError {
             KafkaError::Api { .. } => "KafkaError",
             KafkaError::Protocol { .. } => "KafkaProtocolError",
             KafkaError::Unsupported { .. } => "UnsupportedByBroker",
+            KafkaError::Closed { .. } => "KafkaUnreachable",
         }
     }
 
     /// Worth another try on another broker or a fresh connection.
     pub fn transient(&self) -> bool {
-        matches!(self, KafkaError::Unreachable { .. } | KafkaError::Timeout { .. } | KafkaError::Protocol { .. })
+        matches!(
+            self,
+            KafkaError::Unreachable { .. } | KafkaError::Timeout { .. } | KafkaError::Protocol { .. } | KafkaError::Closed { .. }
+        )
     }
 }
 

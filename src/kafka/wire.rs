@@ -195,7 +195,11 @@ impl Conn {
         self.stream.write_all(&frame).await.map_err(io)?;
         self.stream.flush().await.map_err(io)?;
 
-        let len = self.stream.read_i32().await.map_err(io)?;
+        let len = self.stream.read_i32().await.map_err(|e| match e.kind() {
+            // The broker read the request and hung up instead of answering.
+            std::io::ErrorKind::UnexpectedEof => KafkaError::Closed { api, version },
+            _ => io(e),
+        })?;
         if !(0..=512 * 1024 * 1024).contains(&len) {
             return Err(KafkaError::Protocol { api, reason: format!("implausible response size {len}") });
         }
