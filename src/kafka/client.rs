@@ -28,14 +28,16 @@ use futures::{FutureExt, future::BoxFuture};
 use kafka_protocol::{
     messages::{
         ApiKey, BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-        DescribeQuorumRequest, FindCoordinatorRequest, GroupId, IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest,
-        MetadataResponse, OffsetFetchRequest, TopicName,
+        DescribeGroupsRequest, DescribeQuorumRequest, FindCoordinatorRequest, GroupId, IncrementalAlterConfigsRequest, LeaveGroupRequest,
+        ListOffsetsRequest, MetadataRequest, MetadataResponse, OffsetFetchRequest, TopicName,
         create_partitions_request::CreatePartitionsTopic,
         create_topics_request::{CreatableTopic, CreatableTopicConfig},
         delete_topics_request::DeleteTopicState,
         describe_configs_request::DescribeConfigsResource,
+        describe_groups_response::DescribedGroup,
         describe_quorum_request::{PartitionData, TopicData},
         incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig},
+        leave_group_request::MemberIdentity,
         list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic},
         metadata_request::MetadataRequestTopic,
         offset_fetch_request::OffsetFetchRequestGroup,
@@ -57,7 +59,7 @@ const TOPIC_RESOURCE: i8 = 2;
 const OPERATION_TIMEOUT_MS: i32 = 25_000;
 
 /// The APIs the operator uses, with the versions it speaks (min, preferred).
-const APIS: [(ApiKey, i16, i16); 11] = [
+const APIS: [(ApiKey, i16, i16); 13] = [
     (ApiKey::Metadata, 4, 12),
     (ApiKey::CreateTopics, 5, 7),
     (ApiKey::DeleteTopics, 1, 6),
@@ -68,6 +70,9 @@ const APIS: [(ApiKey, i16, i16); 11] = [
     (ApiKey::FindCoordinator, 4, 4),
     (ApiKey::OffsetFetch, 8, 8),
     (ApiKey::DeleteGroups, 0, 2),
+    // Members of a retired or revived version's group that did not leave.
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::LeaveGroup, 3, 5),
     // Only to name the active controller of a KRaft cluster.
     (ApiKey::DescribeQuorum, 0, 1),
 ];
@@ -205,6 +210,16 @@ fn controller_first(brokers: &Brokers, bootstrap: &[String]) -> Vec<String> {
 
 /// What an OffsetFetch or DeleteGroups answer for one group means, when the
 /// request to its coordinator itself failed.
+/// A group's members as (member id, group instance id), or why not; a group
+/// that does not exist has none.
+fn group_members(g: DescribedGroup) -> std::result::Result<Vec<(String, Option<String>)>, ItemError> {
+    match item_error(g.error_code, g.error_message.as_ref()) {
+        Some(e) if e.is(ResponseError::GroupIdNotFound) => Ok(vec![]),
+        Some(e) => Err(e),
+        None => Ok(g.members.into_iter().map(|m| (m.member_id.to_string(), m.group_instance_id.map(|i| i.to_string()))).collect()),
+    }
+}
+
 fn request_failed<T>(e: &KafkaError) -> std::result::Result<T, ItemError> {
     Err(ItemError::no_answer(e.to_string()))
 }
@@ -1015,6 +1030,85 @@ impl Kafka for WireKafka {
                 Ok((answers, 0))
             })
             .await
+        }
+        .boxed()
+    }
+
+    fn list_topics(&self) -> BoxFuture<'_, Result<Vec<String>>> {
+        async move {
+            let resp = self.metadata(None).await?;
+            Ok(resp.topics.into_iter().filter(|t| t.error_code == 0).filter_map(|t| Some(t.name?.to_string())).collect())
+        }
+        .boxed()
+    }
+
+    fn remove_members<'a>(
+        &'a self,
+        groups: &'a [String],
+    ) -> BoxFuture<'a, Result<BTreeMap<String, std::result::Result<usize, ItemError>>>> {
+        async move {
+            if groups.is_empty() {
+                return Ok(BTreeMap::new());
+            }
+            let described = self
+                .with_retries("DescribeGroups", groups.to_vec(), |pending, attempt| async move {
+                    if attempt > 0 {
+                        self.forget(&[], &pending);
+                    }
+                    let answers = self
+                        .per_coordinator(
+                            &pending,
+                            ApiKey::DescribeGroups,
+                            |gs, _| DescribeGroupsRequest::default().with_groups(gs.iter().map(|g| GroupId(s(g))).collect()),
+                            |resp| resp.groups.into_iter().map(|g| (g.group_id.to_string(), group_members(g))).collect(),
+                        )
+                        .await?;
+                    Ok((answers, 0))
+                })
+                .await?;
+            // One LeaveGroup per group (the request names one), side by side.
+            let leaves = described.into_iter().map(|(group, members)| async move {
+                let members = match members {
+                    Ok(m) if m.is_empty() => return (group, Ok(0)),
+                    Ok(m) => m,
+                    Err(e) => return (group, Err(e)),
+                };
+                let n = members.len();
+                let one = std::slice::from_ref(&group);
+                let left = self
+                    .per_coordinator(
+                        one,
+                        ApiKey::LeaveGroup,
+                        |gs, _| {
+                            LeaveGroupRequest::default().with_group_id(GroupId(s(&gs[0]))).with_members(
+                                members
+                                    .iter()
+                                    .map(|(id, instance)| {
+                                        MemberIdentity::default()
+                                            .with_member_id(s(id))
+                                            .with_group_instance_id(instance.as_deref().map(s))
+                                            .with_reason(Some(s("removed by kappa-operator: its version is retired or revived")))
+                                    })
+                                    .collect(),
+                            )
+                        },
+                        |resp| {
+                            // A member that is already gone is as good as removed.
+                            let gone = |code| item_error(code, None).filter(|e| !e.is(ResponseError::UnknownMemberId));
+                            let failed = gone(resp.error_code).or_else(|| resp.members.iter().find_map(|m| gone(m.error_code)));
+                            vec![(group.clone(), failed.map_or(Ok(n), Err))]
+                        },
+                    )
+                    .await;
+                let result = match left {
+                    Err(e) => request_failed(&e),
+                    Ok(mut answers) => {
+                        answers.remove(&group).unwrap_or_else(|| Err(ItemError::no_answer("LeaveGroup did not answer for it")))
+                    }
+                };
+                (group, result)
+            });
+            Ok(futures::future::join_all(leaves).await.into_iter().collect())
         }
         .boxed()
     }

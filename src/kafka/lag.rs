@@ -31,8 +31,8 @@ pub fn topics_to_read<'a>(inputs: impl IntoIterator<Item = &'a String>, committe
 
 /// One version's reading from what a poll answered, or why it says nothing:
 /// a complete reading covers every partition of every input (a partition
-/// the group has not committed on stands at its log start) and every other
-/// partition the group has committed on. Internal topics that no longer
+/// the group has not committed on stands at its log start) and every
+/// partition of every other topic the group has committed on. Internal topics that no longer
 /// exist are left out; an input that does not exist, a partition without an
 /// answer, or a group its coordinator did not answer for is a gap.
 pub fn reading(
@@ -59,13 +59,17 @@ pub fn reading(
             None => return Err(format!("input topic {t} was not read")),
         }
     }
-    for tp in commits.keys().filter(|(t, _)| !inputs.contains(t)) {
-        match offsets.topics.get(&tp.0) {
-            Some(Ok(info)) if tp.1 < info.partitions => partitions.push((tp.clone(), false)),
-            Some(Ok(_)) => {}
+    // A topic the group commits on is one it consumes: all of its partitions
+    // count, the ones not committed on yet from their log start (a framework
+    // commits a repartition partition only once a task has read from it).
+    let mut internal: Vec<&String> = commits.keys().map(|(t, _)| t).filter(|t| !inputs.contains(t)).collect();
+    internal.dedup();
+    for t in internal {
+        match offsets.topics.get(t) {
+            Some(Ok(info)) => partitions.extend((0..info.partitions).map(|p| ((t.clone(), p), false))),
             Some(Err(e)) if e.is(ResponseError::UnknownTopicOrPartition) => {}
-            Some(Err(e)) => return Err(format!("topic {} (group {group} commits on it) is not in Kafka's metadata: {e}", tp.0)),
-            None => return Err(format!("topic {} (group {group} commits on it) was not read", tp.0)),
+            Some(Err(e)) => return Err(format!("topic {t} (group {group} commits on it) is not in Kafka's metadata: {e}")),
+            None => return Err(format!("topic {t} (group {group} commits on it) was not read")),
         }
     }
     let mut r = Reading { at, ends: BTreeMap::new(), positions: BTreeMap::new(), topic_ids };
@@ -167,6 +171,18 @@ mod tests {
         let failed: BTreeMap<String, GroupOffsets> = [("g".to_string(), Err(error(ResponseError::CoordinatorLoadInProgress)))].into();
         assert!(reading(t0(), &inputs(), "g", &offsets(), &failed).unwrap_err().contains("CoordinatorLoadInProgress"));
         assert!(reading(t0(), &inputs(), "other", &offsets(), &committed).is_err());
+    }
+
+    #[test]
+    fn a_repartition_partition_not_committed_yet_counts_from_its_log_start() {
+        let committed =
+            [("g".to_string(), Ok([(tp("a", 0), 100), (tp("a", 1), 50), (tp("b", 0), 20), (tp("app-repartition", 0), 400)].into()))].into();
+        let mut o = offsets();
+        o.topics.insert("app-repartition".into(), info(2));
+        o.offsets.insert(tp("app-repartition", 1), Ok((70, 90)));
+        let (r, f) = reading(t0(), &inputs(), "g", &o, &committed).unwrap();
+        assert_eq!(f.lag, 20, "the inputs are read to their ends, but 20 records wait in the repartition topic's partition 1");
+        assert_eq!(r.positions[&tp("app-repartition", 1)], 70);
     }
 
     #[test]

@@ -104,6 +104,7 @@ pub fn feature(api: &str) -> &'static str {
         "CreateTopics" => "topic creation disabled",
         "DeleteTopics" => "topic deletion disabled",
         "DeleteGroups" => "consumer groups of retired versions are left in Kafka",
+        "DescribeGroups" | "LeaveGroup" => "members that did not leave are waited out, not removed",
         "ListOffsets" | "OffsetFetch" | "FindCoordinator" => "progress cannot be read: no version is promoted",
         "DescribeQuorum" => "the active KRaft controller is not named",
         _ => "the operator cannot use this broker",
@@ -281,6 +282,14 @@ pub trait Kafka: Send + Sync + 'static {
     fn committed<'a>(&'a self, groups: &'a [String]) -> BoxFuture<'a, Result<BTreeMap<String, GroupOffsets>>>;
     /// Deletes consumer groups (one DeleteGroups per coordinator).
     fn delete_groups<'a>(&'a self, groups: &'a [String]) -> BoxFuture<'a, Result<BTreeMap<String, ItemResult>>>;
+    /// The names of every topic (one Metadata request).
+    fn list_topics(&self) -> BoxFuture<'_, Result<Vec<String>>>;
+    /// Removes every member of these (classic-protocol) consumer groups, as
+    /// Kafka's admin client does for members that did not leave (one
+    /// DescribeGroups per coordinator, one LeaveGroup per group with members);
+    /// how many were removed, or why not.
+    fn remove_members<'a>(&'a self, groups: &'a [String])
+    -> BoxFuture<'a, Result<BTreeMap<String, std::result::Result<usize, ItemError>>>>;
     /// Requests sent so far, for metrics and benchmarks.
     fn requests_sent(&self) -> u64;
 }

@@ -58,6 +58,8 @@ pub fn api_key_name(key: ApiKey) -> &'static str {
         ApiKey::FindCoordinator => "FindCoordinator",
         ApiKey::OffsetFetch => "OffsetFetch",
         ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::LeaveGroup => "LeaveGroup",
         ApiKey::DescribeQuorum => "DescribeQuorum",
         ApiKey::ApiVersions => "ApiVersions",
         ApiKey::SaslHandshake => "SaslHandshake",
