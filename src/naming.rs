@@ -1,21 +1,30 @@
 //! Version ids and the names of everything a processor version owns. Pure.
 //!
-//! For processor `P` at version `V` in namespace `N`:
+//! For processor `P` at version `V` in namespace `N`, incarnation `I`:
 //!
 //! | thing | name | limit |
 //! | --- | --- | --- |
 //! | ViewVersion, Deployment | `P-V` | 63 (a label value; pod names stay readable) |
-//! | consumer group | `kappa.N.P.V` | 249 |
-//! | view topic | `N.P.V` | 249 (Kafka) |
+//! | Secret with the client properties | `P-V-client` | 253 |
+//! | consumer group | `kappa.N.P.V.I` | 200 (its internal topics `kappa.N.P.V.I-...` need room) |
+//! | view topic | `N.P.V.I` | 249 (Kafka) |
 //! | active / preview Service | `P` / `P-preview` | 63 (DNS-1035 label) |
 //! | ConfigMap for readers | `P-view` | 253 |
 //!
+//! The incarnation is when the ViewVersion was made (seconds since 1970, in
+//! base 36: six characters until 2038): a version id that comes back after
+//! it was retired gets a new group, new internal topics and a new view topic,
+//! so it inherits nothing. The names are chosen once, when the ViewVersion is
+//! made, and recorded in its (immutable) spec: they never change for its life.
+//!
 //! A name over its limit is cut and suffixed with a hash of the whole name,
-//! so two different inputs never share a name. Version ids contain neither
-//! `-` nor `.`, and namespaces contain no `.`, so the joined forms above are
-//! unambiguous before any shortening.
+//! so two different inputs never share a name. Version ids and incarnations
+//! contain neither `-` nor `.`, and namespaces contain no `.`, so the joined
+//! forms above are unambiguous before any shortening.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::jiff::Timestamp;
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -25,6 +34,9 @@ use crate::api::ProcessorSpec;
 pub const LABEL_MAX: usize = 63;
 pub const SUBDOMAIN_MAX: usize = 253;
 pub const KAFKA_TOPIC_MAX: usize = 249;
+/// Kafka Streams names internal topics `<application.id>-<name>-changelog`:
+/// a group name leaves them room.
+pub const GROUP_MAX: usize = 200;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -114,12 +126,57 @@ pub struct VersionNames {
     pub view_topic: String,
 }
 
-pub fn version_names(namespace: &str, processor: &str, version: &str) -> VersionNames {
-    VersionNames {
-        object: shorten(&format!("{processor}-{version}"), LABEL_MAX),
-        consumer_group: shorten(&format!("kappa.{namespace}.{processor}.{version}"), KAFKA_TOPIC_MAX),
-        view_topic: shorten(&format!("{namespace}.{processor}.{version}"), KAFKA_TOPIC_MAX),
+/// The incarnation of a ViewVersion made at `now`.
+pub fn incarnation(now: Timestamp) -> String {
+    let mut n = now.as_second().max(0) as u64;
+    let mut out = Vec::new();
+    loop {
+        out.push(b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
     }
+    out.reverse();
+    String::from_utf8(out).expect("ascii")
+}
+
+pub fn version_names(namespace: &str, processor: &str, version: &str, incarnation: &str) -> VersionNames {
+    VersionNames {
+        object: version_object(processor, version),
+        consumer_group: shorten(&format!("kappa.{namespace}.{processor}.{version}.{incarnation}"), GROUP_MAX),
+        view_topic: shorten(&format!("{namespace}.{processor}.{version}.{incarnation}"), KAFKA_TOPIC_MAX),
+    }
+}
+
+/// The ViewVersion (and Deployment) of a version: the same for every incarnation.
+pub fn version_object(processor: &str, version: &str) -> String {
+    shorten(&format!("{processor}-{version}"), LABEL_MAX)
+}
+
+/// The Secret holding a version's client properties (`KAPPA_PROPERTIES`).
+pub fn client_secret(object: &str) -> String {
+    format!("{object}-client")
+}
+
+/// The Kafka topics a retiring version owns besides its view topic: those
+/// named after its consumer group (`<group>-...`, as Kafka Streams names its
+/// repartition and changelog topics), except any that something else
+/// declares (`keep`: Topic resources, other versions' view topics) or that
+/// fall under another version's longer group name.
+pub fn owned_topics<'a>(
+    group: &str,
+    existing: impl IntoIterator<Item = &'a String>,
+    keep: &BTreeSet<String>,
+    other_groups: &[&str],
+) -> Vec<String> {
+    let prefix = format!("{group}-");
+    let theirs = |t: &str| other_groups.iter().any(|g| g.len() > group.len() && t.starts_with(&format!("{g}-")));
+    let mut owned: Vec<String> =
+        existing.into_iter().filter(|t| t.starts_with(&prefix) && !keep.contains(*t) && !theirs(t)).cloned().collect();
+    owned.sort();
+    owned.dedup();
+    owned
 }
 
 /// Names that belong to the processor rather than to a version.
@@ -165,6 +222,7 @@ mod tests {
             reprocess_nonce: None,
             rollout: RolloutPolicy::default(),
             serving: None,
+            deletion_policy: Default::default(),
         }
     }
 
@@ -226,12 +284,43 @@ mod tests {
 
     #[test]
     fn names_follow_the_design_table() {
-        let v = version_names("shop", "orders", "3fa9c2b1d0");
+        let v = version_names("shop", "orders", "3fa9c2b1d0", "tkq3zk");
         assert_eq!(v.object, "orders-3fa9c2b1d0");
-        assert_eq!(v.consumer_group, "kappa.shop.orders.3fa9c2b1d0");
-        assert_eq!(v.view_topic, "shop.orders.3fa9c2b1d0");
+        assert_eq!(v.consumer_group, "kappa.shop.orders.3fa9c2b1d0.tkq3zk");
+        assert_eq!(v.view_topic, "shop.orders.3fa9c2b1d0.tkq3zk");
+        assert_eq!(client_secret(&v.object), "orders-3fa9c2b1d0-client");
         let p = processor_names("orders");
         assert_eq!((p.service.as_str(), p.preview_service.as_str(), p.config_map.as_str()), ("orders", "orders-preview", "orders-view"));
+    }
+
+    #[test]
+    fn an_incarnation_is_short_and_grows_with_time() {
+        let at = |s| incarnation(Timestamp::from_second(s).unwrap());
+        assert_eq!(at(0), "0");
+        assert_eq!(at(35), "z");
+        assert_eq!(at(36), "10");
+        let now = at(1_800_000_000);
+        assert_eq!(now.len(), 6);
+        assert_ne!(now, at(1_800_000_001), "a version id that comes back a second later is a new incarnation");
+    }
+
+    #[test]
+    fn a_version_owns_the_topics_named_after_its_group_and_nothing_declared() {
+        let existing: Vec<String> = [
+            "kappa.shop.orders.v1.a-by-key-repartition",
+            "kappa.shop.orders.v1.a-totals-changelog",
+            "kappa.shop.orders.v1.a-declared",
+            "kappa.shop.orders.v1.ab-totals-changelog",
+            "kappa.shop.orders.v1.a-x.v2.b-store-changelog",
+            "kappa.shop.orders.v1.a",
+            "shop.orders.v1.a",
+            "orders",
+        ]
+        .map(String::from)
+        .into();
+        let keep: BTreeSet<String> = ["kappa.shop.orders.v1.a-declared".to_string()].into();
+        let owned = owned_topics("kappa.shop.orders.v1.a", &existing, &keep, &["kappa.shop.orders.v1.a-x.v2.b", "kappa.shop.x.v3.c"]);
+        assert_eq!(owned, vec!["kappa.shop.orders.v1.a-by-key-repartition".to_string(), "kappa.shop.orders.v1.a-totals-changelog".into()]);
     }
 
     #[test]
@@ -251,14 +340,17 @@ mod tests {
     fn version() -> impl Strategy<Value = String> {
         "[a-z0-9]{1,20}"
     }
+    fn incarnation_token() -> impl Strategy<Value = String> {
+        "[a-z0-9]{1,7}"
+    }
 
     proptest! {
         #[test]
-        fn names_stay_within_limits(ns in namespace(), p in subdomain(), v in version()) {
-            let n = version_names(&ns, &p, &v);
+        fn names_stay_within_limits(ns in namespace(), p in subdomain(), v in version(), i in incarnation_token()) {
+            let n = version_names(&ns, &p, &v, &i);
             prop_assert!(n.object.len() <= LABEL_MAX);
             prop_assert!(n.view_topic.len() <= KAFKA_TOPIC_MAX);
-            prop_assert!(n.consumer_group.len() <= KAFKA_TOPIC_MAX);
+            prop_assert!(n.consumer_group.len() <= GROUP_MAX);
             prop_assert!(n.view_topic.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)));
             let pn = processor_names(&p);
             for s in [&pn.service, &pn.preview_service, &pn.label] {
@@ -270,15 +362,16 @@ mod tests {
 
         #[test]
         fn different_inputs_never_share_a_name(
-            a in (namespace(), subdomain(), version()),
-            b in (namespace(), subdomain(), version()),
+            a in (namespace(), subdomain(), version(), incarnation_token()),
+            b in (namespace(), subdomain(), version(), incarnation_token()),
         ) {
             prop_assume!(a != b);
-            let (na, nb) = (version_names(&a.0, &a.1, &a.2), version_names(&b.0, &b.1, &b.2));
+            let (na, nb) = (version_names(&a.0, &a.1, &a.2, &a.3), version_names(&b.0, &b.1, &b.2, &b.3));
             prop_assert_ne!(&na.view_topic, &nb.view_topic);
             prop_assert_ne!(&na.consumer_group, &nb.consumer_group);
-            if a.0 == b.0 {
-                // Objects are namespaced: only names within one namespace must differ.
+            if a.0 == b.0 && (&a.1, &a.2) != (&b.1, &b.2) {
+                // Objects are namespaced: only names within one namespace must
+                // differ (incarnations of one version share its object name).
                 prop_assert_ne!(&na.object, &nb.object);
             }
             if a.1 != b.1 {

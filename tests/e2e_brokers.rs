@@ -96,7 +96,7 @@ async fn completes_without_early_promotion(s: &Pipeline, v1: &str) -> String {
         }
     })
     .await;
-    let group = format!("kappa.{}.totals.{v2}", s.ns.name);
+    let group = versions(&s.ns).await.into_iter().find(|v| v.spec.version == v2).unwrap().spec.consumer_group;
     let behind = k.group_lag(&group, &s.input).await.unwrap();
     assert_eq!(behind, Some(0), "version {v2} was promoted with records of its input not committed");
     active_is(&s.ns, &v2).await;

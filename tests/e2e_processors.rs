@@ -37,8 +37,10 @@ async fn one_version_converges_to_exact_aggregates_and_stays_exact() {
     let env = d.spec.unwrap().template.spec.unwrap().containers[0].env.clone().unwrap();
     let value = |n: &str| env.iter().find(|e| e.name == n).and_then(|e| e.value.clone());
     assert_eq!(value("KAPPA_INPUT_TOPICS"), Some(s.input.clone()));
-    assert_eq!(value("KAPPA_OUTPUT_TOPIC"), Some(format!("{}.totals.{}", s.ns.name, vv.spec.version)));
-    assert_eq!(value("KAPPA_CONSUMER_GROUP"), Some(format!("kappa.{}.totals.{}", s.ns.name, vv.spec.version)));
+    // Names as the design table gives them, with the version's incarnation last.
+    let incarnation = vv.spec.output_topic.rsplit('.').next().unwrap().to_string();
+    assert_eq!(value("KAPPA_OUTPUT_TOPIC"), Some(format!("{}.totals.{}.{incarnation}", s.ns.name, vv.spec.version)));
+    assert_eq!(value("KAPPA_CONSUMER_GROUP"), Some(format!("kappa.{}.totals.{}.{incarnation}", s.ns.name, vv.spec.version)));
     let cm: k8s_openapi::api::core::v1::ConfigMap = s.ns.api().get("totals-view").await.unwrap();
     assert_eq!(cm.data.unwrap().get("topic"), Some(&vv.spec.output_topic));
     let svc: k8s_openapi::api::core::v1::Service = s.ns.api().get("totals").await.unwrap();

@@ -36,6 +36,9 @@ pub mod finalizers {
     pub const TOPIC: &str = "kappa.dev/topic";
     /// A ViewVersion: kept while it is active or a retained standby.
     pub const VIEW_VERSION: &str = "kappa.dev/viewversion";
+    /// A Processor with `deletionPolicy: Delete`: its versions are retired
+    /// (their Kafka data deleted) before it goes.
+    pub const PROCESSOR: &str = "kappa.dev/processor";
 }
 
 /// Annotations the operator reads and writes.

@@ -1,11 +1,14 @@
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, LocalObjectReference, PodSecurityContext, Probe, ResourceRequirements, SecurityContext, Toleration, Volume,
+    VolumeMount,
+};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Condition, default_cluster_ref};
+use super::{Condition, DeletionPolicy, default_cluster_ref};
 
 /// One stream processor and the view it materializes. A change to what it
 /// computes (image, command, args, env, inputs, view settings, or
@@ -76,6 +79,13 @@ pub struct ProcessorSpec {
     /// candidate's through `<name>-preview`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serving: Option<Serving>,
+    /// What deleting the Processor does to Kafka. `Retain` (default) keeps
+    /// the view topic, consumer group and internal topics of every version
+    /// not yet retired. `Delete` retires every version first: their pods
+    /// stop, then their consumer groups, the topics named after the groups
+    /// and their view topics are deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
 }
 
 /// A pinned `spec.version` cannot hide a code change: while it stays the
@@ -158,6 +168,86 @@ pub struct ProcessorTemplate {
     /// Service account of the pods. Default: the namespace's `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
+    /// Volumes of the pods (emptyDir, persistentVolumeClaim, configMap,
+    /// secret, ...). Names starting with `kappa-` are the operator's, except
+    /// `kappa-state`: declare it (a PVC, say) to replace the emptyDir the
+    /// operator mounts at `KAPPA_STATE_DIR`. Changes apply in place: a
+    /// volume's content is not part of the version id (change
+    /// `reprocessNonce` to replay with new content).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(v, !v.name.startsWith('kappa-') || v.name == 'kappa-state')",
+        "message": "spec.template.volumes: names starting with kappa- are reserved for the operator (except kappa-state)"
+    }]))]
+    pub volumes: Vec<Volume>,
+    /// Where the processor container mounts them. `/etc/kappa` and
+    /// `KAPPA_STATE_DIR` (`/var/lib/kappa/state`) are the operator's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(m, !m.mountPath.startsWith('/etc/kappa') && !m.mountPath.startsWith('/var/lib/kappa/state'))",
+        "message": "spec.template.volumeMounts: /etc/kappa and /var/lib/kappa/state are mounted by the operator"
+    }]))]
+    pub volume_mounts: Vec<VolumeMount>,
+    /// The processor container's security context. In place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
+    /// The pods' security context. In place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security_context: Option<PodSecurityContext>,
+    /// Readiness probe of the processor container (HTTP, TCP or exec).
+    /// Default with `serving`: a TCP probe on the serving port. A candidate
+    /// is promoted only once its pods are Ready. In place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Probe>,
+    /// Liveness probe of the processor container. In place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<Probe>,
+    /// Secrets for pulling the image. In place.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// Node selector of the pods. In place.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of the pods. In place.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Affinity of the pods. In place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Priority class of the pods. In place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+impl ProcessorTemplate {
+    /// What the processor computes, as a version freezes it.
+    pub fn code(&self) -> ProcessorCode {
+        ProcessorCode { image: self.image.clone(), command: self.command.clone(), args: self.args.clone(), env: self.env.clone() }
+    }
+}
+
+/// The part of the template that says what a version computes: frozen in
+/// its ViewVersion. Everything else in the template applies in place.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessorCode {
+    /// Container image.
+    #[schemars(length(min = 1, max = 1024))]
+    pub image: String,
+    /// Entrypoint override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub command: Option<Vec<String>>,
+    /// Arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub args: Option<Vec<String>>,
+    /// Extra environment variables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub env: Vec<EnvVar>,
 }
 
 /// The rollout policy.

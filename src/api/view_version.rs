@@ -5,7 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Condition, ProcessorTemplate, ViewSettings};
+use super::{Condition, ProcessorCode, ViewSettings};
 
 /// One materialized version of a Processor's view, created and owned by the
 /// operator: one per logic version. `kubectl get viewversions` is the rollout
@@ -48,8 +48,9 @@ pub struct ViewVersionSpec {
     pub output_topic: String,
     /// This version's consumer group.
     pub consumer_group: String,
-    /// The processor's container as it was for this version: what it computes.
-    pub template: ProcessorTemplate,
+    /// What the version computes (image, command, args, env), frozen when it
+    /// was made.
+    pub template: ProcessorCode,
     /// View topic settings of this version.
     pub view: ViewSettings,
 }

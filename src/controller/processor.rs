@@ -1,13 +1,17 @@
 //! Processor: observe, plan (the pure rollout planner), act, write status.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use futures::Stream;
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
         batch::v1::Job,
-        core::v1::{ConfigMap, Pod, Service},
+        core::v1::{ConfigMap, Pod, Secret, Service},
     },
     jiff::Timestamp,
 };
@@ -21,7 +25,9 @@ use sha2::{Digest, Sha256};
 use tracing::{info, instrument};
 
 use super::{
-    Context, apply_status, apply_status_fields, fault, measured, progress, release_finalizer,
+    Context, apply_status, apply_status_fields,
+    clusters::ClusterHandle,
+    fault, kafka_cluster, measured, progress, release_finalizer,
     view_version::{input_topics, inputs_problem},
     watched_api,
 };
@@ -31,7 +37,7 @@ use crate::{
         Cond, DeletionPolicy, KafkaCluster, MANAGER, Processor, ProcessorStatus, Topic, VersionPhase, ViewVersion, ViewVersionSpec,
         annotations, conditions, finalizers, labels,
     },
-    kafka::lag,
+    kafka::{KafkaError, ResponseError, lag},
     metrics::ProcessorLabels,
     naming, resources,
     rollout::{self, Action, Broken, Gate, Inputs, Observation, Truncation, Verification},
@@ -39,6 +45,8 @@ use crate::{
 
 const KIND: &str = "Processor";
 const SPEC_HASH: &str = "kappa.dev/spec-hash";
+/// The field manager that owns the finalizer entry.
+const FINALIZER_MANAGER: &str = "kappa-operator-finalizer";
 
 /// Processors whose `kappa.dev/processor` label value is `label`.
 fn by_label(store: &Store<Processor>, ns: Option<String>, label: Option<&String>) -> Vec<ObjectRef<Processor>> {
@@ -292,9 +300,11 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
     let name = p.name_any();
     if p.metadata.deletion_timestamp.is_some() {
         // Nothing is created for a Processor being deleted; its versions
-        // are let go (their Kafka data stays, as deletionPolicy says).
-        return let_go(&p, &ctx).await;
+        // are let go (their Kafka data stays), or retired first with
+        // deletionPolicy Delete.
+        return if p.finalizers().iter().any(|f| f == finalizers::PROCESSOR) { retire_all(&p, &ctx).await } else { let_go(&p, &ctx).await };
     }
+    hold_for_deletion_policy(&p, &ctx).await?;
     let Some(kc) = ctx.stores.clusters.get(&ObjectRef::new(&p.spec.cluster_ref).within(&ns)) else {
         let message = format!("KafkaCluster {} (spec.clusterRef) does not exist in namespace {ns}", p.spec.cluster_ref);
         write_status(&p, &ctx, status_without_plan(&p, "KafkaClusterMissing", &message)).await?;
@@ -443,6 +453,49 @@ async fn let_go(p: &Processor, ctx: &Context) -> Result<Requeue> {
     Ok(Requeue::await_change())
 }
 
+/// A Processor with `deletionPolicy: Delete` carries a finalizer, so its
+/// versions can be retired before it goes; one with `Retain` does not.
+async fn hold_for_deletion_policy(p: &Processor, ctx: &Context) -> Result<()> {
+    let api: Api<Processor> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
+    let held = p.finalizers().iter().any(|f| f == finalizers::PROCESSOR);
+    match p.spec.deletion_policy {
+        DeletionPolicy::Delete if !held => {
+            let patch = json!({
+                "apiVersion": "kappa.dev/v1alpha1", "kind": "Processor",
+                "metadata": {"name": p.name_any(), "finalizers": [finalizers::PROCESSOR]}
+            });
+            api.patch(&p.name_any(), &PatchParams::apply(FINALIZER_MANAGER).force(), &Patch::Apply(&patch)).await?;
+        }
+        DeletionPolicy::Retain if held => release_finalizer(&api, &p.name_any(), finalizers::PROCESSOR).await?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A Processor deleted with `deletionPolicy: Delete`: every version is
+/// retired (pods stopped, group emptied and deleted, the topics named after
+/// it and the view topic deleted), then the Processor goes.
+async fn retire_all(p: &Processor, ctx: &Context) -> Result<Requeue> {
+    let world = observe(p, ctx).await?;
+    let mut wait = None;
+    for vv in &world.versions {
+        if let Some(d) = retire(ctx, vv, &world).await? {
+            wait = Some(wait.map_or(d, |w: Duration| w.min(d)));
+        }
+    }
+    match wait {
+        Some(d) => Ok(Requeue::requeue(d)),
+        None if world.versions.is_empty() => {
+            let api: Api<Processor> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
+            release_finalizer(&api, &p.name_any(), finalizers::PROCESSOR).await?;
+            info!("every version retired; the Processor goes");
+            Ok(Requeue::await_change())
+        }
+        // Retired versions on their way out: their deletion wakes this.
+        None => Ok(Requeue::requeue(Duration::from_secs(2))),
+    }
+}
+
 /// Stamps the commit record on the promoted version (idempotent: a
 /// restart that finds it stamped does nothing).
 async fn commit(ctx: &Context, vv: &ViewVersion, promotion: u64) -> Result<()> {
@@ -532,7 +585,9 @@ fn processor_status(p: &Processor, plan: &rollout::Plan, w: &World, desired: &st
 
 async fn create_version(p: &Processor, ctx: &Context, id: &str, inputs: &[(String, Option<Topic>)]) -> Result<()> {
     let ns = p.namespace().unwrap_or_default();
-    let names = naming::version_names(&ns, &p.name_any(), id);
+    // A new incarnation each time: a version id that comes back after it was
+    // retired inherits no group, internal topic or view of the one before.
+    let names = naming::version_names(&ns, &p.name_any(), id, &naming::incarnation(Timestamp::now()));
     let input_topics = inputs.iter().map(|(name, t)| t.as_ref().map_or_else(|| name.clone(), |t| t.kafka_name())).collect();
     let mut vv = ViewVersion::new(
         &names.object,
@@ -544,7 +599,7 @@ async fn create_version(p: &Processor, ctx: &Context, id: &str, inputs: &[(Strin
             input_topics,
             output_topic: names.view_topic,
             consumer_group: names.consumer_group,
-            template: p.spec.template.clone(),
+            template: p.spec.template.code(),
             view: p.spec.view.clone(),
         },
     );
@@ -589,16 +644,37 @@ async fn scale(
     if existing.is_none() && vv.metadata.deletion_timestamp.is_some() {
         return Ok(());
     }
-    let mut d = resources::deployment(p, vv, replicas, kafka);
-    let hash = {
-        let bytes = serde_json::to_vec(&d.spec).unwrap_or_default();
-        Sha256::digest(&bytes).iter().take(8).map(|b| format!("{b:02x}")).collect::<String>()
+    let ns = vv.namespace().unwrap_or_default();
+    let settings = match kafka_cluster::handle(ctx, &ns, &vv.spec.cluster_ref).await {
+        Ok(h) => h.settings.clone(),
+        // The Processor's conditions say why the cluster is not usable.
+        Err((reason, message)) => {
+            info!(version = %vv.spec.version, reason, message, "not scaled: its KafkaCluster is not usable");
+            return Ok(());
+        }
     };
+    let properties = resources::client_properties(vv, kafka, &settings);
+    let mut d = resources::deployment(p, vv, replicas, kafka, &digest(properties.as_bytes()));
+    let hash = digest(&serde_json::to_vec(&d.spec).unwrap_or_default());
     if existing.and_then(|e| e.annotations().get(SPEC_HASH)) == Some(&hash) {
         return Ok(());
     }
+    // A standby revived for a rollback: members its pods left behind would
+    // hold up the new members' first rebalance until their session expired.
+    let reviving = replicas > 0 && existing.is_some_and(|e| e.spec.as_ref().and_then(|s| s.replicas) == Some(0));
+    if reviving && let Some(cluster) = ctx.clusters.get(&ns, &vv.spec.cluster_ref) {
+        empty_group(&cluster, &vv.spec.consumer_group).await;
+    }
+    // The client properties first: the pods mount them.
+    Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+        .patch(
+            &naming::client_secret(&vv.name_any()),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&resources::client_secret(vv, &properties)),
+        )
+        .await?;
     d.metadata.annotations = Some([(SPEC_HASH.to_string(), hash)].into());
-    Api::<Deployment>::namespaced(ctx.client.clone(), &vv.namespace().unwrap_or_default())
+    Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
         .patch(&vv.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&d))
         .await?;
     if replicas == 0 {
@@ -607,6 +683,11 @@ async fn scale(
         fault::point("deployment-applied").await;
     }
     Ok(())
+}
+
+/// A short digest (16 hex digits) of some bytes.
+fn digest(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Records a version's phase with the timestamps of the transition (and
@@ -673,16 +754,22 @@ async fn retire(ctx: &Context, vv: &ViewVersion, w: &World) -> Result<Option<Dur
     if w.pods.iter().any(|p| p.labels().get(labels::VERSION) == Some(id)) {
         return Ok(Some(Duration::from_secs(2)));
     }
-    if let Some(cluster) = ctx.clusters.get(&ns, &vv.spec.cluster_ref) {
-        let result = cluster.kafka.delete_groups(std::slice::from_ref(&vv.spec.consumer_group)).await?;
-        if let Some(Err(e)) = result.get(&vv.spec.consumer_group) {
-            info!(group = %vv.spec.consumer_group, error = %e, "consumer group not deleted yet");
-            return Ok(Some(Duration::from_secs(5)));
-        }
-    } else {
+    let Some(cluster) = ctx.clusters.get(&ns, &vv.spec.cluster_ref) else {
         return Ok(Some(Duration::from_secs(10)));
+    };
+    let group = &vv.spec.consumer_group;
+    empty_group(&cluster, group).await;
+    let result = cluster.kafka.delete_groups(std::slice::from_ref(group)).await?;
+    if let Some(Err(e)) = result.get(group) {
+        info!(group = %group, error = %e, "consumer group not deleted yet");
+        return Ok(Some(Duration::from_secs(5)));
     }
     fault::point("retiring").await;
+    let internal = delete_internal_topics(ctx, &cluster, vv).await?;
+    if !internal.is_empty() {
+        info!(version = %id, topics = ?internal, "internal topics not deleted yet");
+        return Ok(Some(Duration::from_secs(5)));
+    }
     let topics: Api<Topic> = Api::namespaced(ctx.client.clone(), &ns);
     if topics.get_opt(&vv.name_any()).await?.is_some_and(|t| t.spec.deletion_policy != DeletionPolicy::Delete) {
         topics.patch(&vv.name_any(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"deletionPolicy": "Delete"}}))).await?;
@@ -700,10 +787,55 @@ async fn retire(ctx: &Context, vv: &ViewVersion, w: &World) -> Result<Option<Dur
         false,
         "Retired",
         "Retire",
-        format!("version {id} retired: view topic {} and consumer group {} deleted", vv.spec.output_topic, vv.spec.consumer_group),
+        format!(
+            "version {id} retired: view topic {}, consumer group {} and the topics named after it deleted",
+            vv.spec.output_topic, vv.spec.consumer_group
+        ),
     )
     .await;
     Ok(None)
+}
+
+/// Removes the members of a version's group that did not leave it (Kafka
+/// Streams does not leave on close; a static member never does), so the
+/// group can be deleted, or taken up again by a revived standby, at once
+/// rather than after the members' session timeout. Best effort: without it
+/// Kafka still expires them.
+async fn empty_group(cluster: &ClusterHandle, group: &str) {
+    match cluster.kafka.remove_members(std::slice::from_ref(&group.to_string())).await {
+        Ok(r) => match r.get(group) {
+            Some(Ok(0)) | None => {}
+            Some(Ok(n)) => info!(group, removed = n, "removed the members that had not left the group"),
+            Some(Err(e)) => info!(group, error = %e, "could not remove the group's members; Kafka expires them"),
+        },
+        Err(e) => info!(group, error = %e, "could not remove the group's members; Kafka expires them"),
+    }
+}
+
+/// Deletes the Kafka topics a retiring version owns besides its view topic
+/// (those named after its group: a framework's repartition and changelog
+/// topics), never one a Topic resource or another version declares. Returns
+/// those Kafka has not deleted yet.
+async fn delete_internal_topics(ctx: &Context, cluster: &ClusterHandle, vv: &ViewVersion) -> Result<Vec<String>> {
+    let existing = match cluster.kafka.list_topics().await {
+        Ok(t) => t,
+        Err(e @ KafkaError::Unsupported { .. }) => {
+            info!(error = %e, "internal topics cannot be listed on this broker; left in Kafka");
+            return Ok(vec![]);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut keep: BTreeSet<String> = ctx.stores.topics.state().iter().map(|t| t.kafka_name()).collect();
+    let others: Vec<Arc<ViewVersion>> = ctx.stores.versions.state().into_iter().filter(|o| o.metadata.uid != vv.metadata.uid).collect();
+    keep.extend(others.iter().map(|o| o.spec.output_topic.clone()));
+    let other_groups: Vec<&str> = others.iter().map(|o| o.spec.consumer_group.as_str()).collect();
+    let owned = naming::owned_topics(&vv.spec.consumer_group, &existing, &keep, &other_groups);
+    if owned.is_empty() {
+        return Ok(vec![]);
+    }
+    let result = cluster.kafka.delete_topics(&owned).await?;
+    info!(version = %vv.spec.version, topics = ?owned, "deleting the topics named after the version's group");
+    Ok(owned.into_iter().filter(|t| matches!(result.get(t), Some(Err(e)) if !e.is(ResponseError::UnknownTopicOrPartition))).collect())
 }
 
 /// What readers see follows the recorded active version: Service `P`,
@@ -806,6 +938,7 @@ mod tests {
                 reprocess_nonce: None,
                 rollout: Default::default(),
                 serving: None,
+                deletion_policy: Default::default(),
             },
         );
         p.metadata.namespace = Some("shop".into());
@@ -813,7 +946,7 @@ mod tests {
     }
 
     fn view_version_of(p: &Processor, id: &str) -> ViewVersion {
-        let names = naming::version_names("shop", "totals", id);
+        let names = naming::version_names("shop", "totals", id, "i1");
         ViewVersion::new(
             &names.object,
             ViewVersionSpec {
@@ -824,7 +957,7 @@ mod tests {
                 input_topics: p.spec.inputs.clone(),
                 output_topic: names.view_topic,
                 consumer_group: names.consumer_group,
-                template: p.spec.template.clone(),
+                template: p.spec.template.code(),
                 view: p.spec.view.clone(),
             },
         )

@@ -104,11 +104,13 @@ async fn reconcile(vv: Arc<ViewVersion>, ctx: Arc<Context>) -> Result<Action> {
         let api: Api<ViewVersion> = Api::namespaced(ctx.client.clone(), &ns);
         let owner = owner(&ctx, &vv).await?;
         let owner_going = owner.as_ref().is_none_or(|p| p.metadata.deletion_timestamp.is_some());
+        // A Processor deleted with deletionPolicy Delete retires its versions itself.
+        let owner_retires = owner.as_ref().is_some_and(|p| p.finalizers().iter().any(|f| f == finalizers::PROCESSOR));
         if vv.metadata.deletion_timestamp.is_some() {
             // Its Processor decides while it lives (an active or retained
             // version is kept); once the Processor is gone or going, nothing
             // needs it.
-            if owner_going {
+            if owner_going && !owner_retires {
                 release_finalizer(&api, &vv.name_any(), finalizers::VIEW_VERSION).await?;
             }
             return Ok(Action::await_change());

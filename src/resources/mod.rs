@@ -7,8 +7,8 @@ mod serving;
 mod topic;
 mod verification;
 
-pub use contract::contract_env;
-pub use deployment::deployment;
+pub use contract::{client_properties, client_secret, contract_env};
+pub use deployment::{PROPERTIES_DIGEST, deployment};
 pub use serving::{preview_service, service, view_config_map};
 pub use topic::view_topic;
 pub use verification::{verification_job, verification_job_name};

@@ -33,10 +33,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: [topics/finalizers, processors/finalizers, viewversions/finalizers]
   verbs: [update]
 # Kafka credentials (SASL, TLS) named by KafkaClusters; watched by metadata
-# so a rotated Secret reconnects.
+# so a rotated Secret reconnects. Each processor version gets a Secret with
+# its client properties (KAPPA_PROPERTIES), applied server-side.
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, create, patch]
 # One Deployment per processor version; its pods are read for crash loops.
 # (Server-side apply creates what does not exist yet: create and patch.)
 - apiGroups: [apps]

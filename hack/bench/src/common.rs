@@ -191,3 +191,9 @@ where
     }
     Ok(())
 }
+
+/// The consumer group of a processor's version, as its ViewVersion records it.
+pub async fn consumer_group(client: &Client, ns: &str, processor: &str, version: &str) -> anyhow::Result<String> {
+    let vv: Api<kappa_operator::api::ViewVersion> = Api::namespaced(client.clone(), ns);
+    Ok(vv.get(&kappa_operator::naming::version_object(processor, version)).await?.spec.consumer_group)
+}

@@ -123,7 +123,7 @@ pub async fn run(operator: &Path, processor: &Path, count: u64) -> anyhow::Resul
     let processors: Api<Processor> = Api::namespaced(client.clone(), &ns);
     common::wait_until("the view to be complete (lag 0, read from Kafka)", Duration::from_secs(120), || async {
         let Some(v) = processors.get("replay").await?.status.and_then(|s| s.active_version) else { return Ok(false) };
-        Ok(kafka.group_lag(&format!("kappa.{ns}.replay.{v}"), &input).await? == Some(0))
+        Ok(kafka.group_lag(&common::consumer_group(&client, &ns, "replay", &v).await?, &input).await? == Some(0))
     })
     .await?;
     let end_to_end = created.elapsed().as_secs_f64();

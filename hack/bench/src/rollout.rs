@@ -77,7 +77,7 @@ pub async fn run(operator: &Path, processor: &Path, records: u64) -> anyhow::Res
             v2 = processors.get("totals").await?.status.and_then(|s| s.candidate_version);
         }
         if let (Some(v), None) = (&v2, gate_met)
-            && kafka.group_lag(&format!("kappa.{ns}.totals.{v}"), &input).await? == Some(0)
+            && kafka.group_lag(&common::consumer_group(&client, &ns, "totals", v).await?, &input).await? == Some(0)
         {
             gate_met = Some(Instant::now());
             progress(format!("v2 ({v}) met the gate (lag 0) after {:.1} s", started.elapsed().as_secs_f64()));
@@ -158,7 +158,10 @@ async fn live(processors: &Api<Processor>, kafka: &WireKafka, input: &str, versi
         let active = st.active_version.clone().unwrap_or_default();
         if st.phase.as_deref() == Some("Live")
             && version.is_none_or(|v| v == active)
-            && kafka.group_lag(&format!("kappa.{ns}.totals.{active}"), input).await? == Some(0)
+            && kafka
+                .group_lag(&common::consumer_group(&kube::Client::from(processors.clone()), &ns, "totals", &active).await?, input)
+                .await?
+                == Some(0)
         {
             return Ok(active);
         }
