@@ -3,7 +3,7 @@
 # object with the figures.
 #
 #   hack/bench.sh topics N      N Topics to Ready: time, rate, operator peak RSS, idle writes, Kafka requests per resync
-#   hack/bench.sh replay N      N events replayed by the reference processor vs a raw consumer; one lag poll over 1,000 partitions and 100 groups
+#   hack/bench.sh replay N      N events replayed by the reference processor and by the Kafka Streams example vs a raw consumer; one lag poll over 1,000 partitions and 100 groups
 #   hack/bench.sh rollout       one v1 -> v2 rollout: promotion latency, API writes; rollback to a standby
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -15,4 +15,5 @@ target=$(cargo metadata -q --format-version 1 --no-deps | sed -n 's/.*"target_di
 export KAPPA_BENCH_OPERATOR="$target/release/kappa-operator"
 export KAPPA_BENCH_PROCESSOR="$target/release/kappa-processor"
 hack/lab.sh image "ghcr.io/kappa-dev/kappa-processor:bench=$KAPPA_BENCH_PROCESSOR" >&2
+hack/images.sh streams >&2
 exec "$target/release/kappa-bench" "$@"

@@ -96,7 +96,26 @@ pub struct Context {
     pub clusters: clusters::Clusters,
     pub stores: Stores,
     pub monitor: progress::Monitor,
+    /// Per ViewVersion uid, the names of its pods at the last reconcile.
+    pub pods_seen: PodsSeen,
     failures: Mutex<HashMap<String, u32>>,
+}
+
+/// Which pods each version had when last seen, in memory: a pod that has
+/// gone since may have left a static member behind in its group.
+#[derive(Default)]
+pub struct PodsSeen(Mutex<HashMap<String, std::collections::BTreeSet<String>>>);
+
+impl PodsSeen {
+    /// Records `now` for `uid`; true when a pod seen before is gone.
+    pub fn any_gone(&self, uid: &str, now: &std::collections::BTreeSet<String>) -> bool {
+        let before = self.0.lock().expect("pods lock").insert(uid.to_string(), now.clone());
+        before.is_some_and(|b| !b.is_subset(now))
+    }
+
+    pub fn forget(&self, uid: &str) {
+        self.0.lock().expect("pods lock").remove(uid);
+    }
 }
 
 impl Context {
@@ -363,6 +382,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         clusters: clusters::Clusters::default(),
         stores: stores.clone(),
         monitor,
+        pods_seen: PodsSeen::default(),
         failures: Mutex::default(),
     });
 
@@ -386,6 +406,16 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pod_gone_since_the_last_look_is_noticed_once() {
+        let seen = PodsSeen::default();
+        let set = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<std::collections::BTreeSet<_>>();
+        assert!(!seen.any_gone("v", &set(&["a"])), "nothing to compare with after a start");
+        assert!(!seen.any_gone("v", &set(&["a", "b"])), "a pod added");
+        assert!(seen.any_gone("v", &set(&["b"])), "pod a is gone");
+        assert!(!seen.any_gone("v", &set(&["b"])), "and told once");
+    }
 
     #[tokio::test]
     async fn reconciles_wait_until_every_cache_is_listed() {

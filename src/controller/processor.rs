@@ -37,7 +37,7 @@ use crate::{
         Cond, DeletionPolicy, KafkaCluster, MANAGER, Processor, ProcessorStatus, Topic, VersionPhase, ViewVersion, ViewVersionSpec,
         annotations, conditions, finalizers, labels,
     },
-    kafka::{KafkaError, ResponseError, lag},
+    kafka::{KafkaError, Removal, ResponseError, lag},
     metrics::ProcessorLabels,
     naming, resources,
     rollout::{self, Action, Broken, Gate, Inputs, Observation, Truncation, Verification},
@@ -405,6 +405,7 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
             Action::Event { .. } => {} // published with the status change, below
         }
     }
+    reap_replaced_members(&ctx, &world).await;
     if let Some(active) = plan.active.as_deref().and_then(find) {
         if !promoted && obs.recorded_active.as_deref() != Some(active.spec.version.as_str()) {
             // A restart after a commit whose event may not have been told.
@@ -654,7 +655,8 @@ async fn scale(
         }
     };
     let properties = resources::client_properties(vv, kafka, &settings);
-    let mut d = resources::deployment(p, vv, replicas, kafka, &digest(properties.as_bytes()));
+    let properties_digest = digest(properties.as_bytes());
+    let mut d = resources::deployment(p, vv, replicas, kafka, &properties_digest);
     let hash = digest(&serde_json::to_vec(&d.spec).unwrap_or_default());
     if existing.and_then(|e| e.annotations().get(SPEC_HASH)) == Some(&hash) {
         return Ok(());
@@ -665,14 +667,16 @@ async fn scale(
     if reviving && let Some(cluster) = ctx.clusters.get(&ns, &vv.spec.cluster_ref) {
         empty_group(&cluster, &vv.spec.consumer_group).await;
     }
-    // The client properties first: the pods mount them.
-    Api::<Secret>::namespaced(ctx.client.clone(), &ns)
-        .patch(
-            &naming::client_secret(&vv.name_any()),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&resources::client_secret(vv, &properties)),
-        )
-        .await?;
+    // The client properties first (the pods mount them), when the
+    // Deployment does not have them yet.
+    let applied =
+        existing.and_then(|e| e.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()?.get(resources::PROPERTIES_DIGEST));
+    if applied != Some(&properties_digest) {
+        let secret = resources::client_secret(vv, &properties);
+        Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+            .patch(&naming::client_secret(&vv.name_any()), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&secret))
+            .await?;
+    }
     d.metadata.annotations = Some([(SPEC_HASH.to_string(), hash)].into());
     Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
         .patch(&vv.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&d))
@@ -802,7 +806,37 @@ async fn retire(ctx: &Context, vv: &ViewVersion, w: &World) -> Result<Option<Dur
 /// rather than after the members' session timeout. Best effort: without it
 /// Kafka still expires them.
 async fn empty_group(cluster: &ClusterHandle, group: &str) {
-    match cluster.kafka.remove_members(std::slice::from_ref(&group.to_string())).await {
+    remove_members(cluster, group, &Removal::All).await
+}
+
+/// When a pod of a running version is gone (replaced by an in-place
+/// change, rescheduled), static members whose instance id
+/// (`KAPPA_INSTANCE_ID`, the pod's name) names no pod of the version any
+/// more are removed: a static member does not leave, so its partitions would
+/// otherwise wait for its session timeout. (A pod created since the pods
+/// were listed and already a member would be asked to rejoin: a rebalance,
+/// nothing lost.)
+async fn reap_replaced_members(ctx: &Context, w: &World) {
+    for vv in &w.versions {
+        let uid = vv.metadata.uid.clone().unwrap_or_default();
+        if vv.metadata.deletion_timestamp.is_some() {
+            ctx.pods_seen.forget(&uid);
+            continue;
+        }
+        let id = &vv.spec.version;
+        let live: BTreeSet<String> = w.pods.iter().filter(|p| p.labels().get(labels::VERSION) == Some(id)).map(|p| p.name_any()).collect();
+        let running = w.deployments.get(id).and_then(|d| d.spec.as_ref()?.replicas).unwrap_or(0) > 0;
+        if ctx.pods_seen.any_gone(&uid, &live)
+            && running
+            && let Some(cluster) = ctx.clusters.get(&vv.namespace().unwrap_or_default(), &vv.spec.cluster_ref)
+        {
+            remove_members(&cluster, &vv.spec.consumer_group, &Removal::StaticExcept(live)).await;
+        }
+    }
+}
+
+async fn remove_members(cluster: &ClusterHandle, group: &str, which: &Removal) {
+    match cluster.kafka.remove_members(std::slice::from_ref(&group.to_string()), which).await {
         Ok(r) => match r.get(group) {
             Some(Ok(0)) | None => {}
             Some(Ok(n)) => info!(group, removed = n, "removed the members that had not left the group"),

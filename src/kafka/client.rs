@@ -48,8 +48,8 @@ use kafka_protocol::{
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::{
-    ClusterInfo, ConfigResult, GroupOffsets, ItemError, ItemResult, Kafka, KafkaError, NewTopic, PartitionOffsets, ResponseError, Result,
-    Settings, TopicInfo, Tp, retry,
+    ClusterInfo, ConfigResult, GroupOffsets, ItemError, ItemResult, Kafka, KafkaError, Member, NewTopic, PartitionOffsets, Removal,
+    ResponseError, Result, Settings, TopicInfo, Tp, retry,
     wire::{Conn, api_key_name},
 };
 
@@ -212,7 +212,7 @@ fn controller_first(brokers: &Brokers, bootstrap: &[String]) -> Vec<String> {
 /// request to its coordinator itself failed.
 /// A group's members as (member id, group instance id), or why not; a group
 /// that does not exist has none.
-fn group_members(g: DescribedGroup) -> std::result::Result<Vec<(String, Option<String>)>, ItemError> {
+fn group_members(g: DescribedGroup) -> std::result::Result<Vec<Member>, ItemError> {
     match item_error(g.error_code, g.error_message.as_ref()) {
         Some(e) if e.is(ResponseError::GroupIdNotFound) => Ok(vec![]),
         Some(e) => Err(e),
@@ -1045,6 +1045,7 @@ impl Kafka for WireKafka {
     fn remove_members<'a>(
         &'a self,
         groups: &'a [String],
+        which: &'a Removal,
     ) -> BoxFuture<'a, Result<BTreeMap<String, std::result::Result<usize, ItemError>>>> {
         async move {
             if groups.is_empty() {
@@ -1068,7 +1069,7 @@ impl Kafka for WireKafka {
                 .await?;
             // One LeaveGroup per group (the request names one), side by side.
             let leaves = described.into_iter().map(|(group, members)| async move {
-                let members = match members {
+                let members = match members.map(|m| which.select(m)) {
                     Ok(m) if m.is_empty() => return (group, Ok(0)),
                     Ok(m) => m,
                     Err(e) => return (group, Err(e)),
@@ -1087,7 +1088,7 @@ impl Kafka for WireKafka {
                                         MemberIdentity::default()
                                             .with_member_id(s(id))
                                             .with_group_instance_id(instance.as_deref().map(s))
-                                            .with_reason(Some(s("removed by kappa-operator: its version is retired or revived")))
+                                            .with_reason(Some(s("removed by kappa-operator: left behind by a pod that is gone")))
                                     })
                                     .collect(),
                             )

@@ -241,6 +241,33 @@ pub struct PartitionOffsets {
     pub offsets: BTreeMap<Tp, std::result::Result<(i64, i64), ItemError>>,
 }
 
+/// A consumer group member: (member id, group instance id of a static member).
+pub type Member = (String, Option<String>);
+
+/// Which members of a group to remove.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// Every member: the group's pods are gone.
+    All,
+    /// Static members whose instance id derives from none of these (the
+    /// pods that run): left behind by pods that were replaced. An id derives
+    /// from a pod's when it is the pod's, or it followed by `-` and a suffix
+    /// (Kafka Streams adds `-<thread>`). Dynamic members leave on their own.
+    StaticExcept(std::collections::BTreeSet<String>),
+}
+
+impl Removal {
+    pub fn select(&self, members: Vec<Member>) -> Vec<Member> {
+        match self {
+            Removal::All => members,
+            Removal::StaticExcept(live) => {
+                let alive = |i: &str| live.iter().any(|p| i == p || i.strip_prefix(p.as_str()).is_some_and(|rest| rest.starts_with('-')));
+                members.into_iter().filter(|(_, i)| i.as_deref().is_some_and(|i| !alive(i))).collect()
+            }
+        }
+    }
+}
+
 /// The Kafka operations the operator needs. Every method takes many items
 /// and costs a fixed, small number of requests.
 pub trait Kafka: Send + Sync + 'static {
@@ -284,12 +311,36 @@ pub trait Kafka: Send + Sync + 'static {
     fn delete_groups<'a>(&'a self, groups: &'a [String]) -> BoxFuture<'a, Result<BTreeMap<String, ItemResult>>>;
     /// The names of every topic (one Metadata request).
     fn list_topics(&self) -> BoxFuture<'_, Result<Vec<String>>>;
-    /// Removes every member of these (classic-protocol) consumer groups, as
+    /// Removes members of these (classic-protocol) consumer groups, as
     /// Kafka's admin client does for members that did not leave (one
-    /// DescribeGroups per coordinator, one LeaveGroup per group with members);
-    /// how many were removed, or why not.
-    fn remove_members<'a>(&'a self, groups: &'a [String])
-    -> BoxFuture<'a, Result<BTreeMap<String, std::result::Result<usize, ItemError>>>>;
+    /// DescribeGroups per coordinator, one LeaveGroup per group with members
+    /// to remove); how many were removed, or why not.
+    fn remove_members<'a>(
+        &'a self,
+        groups: &'a [String],
+        which: &'a Removal,
+    ) -> BoxFuture<'a, Result<BTreeMap<String, std::result::Result<usize, ItemError>>>>;
     /// Requests sent so far, for metrics and benchmarks.
     fn requests_sent(&self) -> u64;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaced_pods_static_members_are_removed_never_a_live_or_dynamic_one() {
+        let members: Vec<Member> = vec![
+            ("m1".into(), Some("pod-a".into())),
+            ("m2".into(), Some("pod-gone".into())),
+            ("m3".into(), None),
+            ("m4".into(), Some("pod-a-1".into())),
+            ("m5".into(), Some("pod-gone-1".into())),
+            ("m6".into(), Some("pod-ab".into())),
+        ];
+        assert_eq!(Removal::All.select(members.clone()).len(), 6);
+        let live = Removal::StaticExcept(["pod-a".to_string()].into());
+        let removed: Vec<String> = live.select(members).into_iter().map(|(m, _)| m).collect();
+        assert_eq!(removed, ["m2", "m5", "m6"], "a live pod's own and per-thread ids stay");
+    }
 }

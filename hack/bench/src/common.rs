@@ -182,14 +182,29 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<bool>>,
 {
+    wait_until_some(what, limit, || {
+        let done = check();
+        async move { Ok(done.await?.then_some(())) }
+    })
+    .await
+}
+
+/// Polls `check` until it yields a value, or fails after `limit`.
+pub async fn wait_until_some<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
     let start = Instant::now();
-    while !check().await? {
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
         if start.elapsed() > limit {
             bail!("timed out after {limit:?} waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    Ok(())
 }
 
 /// The consumer group of a processor's version, as its ViewVersion records it.

@@ -1,5 +1,6 @@
 //! `replay N`: the reference processor replaying N events from offset zero
-//! through the operator, against a raw consumer reading the same topic; and
+//! through the operator, against a raw consumer reading the same topic; the
+//! Kafka Streams example replaying the same topic; and
 //! the cost of one lag poll over 1,000 partitions and 100 consumer groups.
 
 use std::{
@@ -129,6 +130,9 @@ pub async fn run(operator: &Path, processor: &Path, count: u64) -> anyhow::Resul
     let end_to_end = created.elapsed().as_secs_f64();
     progress(format!("processor: {processor_rate:.0} records/s; {end_to_end:.1} s from Processor created to lag 0"));
 
+    let streams_rate = kafka_streams_replay(&client, &kafka, &ns, &input, count).await?;
+    progress(format!("Kafka Streams example: {streams_rate:.0} records/s ({:.2} of raw)", streams_rate / raw));
+
     let (per_broker, lag_ms) = lag_poll(&kafka, &ns).await?;
     let most = per_broker.values().copied().max().unwrap_or(0);
     progress(format!("one lag poll over 1000 partitions and 100 groups: {per_broker:?} requests by broker, {lag_ms:.1} ms"));
@@ -142,10 +146,63 @@ pub async fn run(operator: &Path, processor: &Path, count: u64) -> anyhow::Resul
         "raw_records_per_second": raw.round(),
         "ratio_vs_raw": ((processor_rate / raw) * 100.0).round() / 100.0,
         "end_to_end_seconds": (end_to_end * 10.0).round() / 10.0,
+        "kafka_streams_records_per_second": streams_rate.round(),
+        "kafka_streams_ratio_vs_raw": ((streams_rate / raw) * 100.0).round() / 100.0,
         "lag_poll_requests": per_broker.values().sum::<u64>(),
         "lag_poll_requests_per_broker_max": most,
         "lag_poll_ms": (lag_ms * 10.0).round() / 10.0,
     }))
+}
+
+/// The Kafka Streams example replaying the same input through the operator
+/// (committing every second here, so its progress can be read): its input
+/// consumption rate, from its group's committed offsets, between its first
+/// commit and the commit that reaches the end. Each record also passes
+/// through its repartition topic and state store.
+async fn kafka_streams_replay(client: &kube::Client, kafka: &WireKafka, ns: &str, input: &str, count: u64) -> anyhow::Result<f64> {
+    progress("Kafka Streams example: replaying the same input through the operator");
+    let processors: Api<Processor> = Api::namespaced(client.clone(), ns);
+    processors
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "streams"}, "spec": {
+                "inputs": ["events"], "replicas": 1,
+                "template": {
+                    "image": "ghcr.io/kappa-dev/kappa-streams-example:bench",
+                    "args": ["--logic", "sum", "--commit-interval-ms", "1000"],
+                    "env": [{"name": "JAVA_OPTS", "value": "-Xmx512m -XX:+UseParallelGC"}]
+                },
+                "view": {"partitions": PARTITIONS}
+            }}))?,
+        )
+        .await?;
+    let group = common::wait_until_some("the Kafka Streams version", Duration::from_secs(60), || async {
+        let Some(v) = processors.get("streams").await?.status.and_then(|s| s.active_version) else { return Ok(None) };
+        Ok(Some(common::consumer_group(client, ns, "streams", &v).await?))
+    })
+    .await?;
+    let committed = || async {
+        let c = kafka.committed(std::slice::from_ref(&group)).await?.remove(&group);
+        let c = c.context("no answer for the group")?.map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok::<i64, anyhow::Error>(c.iter().filter(|((t, _), _)| t == input).map(|(_, o)| *o).sum())
+    };
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let mut first: Option<(Instant, i64)> = None;
+    loop {
+        anyhow::ensure!(Instant::now() < deadline, "the Kafka Streams replay did not finish in 15 minutes");
+        let done = committed().await?;
+        let now = Instant::now();
+        if done > 0 && first.is_none() {
+            first = Some((now, done));
+        }
+        if done as u64 >= count {
+            let (t0, n0) = first.expect("set above");
+            let secs = now.duration_since(t0).as_secs_f64();
+            anyhow::ensure!(secs > 0.0, "the replay finished before a second commit: use more records");
+            return Ok((done - n0) as f64 / secs);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Reads `count` records from the beginning as fast as librdkafka allows;

@@ -40,7 +40,8 @@ import org.apache.kafka.streams.state.KeyValueStore;
  * when the version retires.
  *
  * <p>Arguments: {@code --logic sum|count|max} (default sum), {@code --field NAME}
- * (default amount), {@code --health-port N} (default 8081): {@code /healthz}
+ * (default amount), {@code --commit-interval-ms N} (default: Kafka Streams' own,
+ * 30 s), {@code --health-port N} (default 8081): {@code /healthz}
  * fails once the client is in ERROR or stopped (a liveness probe restarts it),
  * {@code /readyz} answers 200 only while it is RUNNING.
  */
@@ -56,7 +57,12 @@ public final class Main {
     int healthPort = Integer.parseInt(arg(args, "--health-port", "8081"));
 
     String version = env("KAPPA_VIEW_VERSION");
-    KafkaStreams streams = new KafkaStreams(topology(field, logic, version), config());
+    Properties config = config();
+    String commitEvery = arg(args, "--commit-interval-ms", null);
+    if (commitEvery != null) {
+      config.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, Integer.parseInt(commitEvery));
+    }
+    KafkaStreams streams = new KafkaStreams(topology(field, logic, version), config);
     serveHealth(streams, healthPort);
 
     CountDownLatch stopped = new CountDownLatch(1);
@@ -85,7 +91,7 @@ public final class Main {
     if (instance != null && !instance.isEmpty()) {
       props.put(StreamsConfig.mainConsumerPrefix(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG), instance);
     }
-    // Everything else (commit.interval.ms: 30 s, at-least-once) stays Kafka Streams' default.
+    // Everything else (at-least-once, commit.interval.ms 30 s unless asked) stays Kafka Streams' default.
     return props;
   }
 
