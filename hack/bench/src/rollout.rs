@@ -159,7 +159,7 @@ async fn live(processors: &Api<Processor>, kafka: &WireKafka, input: &str, versi
         if st.phase.as_deref() == Some("Live")
             && version.is_none_or(|v| v == active)
             && kafka
-                .group_lag(&common::consumer_group(&kube::Client::from(processors.clone()), &ns, "totals", &active).await?, input)
+                .group_lag(&common::consumer_group(&kube::Client::from(processors.clone()), ns, "totals", &active).await?, input)
                 .await?
                 == Some(0)
         {
