@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
-    core::v1::{ConfigMap, Pod},
+    core::v1::{ConfigMap, Pod, Secret},
 };
 use kappa_operator::{
-    api::{Processor, ViewVersion},
+    api::{KafkaCluster, Processor, Topic, ViewVersion},
     kafka::Kafka,
 };
 use kube::{
@@ -23,7 +23,7 @@ use kube::{
 };
 use serde_json::json;
 use support::{
-    kafka, patch,
+    create, kafka, patch,
     pipeline::{caught_up, check, first_version_live, pipeline, processor_state, produce, versions},
     processor, wait_for,
 };
@@ -52,9 +52,9 @@ fn framework_processor(image: &str, logic: &str) -> serde_json::Value {
             "securityContext": {"readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false},
         },
         "view": {"partitions": 3},
-        // A previous version keeps running for a minute after a cutover, so
-        // it consumes the steady input to its end before it stands by.
-        "rollout": {"maxLag": 0, "stableForSeconds": 5, "retainVersions": 1, "scaleDownDelaySeconds": 60},
+        // A previous version keeps running for 90 s after a cutover, so it
+        // consumes the steady input below to its end before it stands by.
+        "rollout": {"maxLag": 0, "stableForSeconds": 5, "retainVersions": 1, "scaleDownDelaySeconds": 90},
     }})
 }
 
@@ -118,6 +118,16 @@ async fn promoted(ns: &support::TestNs, from: &str, since: Instant) -> (String, 
     (id, took)
 }
 
+/// Reverts the logic to the standby's: it is active again within 15 s.
+async fn rolled_back(ns: &support::TestNs, from: &str, to: &str, logic_of_to: &str) {
+    let reverted = Instant::now();
+    patch::<Processor>(ns, "totals", logic(logic_of_to)).await.unwrap();
+    let (back, took) = promoted(ns, from, reverted).await;
+    assert_eq!(back, to);
+    println!("rolled back to {to} in {:.1} s", took.as_secs_f64());
+    assert!(took < Duration::from_secs(15), "rollback to the standby took {took:?}");
+}
+
 #[tokio::test]
 async fn kafka_streams_through_a_rollout_a_rollback_a_retirement_and_a_return() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -170,17 +180,18 @@ async fn kafka_streams_through_a_rollout_a_rollback_a_retirement_and_a_return() 
     caught_up(&s.ns).await;
     println!("{}", exact(&s.input, &vv1, "sum").await);
 
-    // A logic change under steady input (100 events/s for 60 s), with Kafka
-    // Streams' default 30 s commit interval and maxLag 0.
+    // A logic change under steady input (100 events/s for 90 s), with Kafka
+    // Streams' default 30 s commit interval and maxLag 0: promoted within
+    // two commit intervals of its start, while the input still flows.
     let input = s.input.clone();
     let steady = std::thread::spawn(move || {
-        processor(&["produce", "--topic", &input, "--count", "6000", "--seed", "2", "--keys", "500", "--rate", "100"]).unwrap()
+        processor(&["produce", "--topic", &input, "--count", "9000", "--seed", "2", "--keys", "500", "--rate", "100"]).unwrap()
     });
     let changed = Instant::now();
     patch::<Processor>(&s.ns, "totals", logic("count")).await.unwrap();
     let (v2, took) = promoted(&s.ns, &v1, changed).await;
     println!("version {v2} promoted {:.1} s after the change, under steady input", took.as_secs_f64());
-    assert!(!steady.is_finished(), "promoted while the input still flowed");
+    assert!(!steady.is_finished(), "promoted while the input still flowed, {took:?} after the change");
     steady.join().unwrap();
     let vv2 = version(&s.ns, &v2).await;
     println!("{}", exact(&s.input, &vv2, "count").await);
@@ -188,12 +199,7 @@ async fn kafka_streams_through_a_rollout_a_rollback_a_retirement_and_a_return() 
     // Rollback: the standby (which consumed the input to its end before it
     // stood by) is revived from its own offsets and changelog, no replay.
     scaled_to_zero(&s.ns, &v1).await;
-    let reverted = Instant::now();
-    patch::<Processor>(&s.ns, "totals", logic("sum")).await.unwrap();
-    let (back, took) = promoted(&s.ns, &v2, reverted).await;
-    assert_eq!(back, v1);
-    println!("rolled back to {v1} in {:.1} s", took.as_secs_f64());
-    assert!(took < Duration::from_secs(15), "rollback to the standby took {took:?}");
+    rolled_back(&s.ns, &v2, &v1, "sum").await;
     assert_eq!(version(&s.ns, &v1).await.spec.consumer_group, vv1.spec.consumer_group, "the standby itself, not a replay");
     println!("{}", exact(&s.input, &vv1, "sum").await);
 
@@ -281,11 +287,71 @@ async fn a_python_processor_rolls_out_and_back_with_exact_views() {
 
     scaled_to_zero(&s.ns, &v1).await;
     produce(&s.input, 1_000, 4);
-    let reverted = Instant::now();
-    patch::<Processor>(&s.ns, "totals", logic("sum")).await.unwrap();
-    let (back, took) = promoted(&s.ns, &v2, reverted).await;
-    assert_eq!(back, v1);
-    println!("rolled back to {v1} in {:.1} s", took.as_secs_f64());
-    assert!(took < Duration::from_secs(15), "rollback to the standby took {took:?}");
+    rolled_back(&s.ns, &v2, &v1, "sum").await;
     println!("{}", exact(&s.input, &vv1, "sum").await);
+}
+
+/// The security settings of the contract as a Java client uses them: the
+/// Kafka Streams example loads `KAPPA_PROPERTIES` as it is, against the lab's
+/// listener that requires a client certificate (PEM truststore and keystore
+/// inline) and against its SCRAM-SHA-512 listener (JAAS inline).
+#[tokio::test]
+async fn kafka_streams_connects_with_the_properties_file_over_mtls_and_scram() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let file = |var: &str| std::fs::read_to_string(support::required(var)).unwrap();
+    let secured = [
+        (
+            "mtls",
+            support::required("KAPPA_KAFKA_MTLS_BOOTSTRAP"),
+            json!({"tls": {
+                "ca": {"name": "kafka-tls", "key": "ca.crt"},
+                "clientCertificate": {"secretName": "kafka-tls", "certificateKey": "tls.crt", "keyKey": "tls.key"}
+            }}),
+        ),
+        (
+            "scram",
+            support::required("KAPPA_KAFKA_SCRAM_BOOTSTRAP"),
+            json!({"sasl": {
+                "mechanism": "SCRAM-SHA-512",
+                "credentials": {"secretName": "kafka-user", "usernameKey": "username", "passwordKey": "password"}
+            }}),
+        ),
+    ];
+    for (name, bootstrap, security) in secured {
+        let env = support::Env::get().await;
+        support::install_crds(&env.client).await;
+        let ns = support::TestNs::new(&env, &format!("streams-{name}")).await;
+        create::<Secret>(
+            &ns,
+            json!({"metadata": {"name": "kafka-tls"}, "stringData": {
+                "ca.crt": file("KAPPA_KAFKA_CA_FILE"),
+                "tls.crt": file("KAPPA_KAFKA_CLIENT_CERT_FILE"),
+                "tls.key": file("KAPPA_KAFKA_CLIENT_KEY_FILE"),
+            }}),
+        )
+        .await;
+        create::<Secret>(
+            &ns,
+            json!({"metadata": {"name": "kafka-user"}, "stringData": {
+                "username": support::required("KAPPA_KAFKA_SCRAM_USER"),
+                "password": file("KAPPA_KAFKA_SCRAM_PASSWORD_FILE").trim(),
+            }}),
+        )
+        .await;
+        let mut spec = json!({"bootstrapServers": bootstrap});
+        spec.as_object_mut().unwrap().extend(security.as_object().unwrap().clone());
+        create::<KafkaCluster>(&ns, json!({"metadata": {"name": "default"}, "spec": spec})).await;
+        let input = support::unique(&format!("e2e-streams-{name}-orders"));
+        create::<Topic>(
+            &ns,
+            json!({"metadata": {"name": "orders"}, "spec": {"topicName": input, "partitions": 3, "deletionPolicy": "Delete"}}),
+        )
+        .await;
+        let op = support::Operator::start(&ns.name, &["--lag-poll-seconds", "1"]);
+        let s = support::pipeline::Pipeline { ns, op, input };
+        let mut p = framework_processor(STREAMS_IMAGE, "sum");
+        p["spec"]["template"]["args"] = json!(["--logic", "sum", "--commit-interval-ms", "1000"]);
+        let (_, vv) = first_version_live(&s, p, 5_000).await;
+        println!("{name}: {}", exact(&s.input, &vv, "sum").await);
+    }
 }
