@@ -280,8 +280,8 @@ fn kafka_state(kc: &KafkaCluster, monitor: Option<rollout::Kafka>) -> rollout::K
 fn pinned_conflict(p: &Processor, existing: Option<&ViewVersion>) -> Option<String> {
     let pinned = p.spec.version.as_ref()?;
     let vv = existing?;
-    let (s, t) = (&vv.spec, &p.spec.template);
-    let same_code = s.template.image == t.image && s.template.command == t.command && s.template.args == t.args && s.template.env == t.env;
+    let s = &vv.spec;
+    let same_code = s.template == p.spec.template.code();
     let mut inputs = p.spec.inputs.clone();
     let mut theirs = s.inputs.clone();
     inputs.sort();

@@ -534,6 +534,34 @@ impl WireKafka {
         Ok(out)
     }
 
+    /// [`Self::per_coordinator`] with retries: a group whose answer is
+    /// retriable (its coordinator moved, is loading) is asked again, with
+    /// where it is coordinated looked up afresh.
+    async fn per_group_with_retries<T, R, B, A>(
+        &self,
+        groups: &[String],
+        key: ApiKey,
+        build: B,
+        answer: A,
+    ) -> Result<BTreeMap<String, std::result::Result<T, ItemError>>>
+    where
+        R: Request,
+        B: Fn(&[String], i16) -> R,
+        A: Fn(R::Response) -> Vec<(String, std::result::Result<T, ItemError>)>,
+    {
+        if groups.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let (build, answer) = (&build, &answer);
+        self.with_retries(api_key_name(key), groups.to_vec(), |pending, attempt| async move {
+            if attempt > 0 {
+                self.forget(&[], &pending);
+            }
+            Ok((self.per_coordinator(&pending, key, build, answer).await?, 0))
+        })
+        .await
+    }
+
     /// Sends one request per coordinator for its groups, the coordinators
     /// in parallel; `answer` reads each group's result from a response. A
     /// group whose coordinator could not be named, or whose request failed,
@@ -970,67 +998,37 @@ impl Kafka for WireKafka {
     }
 
     fn committed<'a>(&'a self, groups: &'a [String]) -> BoxFuture<'a, Result<BTreeMap<String, GroupOffsets>>> {
-        async move {
-            if groups.is_empty() {
-                return Ok(BTreeMap::new());
-            }
-            self.with_retries("OffsetFetch", groups.to_vec(), |pending, attempt| async move {
-                if attempt > 0 {
-                    self.forget(&[], &pending);
-                }
-                let answers = self
-                    .per_coordinator(
-                        &pending,
-                        ApiKey::OffsetFetch,
-                        |gs, _| {
-                            OffsetFetchRequest::default().with_groups(
-                                gs.iter()
-                                    // No topic list: every partition the group committed.
-                                    .map(|g| OffsetFetchRequestGroup::default().with_group_id(GroupId(s(g))).with_topics(None))
-                                    .collect(),
-                            )
-                        },
-                        |resp| resp.groups.into_iter().map(|g| (g.group_id.to_string(), group_offsets(g))).collect(),
-                    )
-                    .await?;
-                Ok((answers, 0))
-            })
-            .await
-        }
+        self.per_group_with_retries(
+            groups,
+            ApiKey::OffsetFetch,
+            |gs, _| {
+                OffsetFetchRequest::default().with_groups(
+                    gs.iter()
+                        // No topic list: every partition the group committed.
+                        .map(|g| OffsetFetchRequestGroup::default().with_group_id(GroupId(s(g))).with_topics(None))
+                        .collect(),
+                )
+            },
+            |resp| resp.groups.into_iter().map(|g| (g.group_id.to_string(), group_offsets(g))).collect(),
+        )
         .boxed()
     }
 
     fn delete_groups<'a>(&'a self, groups: &'a [String]) -> BoxFuture<'a, Result<BTreeMap<String, ItemResult>>> {
-        async move {
-            if groups.is_empty() {
-                return Ok(BTreeMap::new());
-            }
-            self.with_retries("DeleteGroups", groups.to_vec(), |pending, attempt| async move {
-                if attempt > 0 {
-                    self.forget(&[], &pending);
-                }
-                let answers = self
-                    .per_coordinator(
-                        &pending,
-                        ApiKey::DeleteGroups,
-                        |gs, _| DeleteGroupsRequest::default().with_groups_names(gs.iter().map(|g| GroupId(s(g))).collect()),
-                        |resp| {
-                            resp.results
-                                .into_iter()
-                                .map(|r| {
-                                    let v = item_error(r.error_code, None)
-                                        .filter(|e| !e.is(ResponseError::GroupIdNotFound))
-                                        .map_or(Ok(()), Err);
-                                    (r.group_id.to_string(), v)
-                                })
-                                .collect()
-                        },
-                    )
-                    .await?;
-                Ok((answers, 0))
-            })
-            .await
-        }
+        self.per_group_with_retries(
+            groups,
+            ApiKey::DeleteGroups,
+            |gs, _| DeleteGroupsRequest::default().with_groups_names(gs.iter().map(|g| GroupId(s(g))).collect()),
+            |resp| {
+                resp.results
+                    .into_iter()
+                    .map(|r| {
+                        let v = item_error(r.error_code, None).filter(|e| !e.is(ResponseError::GroupIdNotFound)).map_or(Ok(()), Err);
+                        (r.group_id.to_string(), v)
+                    })
+                    .collect()
+            },
+        )
         .boxed()
     }
 
@@ -1052,20 +1050,12 @@ impl Kafka for WireKafka {
                 return Ok(BTreeMap::new());
             }
             let described = self
-                .with_retries("DescribeGroups", groups.to_vec(), |pending, attempt| async move {
-                    if attempt > 0 {
-                        self.forget(&[], &pending);
-                    }
-                    let answers = self
-                        .per_coordinator(
-                            &pending,
-                            ApiKey::DescribeGroups,
-                            |gs, _| DescribeGroupsRequest::default().with_groups(gs.iter().map(|g| GroupId(s(g))).collect()),
-                            |resp| resp.groups.into_iter().map(|g| (g.group_id.to_string(), group_members(g))).collect(),
-                        )
-                        .await?;
-                    Ok((answers, 0))
-                })
+                .per_group_with_retries(
+                    groups,
+                    ApiKey::DescribeGroups,
+                    |gs, _| DescribeGroupsRequest::default().with_groups(gs.iter().map(|g| GroupId(s(g))).collect()),
+                    |resp| resp.groups.into_iter().map(|g| (g.group_id.to_string(), group_members(g))).collect(),
+                )
                 .await?;
             // One LeaveGroup per group (the request names one), side by side.
             let leaves = described.into_iter().map(|(group, members)| async move {
