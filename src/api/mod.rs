@@ -56,7 +56,28 @@ pub mod annotations {
 /// Every CRD, ordered by file name (one file each in `crds/`), so that
 /// `kappa-operator crd` equals `cat crds/*.yaml`.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![KafkaCluster::crd(), Processor::crd(), Topic::crd(), ViewVersion::crd()]
+    let mut crds = vec![KafkaCluster::crd(), Processor::crd(), Topic::crd(), ViewVersion::crd()];
+    crds.iter_mut().for_each(unobserved_until_reconciled);
+    crds
+}
+
+/// A new object reads `status.observedGeneration: 0` until the operator has
+/// looked at it: kstatus (Flux, `kubectl wait`-style tools) then says
+/// InProgress (LatestGenerationNotObserved) from the first read, instead of
+/// Current for an object that has no conditions yet.
+fn unobserved_until_reconciled(crd: &mut CustomResourceDefinition) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON;
+    for version in &mut crd.spec.versions {
+        let status = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("status"));
+        if let Some(status) = status {
+            status.default = Some(JSON(serde_json::json!({"observedGeneration": 0})));
+        }
+    }
 }
 
 /// The file name each CRD is committed under in `crds/`.

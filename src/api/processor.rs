@@ -423,4 +423,26 @@ pub struct ProcessorStatus {
     /// The view topic readers should use (also in ConfigMap `<name>-view`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub view_topic: Option<String>,
+    /// The newest retained standby and the spec fields that select it:
+    /// written into the spec, they return readers to it without a replay
+    /// (what `kubectl kappa rollback` and the Argo CD action do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackTarget>,
+}
+
+/// A standby version and what the spec must say to make it active again.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackTarget {
+    /// The standby's version id.
+    pub version: String,
+    /// Its image, command, args and env (`spec.template`).
+    pub template: ProcessorCode,
+    /// Its inputs (`spec.inputs`).
+    pub inputs: Vec<String>,
+    /// Its view settings (`spec.view`).
+    pub view: ViewSettings,
+    /// Its `spec.reprocessNonce`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reprocess_nonce: Option<String>,
 }

@@ -53,6 +53,9 @@ pub struct ViewVersionSpec {
     pub template: ProcessorCode,
     /// View topic settings of this version.
     pub view: ViewSettings,
+    /// The Processor's `spec.reprocessNonce` when it was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reprocess_nonce: Option<String>,
 }
 
 /// The catch-up gate's answer for a version.

@@ -168,6 +168,23 @@ fn health(checked: &Result<ClusterInfo, Problem>) -> Result<(), Problem> {
     }
 }
 
+/// Reconciling and Stalled from Ready: settings that cannot work (a
+/// missing or bad Secret, refused credentials or certificates, a broker
+/// too old) wait for a change, so they stall; brokers that do not answer
+/// are retried with back-off, so the cluster is still reconciling.
+fn progress_of(ready: &Cond) -> (Cond, Cond) {
+    use conditions::types::{RECONCILING, STALLED};
+    let waits_for_a_change =
+        ready.reason.starts_with("Secret") || matches!(ready.reason.as_str(), "AuthenticationFailed" | "TlsFailed" | "UnsupportedByBroker");
+    if ready.status {
+        (Cond::new(RECONCILING, false, "Connected", ""), Cond::new(STALLED, false, "Connected", ""))
+    } else if waits_for_a_change {
+        (Cond::new(RECONCILING, false, ready.reason.clone(), ""), Cond::new(STALLED, true, ready.reason.clone(), ready.message.clone()))
+    } else {
+        (Cond::new(RECONCILING, true, ready.reason.clone(), ready.message.clone()), Cond::new(STALLED, false, ready.reason.clone(), ""))
+    }
+}
+
 /// Status from a check of the cluster. Pure.
 fn status_from(kc: &KafkaCluster, checked: &Result<ClusterInfo, Problem>, previous: &KafkaClusterStatus) -> (KafkaClusterStatus, Cond) {
     use conditions::types::READY;
@@ -210,9 +227,15 @@ fn status_from(kc: &KafkaCluster, checked: &Result<ClusterInfo, Problem>, previo
     } else {
         Cond::new(DEGRADED, true, reason, problems.join("; "))
     };
+    let (reconciling, stalled) = progress_of(&ready);
     let status = KafkaClusterStatus {
         observed_generation: kc.metadata.generation,
-        conditions: conditions::merge(&previous.conditions, &[ready.clone(), degraded], kc.metadata.generation, Timestamp::now()),
+        conditions: conditions::merge(
+            &previous.conditions,
+            &[ready.clone(), reconciling, stalled, degraded],
+            kc.metadata.generation,
+            Timestamp::now(),
+        ),
         brokers: info.map(|i| i.brokers.len() as i32),
         broker_details: info
             .map(|i| {
@@ -296,5 +319,21 @@ mod tests {
         assert_eq!(d.reason, "UnsupportedByBroker");
         assert_eq!(d.message, "CreatePartitions unsupported: partition growth disabled");
         assert_eq!(s.api_versions["CreatePartitions"], "unsupported");
+    }
+
+    #[test]
+    fn settings_that_cannot_work_stall_and_unreachable_brokers_reconcile() {
+        let status = |checked: Result<ClusterInfo, Problem>| {
+            let (s, _) = status_from(&kc(), &checked, &Default::default());
+            (cond(&s, "Ready").status.clone(), cond(&s, "Reconciling").status.clone(), cond(&s, "Stalled").status.clone())
+        };
+        let t = |s: &str| s.to_string();
+        assert_eq!(status(Ok(info())), (t("True"), t("False"), t("False")));
+        let missing = ("SecretMissing".to_string(), "Secret creds named by spec.sasl.credentials does not exist".to_string());
+        assert_eq!(status(Err(missing)), (t("False"), t("False"), t("True")));
+        assert_eq!(status(Err(("AuthenticationFailed".into(), "x".into()))), (t("False"), t("False"), t("True")));
+        let mut away = info();
+        away.unreachable = away.brokers.keys().map(|id| (*id, "connection refused".to_string())).collect();
+        assert_eq!(status(Ok(away)), (t("False"), t("True"), t("False")));
     }
 }

@@ -28,14 +28,14 @@ use super::{
     Context, apply_status, apply_status_fields,
     clusters::ClusterHandle,
     fault, kafka_cluster, measured, progress, release_finalizer,
-    view_version::{input_topics, inputs_problem},
+    view_version::{self, input_topics, inputs_problem},
     watched_api,
 };
 use crate::{
     Result,
     api::{
-        Cond, DeletionPolicy, KafkaCluster, MANAGER, Processor, ProcessorStatus, Topic, VersionPhase, ViewVersion, ViewVersionSpec,
-        annotations, conditions, finalizers, labels,
+        Cond, DeletionPolicy, KafkaCluster, MANAGER, Processor, ProcessorStatus, RollbackTarget, Topic, VersionPhase, ViewVersion,
+        ViewVersionSpec, ViewVersionStatus, annotations, conditions, finalizers, labels,
     },
     kafka::{KafkaError, Removal, ResponseError, lag},
     metrics::ProcessorLabels,
@@ -223,7 +223,11 @@ fn observe_version(vv: &ViewVersion, w: &World, gate: Gate) -> rollout::Version 
     rollout::Version {
         id: id.clone(),
         phase: st.phase.unwrap_or_default(),
-        view_ready: conditions::is_true(&st.conditions, conditions::types::READY),
+        // (a version written before ViewReady existed said it with Ready)
+        view_ready: match conditions::find(&st.conditions, super::view_version::VIEW_READY) {
+            Some(c) => c.status == "True",
+            None => conditions::is_true(&st.conditions, conditions::types::READY),
+        },
         promotion: promotion(vv),
         deleting: vv.metadata.deletion_timestamp.is_some(),
         gate,
@@ -554,8 +558,9 @@ fn status_without_plan(p: &Processor, reason: &str, message: &str) -> ProcessorS
         &st.conditions,
         &[
             Cond::new(conditions::types::READY, false, reason, message),
-            Cond::new(conditions::types::PROGRESSING, false, reason, message),
+            Cond::new(conditions::types::RECONCILING, false, reason, ""),
             Cond::new(conditions::types::STALLED, true, reason, message),
+            Cond::new(conditions::types::PROGRESSING, false, reason, message),
         ],
         p.metadata.generation,
         Timestamp::now(),
@@ -581,7 +586,25 @@ fn processor_status(p: &Processor, plan: &rollout::Plan, w: &World, desired: &st
             .and_then(|v| v.status.as_ref()?.progress)
             .map(|f| format!("{:.1}%", lag::progress((f * 1000.0) as i64, 1000) * 100.0)),
         view_topic: active.map(|v| v.spec.output_topic.clone()),
+        rollback: rollback_target(w),
     }
+}
+
+/// The most recently demoted standby, as a spec can name it again.
+fn rollback_target(w: &World) -> Option<RollbackTarget> {
+    let standby = w
+        .versions
+        .iter()
+        .filter(|v| v.metadata.deletion_timestamp.is_none())
+        .filter(|v| v.status.as_ref().is_some_and(|s| s.phase == Some(VersionPhase::Standby)))
+        .max_by_key(|v| v.status.as_ref().and_then(|s| s.demoted_at.as_ref()).map(|t| t.0))?;
+    Some(RollbackTarget {
+        version: standby.spec.version.clone(),
+        template: standby.spec.template.clone(),
+        inputs: standby.spec.inputs.clone(),
+        view: standby.spec.view.clone(),
+        reprocess_nonce: standby.spec.reprocess_nonce.clone(),
+    })
 }
 
 async fn create_version(p: &Processor, ctx: &Context, id: &str, inputs: &[(String, Option<Topic>)]) -> Result<()> {
@@ -602,6 +625,7 @@ async fn create_version(p: &Processor, ctx: &Context, id: &str, inputs: &[(Strin
             consumer_group: names.consumer_group,
             template: p.spec.template.code(),
             view: p.spec.view.clone(),
+            reprocess_nonce: p.spec.reprocess_nonce.clone(),
         },
     );
     vv.metadata.namespace = Some(ns.clone());
@@ -721,11 +745,14 @@ async fn set_phase(ctx: &Context, vv: &ViewVersion, phase: VersionPhase, message
         VersionPhase::Failed | VersionPhase::Retired if entering => finished_at = now.clone(),
         _ => {}
     }
+    let next = ViewVersionStatus { phase: Some(phase), message: message.clone(), caught_up_at: caught_up_at.clone(), ..st };
     apply_status_fields(
         &ctx.client,
         vv,
         MANAGER,
         json!({
+            "observedGeneration": vv.metadata.generation,
+            "conditions": view_version::conditions_for(vv, &next),
             "phase": phase,
             "message": message,
             "startedAt": started_at,
@@ -993,6 +1020,7 @@ mod tests {
                 consumer_group: names.consumer_group,
                 template: p.spec.template.code(),
                 view: p.spec.view.clone(),
+                reprocess_nonce: None,
             },
         )
     }

@@ -147,6 +147,7 @@ pub(crate) mod tests {
                 consumer_group: names.consumer_group,
                 template: ProcessorCode { image: image.into(), ..p.spec.template.code() },
                 view: ViewSettings::default(),
+                reprocess_nonce: None,
             },
         );
         vv.metadata.namespace = Some("shop".into());

@@ -31,6 +31,9 @@ pub use gate::Gate;
 
 pub const REPROCESSING_BLOCKED: &str = "ReprocessingBlocked";
 pub const DELETION_BLOCKED: &str = "DeletionBlocked";
+/// A caught-up version serves readers, whether or not it is the one the
+/// spec asks for (Ready says that).
+pub const AVAILABLE: &str = "Available";
 const VERIFICATION_FAILED_PREFIX: &str = "verification failed: ";
 /// A container that stopped within this long after Kafka came back may
 /// have stopped because of the outage (a client's own timeouts run out).
@@ -609,6 +612,39 @@ impl<'a> Planner<'a> {
         self.o.recorded_active.as_deref() == Some(id)
     }
 
+    fn active_id(&self) -> &str {
+        self.active.as_deref().unwrap_or("none")
+    }
+
+    /// Available: a caught-up version serves readers (whatever the spec
+    /// asks for next).
+    fn available(&self, active: Option<&Version>, blocked: Option<&str>) -> Cond {
+        let o = self.o;
+        let Some(v) = active else {
+            let message = blocked.map(str::to_string).or(self.waiting.clone()).unwrap_or_else(|| match &o.recorded_active {
+                Some(r) if r != &o.desired => {
+                    format!("version {r}, recorded as active, is gone; version {} serves once it has caught up", o.desired)
+                }
+                _ => format!("version {} is being created", o.desired),
+            });
+            let reason = if self.blocked.is_some() { REPROCESSING_BLOCKED } else { "NoActiveVersion" };
+            return Cond::new(AVAILABLE, false, reason, message);
+        };
+        let caught = v.caught_up_at.is_some() || v.gate == Gate::CaughtUp;
+        if let Some(b) = &v.broken {
+            Cond::new(AVAILABLE, false, "PodsFailing", format!("version {}: {}", v.id, b.why))
+        } else if !v.view_ready {
+            let message = self.waiting.clone().unwrap_or_else(|| format!("version {} waits for its view topic and inputs", v.id));
+            Cond::new(AVAILABLE, false, "Pending", message)
+        } else if !caught {
+            Cond::new(AVAILABLE, false, "Replaying", format!("version {} is replaying ({})", v.id, v.lag_text()))
+        } else if o.replicas > 0 && v.ready_replicas == 0 {
+            Cond::new(AVAILABLE, false, "PodsNotReady", format!("version {} has no ready pod", v.id))
+        } else {
+            Cond::new(AVAILABLE, true, "Live", format!("version {} serves a caught-up view", v.id))
+        }
+    }
+
     fn finish(mut self) -> Plan {
         let o = self.o;
         let mut phase = if self.blocked.is_some() || o.conflict.is_some() {
@@ -634,72 +670,74 @@ impl<'a> Planner<'a> {
             phase = Phase::CuttingOver;
         }
         let blocked = self.blocked.clone().or(o.conflict.clone());
-
         let active_v = self.active.as_deref().and_then(|a| self.find(a));
-        let ready = match active_v {
-            None => Cond::new(
-                types::READY,
-                false,
-                if self.blocked.is_some() { REPROCESSING_BLOCKED } else { "NoActiveVersion" },
-                blocked.clone().or(self.waiting.clone()).unwrap_or_else(|| match &o.recorded_active {
-                    Some(r) if r != &o.desired => {
-                        format!("version {r}, recorded as active, is gone; version {} serves once it has caught up", o.desired)
-                    }
-                    _ => format!("version {} is being created", o.desired),
-                }),
-            ),
-            Some(v) => {
-                let caught = v.caught_up_at.is_some() || v.gate == Gate::CaughtUp;
-                if let Some(b) = &v.broken {
-                    Cond::new(types::READY, false, "PodsFailing", format!("version {}: {}", v.id, b.why))
-                } else if !v.view_ready {
-                    Cond::new(
-                        types::READY,
-                        false,
-                        "Pending",
-                        self.waiting.clone().unwrap_or_else(|| format!("version {} waits for its view topic and inputs", v.id)),
-                    )
-                } else if !caught {
-                    Cond::new(types::READY, false, "Replaying", format!("version {} is replaying ({})", v.id, v.lag_text()))
-                } else if o.replicas > 0 && v.ready_replicas == 0 {
-                    Cond::new(types::READY, false, "PodsNotReady", format!("version {} has no ready pod", v.id))
-                } else {
-                    Cond::new(types::READY, true, "Live", format!("version {} serves a caught-up view", v.id))
-                }
-            }
+        // The first version replays while it is already the one readers
+        // follow: until it has caught up, the Processor is not Live.
+        if phase == Phase::Live
+            && let Some(v) = active_v.filter(|v| v.caught_up_at.is_none() && v.gate != Gate::CaughtUp)
+        {
+            phase = if v.view_ready { Phase::Replaying } else { Phase::Pending };
+        }
+        let available = self.available(active_v, blocked.as_deref());
+        let stalled = match (&self.blocked, &o.conflict, &self.failed) {
+            (Some(why), _, _) => Cond::new(types::STALLED, true, REPROCESSING_BLOCKED, why.clone()),
+            (_, Some(why), _) => Cond::new(types::STALLED, true, "VersionPinned", why.clone()),
+            (_, _, Some((why, reason))) => Cond::new(types::STALLED, true, *reason, why.clone()),
+            // Pods of the active version that cannot run wait for a change
+            // (unless Kafka's absence explains them).
+            _ => match active_v.and_then(|v| v.broken.as_ref()).filter(|b| counts(b, &o.kafka)) {
+                Some(b) => Cond::new(types::STALLED, true, "PodsFailing", format!("version {}: {}", self.active_id(), b.why)),
+                None => Cond::new(types::STALLED, false, "NotStalled", ""),
+            },
         };
         let on_its_way = |c: &str| match &self.unknown {
             Some(why) => format!("version {c} is on its way; {why}"),
             None => format!("version {c} is on its way"),
         };
-        let progressing = match phase {
-            Phase::Replaying | Phase::Verifying | Phase::RollingBack | Phase::CuttingOver => {
-                Cond::new(types::PROGRESSING, true, phase.as_str(), on_its_way(self.candidate.as_deref().unwrap_or(o.desired.as_str())))
+        // What the rollout is doing, in words: the same for Ready (while the
+        // desired version does not serve yet), Reconciling and Progressing.
+        let doing = match phase {
+            Phase::Replaying | Phase::Verifying | Phase::RollingBack if self.candidate.is_some() => {
+                let c = self.candidate.as_deref().unwrap_or_default();
+                match active_v {
+                    Some(a) => format!("{}; version {} serves readers meanwhile", on_its_way(c), a.id),
+                    None => format!("{}; {}", on_its_way(c), available.message),
+                }
             }
-            Phase::Pending => {
-                Cond::new(types::PROGRESSING, true, "Pending", self.waiting.clone().unwrap_or_else(|| "creating the first version".into()))
-            }
-            Phase::AwaitingPromotion => {
-                Cond::new(types::PROGRESSING, false, "AwaitingPromotion", self.awaiting.clone().unwrap_or_default())
-            }
-            Phase::Failed | Phase::Blocked => Cond::new(
-                types::PROGRESSING,
-                false,
-                phase.as_str(),
-                self.failed.as_ref().map(|f| f.0.clone()).or(blocked.clone()).unwrap_or_default(),
-            ),
-            Phase::Live => Cond::new(
-                types::PROGRESSING,
-                false,
-                "RolloutComplete",
-                format!("version {} is active", self.active.as_deref().unwrap_or_default()),
-            ),
+            Phase::CuttingOver => format!("readers switch to version {}", self.active_id()),
+            Phase::AwaitingPromotion => self.awaiting.clone().unwrap_or_default(),
+            Phase::Failed => self.failed.as_ref().map(|f| f.0.clone()).unwrap_or_default(),
+            Phase::Blocked => blocked.clone().unwrap_or_default(),
+            // Pending, Live, and the first version's replay: what the
+            // active version (or its absence) says.
+            _ => available.message.clone(),
         };
-        let stalled = match (&self.blocked, &o.conflict, &self.failed) {
-            (Some(why), _, _) => Cond::new(types::STALLED, true, REPROCESSING_BLOCKED, why.clone()),
-            (_, Some(why), _) => Cond::new(types::STALLED, true, "VersionPinned", why.clone()),
-            (_, _, Some((why, reason))) => Cond::new(types::STALLED, true, *reason, why.clone()),
-            _ => Cond::new(types::STALLED, false, "NotStalled", ""),
+        let ready = match phase {
+            Phase::Live => Cond { type_: types::READY, ..available.clone() },
+            // The desired version is the active one (the first): Ready is
+            // whether it serves, for the same reason.
+            Phase::Pending | Phase::Replaying if self.candidate.is_none() => Cond { type_: types::READY, ..available.clone() },
+            Phase::Failed | Phase::Blocked => Cond::new(types::READY, false, stalled.reason.clone(), doing.clone()),
+            _ => Cond::new(types::READY, false, phase.as_str(), doing.clone()),
+        };
+        // Reconciling: the spec is not served yet and the operator is on
+        // it, or waits for something that comes without a change to any
+        // spec (a replay, a human's promotion).
+        let reconciling = if stalled.status || ready.status {
+            Cond::new(types::RECONCILING, false, if stalled.status { "Stalled" } else { "Live" }, "")
+        } else if phase == Phase::Live {
+            Cond::new(types::RECONCILING, true, ready.reason.clone(), ready.message.clone())
+        } else {
+            Cond::new(types::RECONCILING, true, phase.as_str(), doing.clone())
+        };
+        let progressing = match phase {
+            Phase::Replaying | Phase::Verifying | Phase::RollingBack | Phase::CuttingOver | Phase::Pending => {
+                Cond::new(types::PROGRESSING, true, phase.as_str(), doing.clone())
+            }
+            Phase::AwaitingPromotion | Phase::Failed | Phase::Blocked => {
+                Cond::new(types::PROGRESSING, false, phase.as_str(), doing.clone())
+            }
+            Phase::Live => Cond::new(types::PROGRESSING, false, "RolloutComplete", format!("version {} is active", self.active_id())),
         };
         let blocked_cond = match &self.blocked {
             Some(why) => Cond::new(REPROCESSING_BLOCKED, true, "TruncatedHistory", why.clone()),
@@ -720,7 +758,7 @@ impl<'a> Planner<'a> {
             Cond::new(DELETION_BLOCKED, true, "VersionNeeded", message)
         };
         if matches!(phase, Phase::Replaying | Phase::Verifying | Phase::RollingBack | Phase::Pending | Phase::AwaitingPromotion)
-            || (active_v.is_some() && !ready.status)
+            || (active_v.is_some() && !available.status)
         {
             // The gate wakes the Processor when its answer changes; this is
             // only a safety net.
@@ -731,7 +769,7 @@ impl<'a> Planner<'a> {
             active: self.active,
             candidate: self.candidate,
             phase,
-            conditions: vec![ready, progressing, stalled, blocked_cond, deletion],
+            conditions: vec![ready, available, reconciling, stalled, progressing, blocked_cond, deletion],
             requeue_after: self.wake.0,
         }
     }

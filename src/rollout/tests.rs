@@ -167,7 +167,10 @@ fn truncated_history_blocks_a_replay_unless_allowed() {
     let blocked = cond(&p, REPROCESSING_BLOCKED);
     assert!(blocked.status && blocked.message.contains("orders partition 1 (first offset still held: 40)"), "{blocked:?}");
     assert!(cond(&p, "Stalled").status);
-    assert!(cond(&p, "Ready").status, "the active version keeps serving");
+    assert!(cond(&p, "Available").status, "the active version keeps serving");
+    let ready = cond(&p, "Ready");
+    assert!(!ready.status && ready.reason == REPROCESSING_BLOCKED, "the spec is not served: {ready:?}");
+    assert!(!cond(&p, "Reconciling").status, "stalled, not reconciling");
     assert!(has(&p, &Action::Scale { version: "v1".into(), replicas: 2 }));
 
     o.policy.allow_truncated_history = true;
@@ -247,7 +250,9 @@ fn verification_runs_once_caught_up_and_decides() {
     assert!(promotes(&p).is_none());
     assert_eq!(p.phase, Phase::Failed);
     assert!(p.actions.iter().any(|a| matches!(a, Action::Event { reason: "VerificationFailed", .. })));
-    assert!(cond(&p, "Ready").status, "the old version stays active and Ready");
+    assert!(cond(&p, "Available").status, "the old version stays active and serves");
+    assert_eq!(cond(&p, "Ready").reason, "VerificationFailed");
+    assert!(cond(&p, "Stalled").status && !cond(&p, "Reconciling").status);
 
     o.versions[1].verification = Some(Verification::Succeeded);
     assert_eq!(promotes(&plan(&o)), Some((Some("v1".into()), "v2".into())));
@@ -766,5 +771,106 @@ proptest! {
         let mut o = obs("v2", Some("v1"), vec![live("v1"), Version { gate, ..caught("v2") }], now);
         o.policy = policy;
         prop_assert_eq!(plan(&o), plan(&o));
+    }
+}
+
+/// What GitOps tools read (kstatus: Reconciling=True is InProgress, then
+/// Stalled=True is Failed, then Ready), phase by phase: Current only when
+/// the version the spec asks for serves readers.
+#[test]
+fn conditions_say_whether_the_spec_is_served_for_every_phase() {
+    let manual = |mut o: Observation| {
+        o.policy.promotion = PromotionMode::Manual;
+        o
+    };
+    let verify = |mut o: Observation| {
+        o.policy.verify = Some(VerifySpec::default());
+        o
+    };
+    let truncated = |mut o: Observation| {
+        o.inputs = Inputs::Ready { truncated: vec![Truncation { topic: "orders".into(), partition: 0, first_offset: 9 }] };
+        o
+    };
+    let crashing = Broken { why: "container crash-looping".into(), at: Some(t(-5)) };
+    let rolling_back = Version { demoted_at: Some(t(-100)), promotion: Some(1), phase: VersionPhase::Standby, ..version("v1") };
+    // (case, observation, phase, Ready, Available, Reconciling, Stalled)
+    let cases: Vec<(&str, Observation, Phase, bool, bool, bool, bool)> = vec![
+        ("nothing yet", obs("v1", None, vec![], 0), Phase::Pending, false, false, true, false),
+        (
+            "first replay",
+            obs("v1", Some("v1"), vec![Version { promotion: Some(1), ..version("v1") }], 1),
+            Phase::Replaying,
+            false,
+            false,
+            true,
+            false,
+        ),
+        ("live", obs("v1", Some("v1"), vec![live("v1")], 2), Phase::Live, true, true, false, false),
+        (
+            "live, no ready pod",
+            obs("v1", Some("v1"), vec![Version { ready_replicas: 0, ..live("v1") }], 2),
+            Phase::Live,
+            false,
+            false,
+            true,
+            false,
+        ),
+        (
+            "live, pods crash",
+            obs("v1", Some("v1"), vec![Version { broken: Some(crashing.clone()), ..live("v1") }], 2),
+            Phase::Live,
+            false,
+            false,
+            false,
+            true,
+        ),
+        ("candidate replays", obs("v2", Some("v1"), vec![live("v1"), version("v2")], 5), Phase::Replaying, false, true, true, false),
+        ("verifying", verify(obs("v2", Some("v1"), vec![live("v1"), caught("v2")], 20)), Phase::Verifying, false, true, true, false),
+        (
+            "awaiting promotion",
+            manual(obs("v2", Some("v1"), vec![live("v1"), caught("v2")], 20)),
+            Phase::AwaitingPromotion,
+            false,
+            true,
+            true,
+            false,
+        ),
+        ("cutting over", obs("v2", Some("v1"), vec![live("v1"), caught("v2")], 20), Phase::CuttingOver, false, true, true, false),
+        (
+            "rolling back",
+            obs("v1", Some("v2"), vec![rolling_back, Version { promotion: Some(2), ..live("v2") }], 20),
+            Phase::RollingBack,
+            false,
+            true,
+            true,
+            false,
+        ),
+        (
+            "candidate failed",
+            obs("v2", Some("v1"), vec![live("v1"), Version { broken: Some(crashing), ..version("v2") }], 20),
+            Phase::Failed,
+            false,
+            true,
+            false,
+            true,
+        ),
+        ("blocked", truncated(obs("v2", Some("v1"), vec![live("v1")], 0)), Phase::Blocked, false, true, false, true),
+    ];
+    for (case, o, phase, ready, available, reconciling, stalled) in cases {
+        let p = plan(&o);
+        let got = |t: &str| cond(&p, t).status;
+        assert_eq!(p.phase, phase, "{case}");
+        assert_eq!(
+            (got("Ready"), got("Available"), got("Reconciling"), got("Stalled")),
+            (ready, available, reconciling, stalled),
+            "{case}: {:#?}",
+            p.conditions
+        );
+        for c in &p.conditions {
+            assert!(!c.reason.is_empty(), "{case}: {c:?}");
+            if c.status && c.type_ != "Available" || c.type_ == "Ready" {
+                assert!(!c.message.is_empty(), "{case}: a condition that matters says why: {c:?}");
+            }
+        }
     }
 }
