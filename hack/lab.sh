@@ -105,6 +105,26 @@ build_kafka() {
   stamp_set kafka "$KAFKA_VERSION"
 }
 
+# The GitOps checks: kstatus (Flux's status library) and Argo CD's Lua
+# sandbox, from their Go modules; see hack/lab/gitops.
+build_gitops() {
+  local want; want=$(cat "$LAB_SRC/gitops/go.sum" "$LAB_SRC"/gitops/*/main.go | sha256sum | cut -c1-16)
+  stamp_ok gitops "$want" && [ -x "$BIN/kstatus" ] && [ -x "$BIN/argocd-lua" ] && return 0
+  log "building kstatus and argocd-lua"
+  (cd "$LAB_SRC/gitops" && go_env && go build -trimpath -ldflags "-s -w" -o "$BIN/" ./kstatus ./argocd-lua)
+  stamp_set gitops "$want"
+}
+
+# promtool, to check the chart's alerting rules; a cold build takes a few minutes.
+build_promtool() {
+  local want; want=$(grep -m1 'prometheus/prometheus ' "$LAB_SRC/prometheus/go.mod" | awk '{print $2}')
+  stamp_ok promtool "$want" && [ -x "$BIN/promtool" ] && return 0
+  log "building promtool $want"
+  # remove_all_sd: no service discovery (cloud SDKs), which promtool needs not to check rules
+  (cd "$LAB_SRC/prometheus" && go_env && go build -tags remove_all_sd -trimpath -ldflags "-s -w" -o "$BIN/promtool" github.com/prometheus/prometheus/cmd/promtool)
+  stamp_set promtool "$want"
+}
+
 # The process kubelet and the lab's test program are Rust workspace members.
 # A debug build: it shares its dependencies' builds with the tests' build,
 # which saves minutes on a fresh machine, and a kubelet needs no speed.
@@ -124,6 +144,8 @@ build_all() {
   build_kubernetes
   build_helm
   build_kafka
+  build_gitops
+  build_promtool
   build_kubelet
 }
 
