@@ -105,13 +105,14 @@ build_kafka() {
   stamp_set kafka "$KAFKA_VERSION"
 }
 
-# The GitOps checks: kstatus (Flux's status library) and Argo CD's Lua
-# sandbox, from their Go modules; see hack/lab/gitops.
+# The GitOps checks: kstatus and healthCheckExprs (Flux's status library and
+# CEL evaluator) and Argo CD's Lua sandbox, from their Go modules; see
+# hack/lab/gitops.
 build_gitops() {
   local want; want=$(cat "$LAB_SRC/gitops/go.sum" "$LAB_SRC"/gitops/*/main.go | sha256sum | cut -c1-16)
-  stamp_ok gitops "$want" && [ -x "$BIN/kstatus" ] && [ -x "$BIN/argocd-lua" ] && return 0
-  log "building kstatus and argocd-lua"
-  (cd "$LAB_SRC/gitops" && go_env && go build -trimpath -ldflags "-s -w" -o "$BIN/" ./kstatus ./argocd-lua)
+  stamp_ok gitops "$want" && [ -x "$BIN/kstatus" ] && [ -x "$BIN/argocd-lua" ] && [ -x "$BIN/flux-cel" ] && return 0
+  log "building kstatus, flux-cel and argocd-lua"
+  (cd "$LAB_SRC/gitops" && go_env && go build -trimpath -ldflags "-s -w" -o "$BIN/" ./kstatus ./flux-cel ./argocd-lua)
   stamp_set gitops "$want"
 }
 

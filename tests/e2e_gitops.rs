@@ -1,6 +1,7 @@
 //! What GitOps tools read from our objects, with their own code on objects
 //! recorded from real rollouts on the lab: Flux's status library (kstatus,
-//! `sigs.k8s.io/cli-utils`) and Argo CD's health checks and resource actions
+//! `sigs.k8s.io/cli-utils`) and health check expressions
+//! (`github.com/fluxcd/pkg/runtime/cel`), and Argo CD's health checks and resource actions
 //! (`charts/kappa-operator/resource_customizations`, run by gopher-lua in
 //! Argo CD's sandbox). Both programs are built by the lab (`hack/lab/gitops`).
 //!
@@ -60,6 +61,23 @@ fn kstatus(objects: &[Value]) -> Vec<(String, String)> {
 fn argo_health(objects: &[Value]) -> Vec<(String, String)> {
     let out = tool("argocd-lua", &["health", &customizations()], objects);
     out.iter().map(|v| (v["status"].as_str().unwrap().to_string(), v["message"].as_str().unwrap_or_default().to_string())).collect()
+}
+
+/// What Flux's evaluator says with the healthCheckExprs of
+/// examples/flux/kustomization.yaml.
+fn flux_cel(objects: &[Value]) -> Vec<String> {
+    let path = format!("{}/examples/flux/kustomization.yaml", env!("CARGO_MANIFEST_DIR"));
+    let k: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let exprs = &k["spec"]["healthCheckExprs"][0];
+    assert_eq!(exprs["kind"].as_str(), Some("Processor"));
+    let mut args = Vec::new();
+    for (field, flag) in [("current", "--current"), ("failed", "--failed"), ("inProgress", "--in-progress")] {
+        if let Some(e) = exprs[field].as_str() {
+            args.extend([flag.to_string(), e.to_string()]);
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    tool("flux-cel", &args, objects).iter().map(|v| v["status"].as_str().unwrap().to_string()).collect()
 }
 
 /// The actions Argo CD offers for the object: name → enabled.
@@ -251,6 +269,19 @@ async fn a_rollout_reads_in_progress_until_the_new_version_serves_and_argo_cd_ac
             assert!(k_msg.contains("spec.rollout.promote"), "kstatus says what to do: {k_msg}");
             assert!(a_msg.contains("spec.rollout.promote"), "Argo CD says what to do: {a_msg}");
         }
+    }
+    // The Flux example's healthCheckExprs, with Flux's evaluator: the same,
+    // except that a version waiting for a promotion counts as done.
+    let flux = flux_cel(&processors);
+    for (obj, f) in processors.iter().zip(&flux) {
+        let want = match phase(obj) {
+            _ if !observed(obj) => "InProgress",
+            "Live" if is_true(obj, "Ready") => "Current",
+            "AwaitingPromotion" => "Current",
+            "Failed" => "Failed",
+            _ => "InProgress",
+        };
+        assert_eq!(f, want, "healthCheckExprs; phase {:?}, conditions {}", phase(obj), obj["status"]["conditions"]);
     }
     // The phases in between never read as done.
     let current_while: Vec<&str> =
