@@ -133,6 +133,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    // Leading from here on (or alone, without leader election).
+    metrics.leader.set(1);
     let lost = lease.as_ref().map(|l| l.on_loss(stop_tx_for_leader.clone()));
     let runs = namespaces.into_iter().map(|namespace| {
         let settings = controller::Settings { namespace, ..settings.clone() };

@@ -38,6 +38,28 @@ pub struct ClusterLabels {
     pub cluster: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KafkaApiLabels {
+    pub namespace: String,
+    pub cluster: String,
+    pub api: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub namespace: String,
+    pub processor: String,
+    pub phase: &'static str,
+}
+
+/// A Processor and an outcome (a rollout's result, a cutover's reason, the phase).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub namespace: String,
+    pub processor: String,
+    pub outcome: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub reconciles: Family<KindLabels, Counter>,
@@ -45,9 +67,14 @@ pub struct Metrics {
     pub reconcile_duration: Family<KindLabels, Histogram>,
     pub version_lag: Family<VersionLabels, Gauge>,
     pub version_progress_permille: Family<VersionLabels, Gauge>,
-    pub rollouts: Family<ProcessorLabels, Counter>,
-    pub cutovers: Family<ProcessorLabels, Counter>,
-    pub kafka_requests: Family<ClusterLabels, Gauge>,
+    pub version_records_per_second: Family<VersionLabels, Gauge>,
+    pub version_eta_seconds: Family<VersionLabels, Gauge>,
+    pub processor_lag: Family<ProcessorLabels, Gauge>,
+    pub processor_phase: Family<PhaseLabels, Gauge>,
+    pub rollouts: Family<OutcomeLabels, Counter>,
+    pub cutovers: Family<OutcomeLabels, Counter>,
+    pub kafka_requests: Family<KafkaApiLabels, Gauge>,
+    pub leader: Gauge,
     pub topic_sync_requests: Family<ClusterLabels, Gauge>,
     pub topic_resyncs: Counter,
 }
@@ -61,9 +88,14 @@ impl Default for Metrics {
             Family::<KindLabels, Histogram>::new_with_constructor(|| Histogram::new([0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]));
         let version_lag = Family::<VersionLabels, Gauge>::default();
         let version_progress_permille = Family::<VersionLabels, Gauge>::default();
-        let rollouts = Family::<ProcessorLabels, Counter>::default();
-        let cutovers = Family::<ProcessorLabels, Counter>::default();
-        let kafka_requests = Family::<ClusterLabels, Gauge>::default();
+        let version_records_per_second = Family::<VersionLabels, Gauge>::default();
+        let version_eta_seconds = Family::<VersionLabels, Gauge>::default();
+        let processor_lag = Family::<ProcessorLabels, Gauge>::default();
+        let processor_phase = Family::<PhaseLabels, Gauge>::default();
+        let rollouts = Family::<OutcomeLabels, Counter>::default();
+        let cutovers = Family::<OutcomeLabels, Counter>::default();
+        let kafka_requests = Family::<KafkaApiLabels, Gauge>::default();
+        let leader = Gauge::default();
         let topic_sync_requests = Family::<ClusterLabels, Gauge>::default();
         let topic_resyncs = Counter::default();
         registry.register("reconciles", "Reconciliations by kind", reconciles.clone());
@@ -75,9 +107,26 @@ impl Default for Metrics {
             "Share of its replay a processor version has consumed, in thousandths",
             version_progress_permille.clone(),
         );
-        registry.register("rollouts", "Reprocessing rollouts started", rollouts.clone());
-        registry.register("cutovers", "Traffic switches from one version to another", cutovers.clone());
-        registry.register("kafka_requests", "Kafka requests sent per KafkaCluster since start", kafka_requests.clone());
+        registry.register(
+            "version_records_per_second",
+            "Records per second a processor version consumes, as recently measured",
+            version_records_per_second.clone(),
+        );
+        registry.register(
+            "version_eta_seconds",
+            "Seconds until a replaying version catches up at its recent rate",
+            version_eta_seconds.clone(),
+        );
+        registry.register("processor_lag_records", "Records the active version of a Processor has not consumed yet", processor_lag.clone());
+        registry.register(
+            "processor_phase",
+            "1 for the phase a Processor is in (Live, Replaying, Verifying, AwaitingPromotion, CuttingOver, RollingBack, Failed, Blocked, Pending)",
+            processor_phase.clone(),
+        );
+        registry.register("rollouts", "Reprocessing rollouts by outcome: started, promoted, failed", rollouts.clone());
+        registry.register("cutovers", "Switches of readers from one version to another, by outcome: CutOver, RolledBack", cutovers.clone());
+        registry.register("kafka_requests", "Kafka requests sent per KafkaCluster and API since start", kafka_requests.clone());
+        registry.register("leader", "1 while this replica leads (or runs without leader election), 0 while it stands by", leader.clone());
         registry.register(
             "topic_sync_requests",
             "Kafka requests sent by batched Topic reconciliation per KafkaCluster since start",
@@ -91,9 +140,14 @@ impl Default for Metrics {
             reconcile_duration,
             version_lag,
             version_progress_permille,
+            version_records_per_second,
+            version_eta_seconds,
+            processor_lag,
+            processor_phase,
             rollouts,
             cutovers,
             kafka_requests,
+            leader,
             topic_sync_requests,
             topic_resyncs,
         }
@@ -110,9 +164,68 @@ impl Metrics {
         self.reconcile_errors.get_or_create(&ErrorLabels { kind, error }).inc();
     }
 
+    /// Counts a rollout outcome of a Processor.
+    pub fn rollout(&self, namespace: &str, processor: &str, outcome: &'static str) {
+        self.rollouts.get_or_create(&OutcomeLabels { namespace: namespace.into(), processor: processor.into(), outcome }).inc();
+    }
+
+    /// Sets a Processor's phase series to `to`, dropping the others of `all`.
+    pub fn phase(&self, namespace: &str, processor: &str, all: &[&'static str], to: Option<&'static str>) {
+        let labels = |phase| PhaseLabels { namespace: namespace.into(), processor: processor.into(), phase };
+        for other in all.iter().filter(|p| Some(**p) != to) {
+            self.processor_phase.remove(&labels(other));
+        }
+        if let Some(to) = to {
+            self.processor_phase.get_or_create(&labels(to)).set(1);
+        } else {
+            self.processor_lag.remove(&ProcessorLabels { namespace: namespace.into(), processor: processor.into() });
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("metrics encode to a String");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The alerting rules and the dashboard the chart ships read only
+    /// metrics the operator registers.
+    #[test]
+    fn the_charts_rules_and_dashboard_read_registered_metrics() {
+        let m = Metrics::default();
+        let (ns, p) = ("ns".to_string(), "p".to_string());
+        let version = VersionLabels { namespace: ns.clone(), processor: p.clone(), version: "v".into() };
+        let processor = ProcessorLabels { namespace: ns.clone(), processor: p.clone() };
+        m.reconciled("Topic", Duration::from_millis(3));
+        m.failed("Topic", "Kafka");
+        for family in [&m.version_lag, &m.version_progress_permille, &m.version_records_per_second, &m.version_eta_seconds] {
+            family.get_or_create(&version).set(1);
+        }
+        m.processor_lag.get_or_create(&processor).set(1);
+        m.phase(&ns, &p, &["Live"], Some("Live"));
+        m.rollout(&ns, &p, "started");
+        m.cutovers.get_or_create(&OutcomeLabels { namespace: ns.clone(), processor: p.clone(), outcome: "CutOver" }).inc();
+        m.kafka_requests.get_or_create(&KafkaApiLabels { namespace: ns.clone(), cluster: "c".into(), api: "Metadata" }).set(1);
+        m.topic_sync_requests.get_or_create(&ClusterLabels { namespace: ns, cluster: "c".into() }).set(1);
+        let exported = m.encode();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/kappa-operator/monitoring");
+        let mut read = 0;
+        for file in ["rules.yaml", "dashboard.json"] {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            for (i, _) in text.match_indices("kappa_") {
+                let name: String = text[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                assert!(
+                    exported.lines().any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))),
+                    "{file}: {name}"
+                );
+                read += 1;
+            }
+        }
+        assert!(read >= 15, "the files read metrics: {read}");
     }
 }

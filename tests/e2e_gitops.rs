@@ -26,7 +26,7 @@ use kube::{
 use serde_json::{Value, json};
 use support::{
     Env, Ns, Operator, TestNs, create, lab_bin, patch,
-    pipeline::{WAIT, active_is, first_version_live, logic_patch, phase_is, pipeline, processor_json},
+    pipeline::{WAIT, active_is, first_version_live, http_get, logic_patch, phase_is, pipeline, processor_json},
     wait_for,
 };
 
@@ -295,7 +295,7 @@ async fn a_rollout_reads_in_progress_until_the_new_version_serves_and_argo_cd_ac
     for ((obj, (k, k_msg)), (a, a_msg)) in versions.iter().zip(&ks).zip(&argo) {
         let caught_up = !obj["status"]["caughtUpAt"].is_null();
         let (want_k, want_a) = match phase(obj) {
-            _ if !observed(obj) || !is_true(obj, "ViewReady") => ("InProgress", "Progressing"),
+            _ if !observed(obj) => ("InProgress", "Progressing"),
             "Active" | "Standby" | "CaughtUp" if caught_up => ("Current", "Healthy"),
             "Failed" => ("Failed", "Degraded"),
             _ => ("InProgress", "Progressing"),
@@ -317,6 +317,26 @@ async fn a_rollout_reads_in_progress_until_the_new_version_serves_and_argo_cd_ac
             assert_eq!((k.as_str(), a.as_str()), ("Current", "Healthy"), "{obj}");
         }
     }
+
+    // What the alerts and the dashboard read, as the rollout left it (the
+    // names are checked against the registry by a unit test).
+    let (ip, port) = s.op.metrics_addr.split_once(':').unwrap();
+    let scraped = http_get(ip, port.parse().unwrap(), "/metrics").await;
+    let value = |series: &str| scraped.lines().find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok());
+    let ns = s.ns.name.as_str();
+    let at = |outcome: &str| format!("{{namespace=\"{ns}\",processor=\"totals\",outcome=\"{outcome}\"}}");
+    assert_eq!(
+        value(&format!("kappa_processor_phase{{namespace=\"{ns}\",processor=\"totals\",phase=\"Failed\"}}")),
+        Some(1.0),
+        "{scraped}"
+    );
+    assert_eq!(value(&format!("kappa_cutovers_total{}", at("CutOver"))), Some(1.0), "{scraped}");
+    assert_eq!(value(&format!("kappa_cutovers_total{}", at("RolledBack"))), Some(1.0), "{scraped}");
+    assert_eq!(value(&format!("kappa_rollouts_total{}", at("failed"))), Some(1.0), "{scraped}");
+    assert_eq!(value(&format!("kappa_rollouts_total{}", at("promoted"))), Some(2.0), "{scraped}");
+    assert_eq!(value("kappa_leader"), Some(1.0));
+    assert!(scraped.contains(&format!("kappa_processor_lag_records{{namespace=\"{ns}\",processor=\"totals\"}}")), "{scraped}");
+    assert!(scraped.contains("api=\"OffsetFetch\""), "Kafka requests by API: {scraped}");
 
     record_fixtures(&samples, |v| match kind(v) {
         "Processor" | "ViewVersion" => phase(v).to_lowercase(),
@@ -405,4 +425,60 @@ fn the_chart_renders_the_scripts_as_argocd_cm_keys() {
         let name = d["name"].as_str().unwrap();
         assert_eq!(d["action.lua"].as_str().map(str::trim), Some(file(&format!("Processor/actions/{name}/action.lua")).trim()), "{name}");
     }
+}
+
+fn monitoring(file: &str) -> String {
+    format!("{}/charts/kappa-operator/monitoring/{file}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn promtool(args: &[&str]) -> String {
+    let out = Command::new(lab_bin("promtool")).args(args).output().expect("running promtool (built by hack/lab.sh up)");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "promtool {args:?}: {text}");
+    text
+}
+
+/// The alerting rules are valid, their unit tests pass, and the chart's
+/// PrometheusRule carries them as they are.
+#[test]
+fn the_alerting_rules_pass_promtool_and_the_chart_ships_them() {
+    let checked = promtool(&["check", "rules", &monitoring("rules.yaml")]);
+    assert!(checked.contains("SUCCESS: 4 rules found"), "{checked}");
+    let tested = promtool(&["test", "rules", &monitoring("rules_test.yaml")]);
+    assert!(tested.contains("SUCCESS"), "{tested}");
+
+    let chart = format!("{}/charts/kappa-operator", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(lab_bin("helm"))
+        .args(["template", "kappa", &chart, "--set", "prometheusRule.enabled=true", "--show-only", "templates/prometheusrule.yaml"])
+        .output()
+        .expect("running helm");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rendered: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    let file: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(monitoring("rules.yaml")).unwrap()).unwrap();
+    assert_eq!(rendered["spec"]["groups"], file["groups"]);
+}
+
+/// Every dashboard query is valid PromQL (checked by promtool, as recording
+/// rules, with Grafana's variables filled in).
+#[test]
+fn the_dashboard_queries_are_valid_promql() {
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(monitoring("dashboard.json")).unwrap()).unwrap();
+    let mut rules = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "panel {} has a query", panel["title"]);
+        for t in targets {
+            let expr = t["expr"].as_str().unwrap();
+            let filled = [("$namespace", ".*"), ("$processor", ".*"), ("$__rate_interval", "5m"), ("$__range", "6h")]
+                .iter()
+                .fold(expr.to_string(), |e, (var, value)| e.replace(var, value));
+            assert!(!filled.contains('$'), "a variable the test does not know: {expr}");
+            rules.push(json!({"record": format!("kappa:dashboard:panel{}", panel["id"]), "expr": filled}));
+        }
+    }
+    let path = std::env::temp_dir().join(format!("kappa-dashboard-rules-{}.yaml", std::process::id()));
+    std::fs::write(&path, serde_yaml::to_string(&json!({"groups": [{"name": "dashboard", "rules": rules}]})).unwrap()).unwrap();
+    let checked = promtool(&["check", "rules", path.to_str().unwrap()]);
+    std::fs::remove_file(&path).ok();
+    assert!(checked.contains(&format!("SUCCESS: {} rules found", rules.len())), "{checked}");
 }

@@ -58,7 +58,28 @@ pub mod annotations {
 pub fn crds() -> Vec<CustomResourceDefinition> {
     let mut crds = vec![KafkaCluster::crd(), Processor::crd(), Topic::crd(), ViewVersion::crd()];
     crds.iter_mut().for_each(unobserved_until_reconciled);
+    conditions_by_type(&mut crds[3]);
     crds
+}
+
+/// A ViewVersion's conditions are a list keyed by type, so that two writers
+/// own their own: the rollout (Ready, Reconciling, Stalled, with the phase)
+/// and the ViewVersion controller (ViewReady).
+fn conditions_by_type(crd: &mut CustomResourceDefinition) {
+    for version in &mut crd.spec.versions {
+        let conditions = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("status"))
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("conditions"));
+        if let Some(c) = conditions {
+            c.x_kubernetes_list_type = Some("map".into());
+            c.x_kubernetes_list_map_keys = Some(vec!["type".into()]);
+        }
+    }
 }
 
 /// A new object reads `status.observedGeneration: 0` until the operator has

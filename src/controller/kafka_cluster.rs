@@ -125,8 +125,11 @@ async fn apply(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action> {
         Ok(settings) => {
             let handle = ctx.clusters.ensure(&ns, &name, settings);
             let result = handle.kafka.cluster().await;
+            for (api, n) in handle.kafka.requests_by_api() {
+                let labels = crate::metrics::KafkaApiLabels { namespace: ns.clone(), cluster: name.clone(), api };
+                ctx.metrics.kafka_requests.get_or_create(&labels).set(n as i64);
+            }
             let labels = crate::metrics::ClusterLabels { namespace: ns.clone(), cluster: name.clone() };
-            ctx.metrics.kafka_requests.get_or_create(&labels).set(handle.kafka.requests_sent() as i64);
             ctx.metrics.topic_sync_requests.get_or_create(&labels).set(handle.topics.requests_sent() as i64);
             let result = result.map_err(|e| (e.reason().to_string(), e.to_string()));
             handle.set_health(health(&result));

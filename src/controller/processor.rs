@@ -38,7 +38,7 @@ use crate::{
         ViewVersionSpec, ViewVersionStatus, annotations, conditions, finalizers, labels,
     },
     kafka::{KafkaError, Removal, ResponseError, lag},
-    metrics::ProcessorLabels,
+    metrics::OutcomeLabels,
     naming, resources,
     rollout::{self, Action, Broken, Gate, Inputs, Observation, Truncation, Verification},
 };
@@ -331,6 +331,7 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
         conflict: pinned_conflict(&p, find(&desired).as_deref()),
     };
     let plan = rollout::plan(&obs);
+    ctx.metrics.phase(&ns, &name, &rollout::Phase::names(), Some(plan.phase.as_str()));
     let status = processor_status(&p, &plan, &world, &desired);
     let mut events: Vec<(bool, &'static str, String)> = plan
         .actions
@@ -354,7 +355,11 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
             Action::SetPhase { version, phase, message } => {
                 if let Some(vv) = find(version) {
                     let caught_up = plan.actions.contains(&Action::RecordCaughtUp(version.clone()));
+                    let entering = vv.status.as_ref().and_then(|s| s.phase) != Some(*phase);
                     set_phase(&ctx, &vv, *phase, message.clone(), caught_up).await?;
+                    if entering && *phase == VersionPhase::Failed {
+                        ctx.metrics.rollout(&ns, &name, "failed");
+                    }
                     match phase {
                         VersionPhase::Replaying => fault::point("replaying").await,
                         VersionPhase::CaughtUp => fault::point("awaiting-promotion").await,
@@ -393,7 +398,9 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
                 announce_promotion(&p, &ctx, &vv, *promotion, reason, message.clone()).await;
                 write_status(&p, &ctx, status.clone()).await?;
                 if from.is_some() {
-                    ctx.metrics.cutovers.get_or_create(&ProcessorLabels { namespace: ns.clone(), processor: name.clone() }).inc();
+                    let labels = OutcomeLabels { namespace: ns.clone(), processor: name.clone(), outcome: reason };
+                    ctx.metrics.cutovers.get_or_create(&labels).inc();
+                    ctx.metrics.rollout(&ns, &name, "promoted");
                 }
                 info!(from = ?from, to = %to, promotion, "promoted");
                 promoted = true;
@@ -638,7 +645,7 @@ async fn create_version(p: &Processor, ctx: &Context, id: &str, inputs: &[(Strin
         Ok(_) => {
             info!(version = %id, "created version");
             if p.status.as_ref().and_then(|s| s.active_version.as_ref()).is_some() {
-                ctx.metrics.rollouts.get_or_create(&ProcessorLabels { namespace: ns, processor: p.name_any() }).inc();
+                ctx.metrics.rollout(&ns, &p.name_any(), "started");
             }
             ctx.event(
                 p,

@@ -32,7 +32,7 @@ use crate::{
         GroupOffsets, PartitionOffsets,
         lag::{self, Figures},
     },
-    metrics::VersionLabels,
+    metrics::{ProcessorLabels, VersionLabels},
     rollout::{
         self,
         gate::{self, Gate, Track},
@@ -204,10 +204,21 @@ fn forget_the_gone(ctx: &Context, polled: &BTreeMap<(String, String), Vec<Arc<Vi
     let live: Vec<&str> = polled.values().flatten().filter_map(|v| v.metadata.uid.as_deref()).collect();
     let mut state = ctx.monitor.state.lock().expect("monitor lock");
     let gone: Vec<String> = state.versions.keys().filter(|uid| !live.contains(&uid.as_str())).cloned().collect();
+    let mut gone_processors = Vec::new();
     for uid in gone {
         if let Some(labels) = state.versions.remove(&uid).and_then(|e| e.labels) {
             ctx.metrics.version_lag.remove(&labels);
             ctx.metrics.version_progress_permille.remove(&labels);
+            ctx.metrics.version_records_per_second.remove(&labels);
+            ctx.metrics.version_eta_seconds.remove(&labels);
+            gone_processors.push((labels.namespace, labels.processor));
+        }
+    }
+    // A Processor none of whose versions is left is gone: so are its series.
+    for (ns, processor) in gone_processors {
+        let left = polled.values().flatten().any(|v| v.namespace().as_deref() == Some(ns.as_str()) && v.spec.processor == processor);
+        if !left {
+            ctx.metrics.phase(&ns, &processor, &rollout::Phase::names(), None);
         }
     }
     state.clusters.retain(|key, _| polled.contains_key(key));
@@ -298,6 +309,19 @@ async fn observe(ctx: &Context, ns: &str, vv: &ViewVersion, outcome: Result<(gat
     };
     if let Some(f) = &projection.lag {
         ctx.metrics.version_lag.get_or_create(&labels).set(*f);
+        if status.phase == Some(VersionPhase::Active) {
+            let processor = ProcessorLabels { namespace: ns.to_string(), processor: vv.spec.processor.clone() };
+            ctx.metrics.processor_lag.get_or_create(&processor).set(*f);
+        }
+        let rate = projection.records_per_second;
+        ctx.metrics.version_records_per_second.get_or_create(&labels).set(rate);
+        // An estimate only while it replays: behind and consuming.
+        let replaying = status.phase == Some(VersionPhase::Replaying) && *f > 0 && rate > 0;
+        if replaying {
+            ctx.metrics.version_eta_seconds.get_or_create(&labels).set((*f as f64 / rate as f64).ceil() as i64);
+        } else {
+            ctx.metrics.version_eta_seconds.remove(&labels);
+        }
     }
     if let Some(p) = projection.progress {
         ctx.metrics.version_progress_permille.get_or_create(&labels).set((p * 1000.0) as i64);

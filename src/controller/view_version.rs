@@ -137,21 +137,12 @@ async fn reconcile(vv: Arc<ViewVersion>, ctx: Arc<Context>) -> Result<Action> {
             Some((reason, message)) => Cond::new(types::READY, false, reason, message),
             None => view_topic(&ctx, &vv).await?,
         };
-        let current = vv.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
-        let desired = version_conditions(vv.status.as_ref(), ready);
-        let merged = conditions::merge(&current, &desired, vv.metadata.generation, Timestamp::now());
-        let observed = vv.status.as_ref().and_then(|s| s.observed_generation);
-        if merged != current || observed != vv.metadata.generation {
-            apply_status_fields(
-                &ctx.client,
-                vv.as_ref(),
-                CONDITIONS_MANAGER,
-                json!({
-                    "observedGeneration": vv.metadata.generation,
-                    "conditions": merged,
-                }),
-            )
-            .await?;
+        let current: Vec<_> = vv.status.iter().flat_map(|s| s.conditions.iter()).filter(|c| c.type_ == VIEW_READY).cloned().collect();
+        let merged = conditions::merge(&current, &[Cond { type_: VIEW_READY, ..ready }], vv.metadata.generation, Timestamp::now());
+        // (observedGeneration is the rollout's to write, with the phase:
+        // until a version has one, it is not observed)
+        if merged != current {
+            apply_status_fields(&ctx.client, vv.as_ref(), CONDITIONS_MANAGER, json!({"conditions": merged})).await?;
         }
         Ok(Action::await_change())
     })
@@ -159,25 +150,22 @@ async fn reconcile(vv: Arc<ViewVersion>, ctx: Arc<Context>) -> Result<Action> {
 }
 
 /// A version's conditions from its phase (which the Processor's rollout
-/// sets) and whether its view topic and inputs are there: Ready once its
-/// view is materialized and caught up (CaughtUp, Active, Standby),
-/// Reconciling while it gets there, Stalled once Failed. Pure.
-pub(super) fn version_conditions(status: Option<&ViewVersionStatus>, view: Cond) -> Vec<Cond> {
-    let phase = status.and_then(|s| s.phase).unwrap_or_default();
-    let said = status.and_then(|s| s.message.clone());
-    let lag = status.and_then(|s| s.lag).map_or(String::new(), |l| format!(" (lag {l})"));
+/// sets, and writes with them): Ready once its view has caught up
+/// (CaughtUp, Active, Standby), Reconciling while it gets there, Stalled
+/// once Failed. Whether its view topic and inputs are there is ViewReady,
+/// this controller's own. Pure.
+pub(super) fn version_conditions(status: &ViewVersionStatus) -> Vec<Cond> {
+    let phase = status.phase.unwrap_or_default();
+    let lag = status.lag.map_or(String::new(), |l| format!(" (lag {l})"));
     let name = format!("{phase:?}");
     let (ready, reconciling, stalled) = match phase {
-        _ if !view.status && phase != VersionPhase::Failed && phase != VersionPhase::Retired => {
-            (Cond { type_: types::READY, ..view.clone() }, true, false)
-        }
         // The first version is active from the start, while it replays.
-        VersionPhase::Active if status.and_then(|s| s.caught_up_at.as_ref()).is_none() => {
+        VersionPhase::Active if status.caught_up_at.is_none() => {
             (Cond::new(types::READY, false, "Replaying", format!("active from the start; replaying from offset zero{lag}")), true, false)
         }
-        VersionPhase::Pending => (Cond::new(types::READY, false, name.clone(), "waiting to start"), true, false),
+        VersionPhase::Pending => (Cond::new(types::READY, false, name.clone(), "waiting for its view topic and inputs"), true, false),
         VersionPhase::Replaying => {
-            let message = said.unwrap_or_else(|| format!("replaying from offset zero{lag}"));
+            let message = status.message.clone().unwrap_or_else(|| format!("replaying from offset zero{lag}"));
             (Cond::new(types::READY, false, name.clone(), message), true, false)
         }
         VersionPhase::Verifying => (Cond::new(types::READY, false, name.clone(), "the verification Job compares its view"), true, false),
@@ -185,7 +173,9 @@ pub(super) fn version_conditions(status: Option<&ViewVersionStatus>, view: Cond)
         VersionPhase::Active => (Cond::new(types::READY, true, name.clone(), "serves readers"), false, false),
         VersionPhase::Standby => (Cond::new(types::READY, true, name.clone(), "kept for rollback (view and offsets kept)"), false, false),
         VersionPhase::Retired => (Cond::new(types::READY, false, name.clone(), "being retired"), true, false),
-        VersionPhase::Failed => (Cond::new(types::READY, false, name.clone(), said.unwrap_or_else(|| "failed".into())), false, true),
+        VersionPhase::Failed => {
+            (Cond::new(types::READY, false, name.clone(), status.message.clone().unwrap_or_else(|| "failed".into())), false, true)
+        }
     };
     let reconciling = if reconciling {
         Cond::new(types::RECONCILING, true, ready.reason.clone(), ready.message.clone())
@@ -197,23 +187,17 @@ pub(super) fn version_conditions(status: Option<&ViewVersionStatus>, view: Cond)
     } else {
         Cond::new(types::STALLED, false, "NotStalled", "")
     };
-    let view = Cond { type_: VIEW_READY, ..view };
-    vec![ready, reconciling, stalled, view]
+    vec![ready, reconciling, stalled]
 }
 
 /// The view topic exists and the inputs are Ready.
 pub const VIEW_READY: &str = "ViewReady";
 
-/// The version's conditions for a new phase, written with the phase itself
-/// so that no reader sees a phase with the conditions of the one before.
-/// The view's readiness is as the ViewVersion controller last said it.
+/// The version's conditions for a phase, written with the phase itself so
+/// that no reader sees a phase with the conditions of the one before.
 pub(super) fn conditions_for(vv: &ViewVersion, status: &ViewVersionStatus) -> Vec<conditions::Condition> {
     let current = vv.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
-    let view = match conditions::find(&current, VIEW_READY) {
-        Some(c) => Cond::new(types::READY, c.status == "True", c.reason.clone(), c.message.clone()),
-        None => Cond::new(types::READY, false, "ViewTopicNotReady", "waiting for the view topic"),
-    };
-    conditions::merge(&current, &version_conditions(Some(status), view), vv.metadata.generation, Timestamp::now())
+    conditions::merge(&current, &version_conditions(status), vv.metadata.generation, Timestamp::now())
 }
 
 /// The Processor that owns the version, if it exists: from the cache, and
@@ -262,32 +246,30 @@ mod tests {
 
     use super::*;
 
-    fn read(phase: VersionPhase, caught_up: bool, view: bool) -> (bool, bool, bool, bool, String) {
+    fn read(phase: VersionPhase, caught_up: bool) -> (bool, bool, bool, String) {
         let status = ViewVersionStatus {
             phase: Some(phase),
-            caught_up_at: caught_up.then(|| Time(Timestamp::UNIX_EPOCH)),
+            caught_up_at: caught_up.then_some(Time(Timestamp::UNIX_EPOCH)),
             lag: Some(7),
             ..Default::default()
         };
-        let view = Cond::new(types::READY, view, if view { "Ready" } else { "ViewTopicNotReady" }, "view topic v");
-        let conds = version_conditions(Some(&status), view);
+        let conds = version_conditions(&status);
         let get = |t: &str| conds.iter().find(|c| c.type_ == t).unwrap().clone();
         let ready = get(types::READY);
-        (ready.status, get(types::RECONCILING).status, get(types::STALLED).status, get(VIEW_READY).status, ready.reason)
+        (ready.status, get(types::RECONCILING).status, get(types::STALLED).status, ready.reason)
     }
 
     #[test]
     fn ready_means_a_caught_up_view_and_failed_is_stalled() {
         use VersionPhase::*;
-        assert_eq!(read(Pending, false, false), (false, true, false, false, "ViewTopicNotReady".into()));
-        assert_eq!(read(Replaying, false, true), (false, true, false, true, "Replaying".into()));
-        assert_eq!(read(Active, false, true), (false, true, false, true, "Replaying".into()), "the first version while it replays");
-        assert_eq!(read(Verifying, true, true), (false, true, false, true, "Verifying".into()));
-        assert_eq!(read(CaughtUp, true, true), (true, false, false, true, "CaughtUp".into()));
-        assert_eq!(read(Active, true, true), (true, false, false, true, "Active".into()));
-        assert_eq!(read(Standby, true, true), (true, false, false, true, "Standby".into()));
-        assert_eq!(read(Active, true, false), (false, true, false, false, "ViewTopicNotReady".into()));
-        assert_eq!(read(Failed, false, true), (false, false, true, true, "Failed".into()));
-        assert_eq!(read(Failed, false, false), (false, false, true, false, "Failed".into()));
+        assert_eq!(read(Pending, false), (false, true, false, "Pending".into()));
+        assert_eq!(read(Replaying, false), (false, true, false, "Replaying".into()));
+        assert_eq!(read(Active, false), (false, true, false, "Replaying".into()), "the first version while it replays");
+        assert_eq!(read(Verifying, true), (false, true, false, "Verifying".into()));
+        assert_eq!(read(CaughtUp, true), (true, false, false, "CaughtUp".into()));
+        assert_eq!(read(Active, true), (true, false, false, "Active".into()));
+        assert_eq!(read(Standby, true), (true, false, false, "Standby".into()));
+        assert_eq!(read(Retired, true), (false, true, false, "Retired".into()));
+        assert_eq!(read(Failed, false), (false, false, true, "Failed".into()));
     }
 }

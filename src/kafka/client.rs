@@ -123,6 +123,7 @@ pub struct WireKafka {
     remembered: Mutex<Remembered>,
     requests: AtomicU64,
     by_broker: Mutex<BTreeMap<String, u64>>,
+    by_api: Mutex<BTreeMap<&'static str, u64>>,
     /// APIs a broker advertised but hung up on: not sent again (by this
     /// client; a new one, after a settings change, tries again).
     refused: Mutex<std::collections::BTreeSet<&'static str>>,
@@ -232,6 +233,7 @@ impl WireKafka {
             brokers: Mutex::default(),
             remembered: Mutex::default(),
             requests: AtomicU64::new(0),
+            by_api: Default::default(),
             by_broker: Mutex::default(),
             refused: Mutex::default(),
         }
@@ -253,9 +255,10 @@ impl WireKafka {
         Ok(super::lag::reading(k8s_openapi::jiff::Timestamp::now(), &topics, group, &offsets, &committed).ok().map(|(_, f)| f.lag))
     }
 
-    fn count(&self, addr: &str) {
+    fn count(&self, addr: &str, api: &'static str) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         *self.by_broker.lock().expect("by_broker lock").entry(addr.to_string()).or_default() += 1;
+        *self.by_api.lock().expect("by_api lock").entry(api).or_default() += 1;
     }
 
     fn slot(&self, addr: &str) -> Arc<AsyncMutex<Option<Conn>>> {
@@ -279,7 +282,7 @@ impl WireKafka {
             }
             let conn = guard.as_mut().expect("connection just opened");
             let version = conn.version(key, min, preferred)?;
-            self.count(addr);
+            self.count(addr, api_key_name(key));
             match conn.send(&build(version), version).await {
                 Err(e) if e.transient() => {
                     *guard = None;
@@ -625,7 +628,7 @@ impl Kafka for WireKafka {
                     Ok::<(), KafkaError>(())
                 }
                 .await;
-                self.count(addr);
+                self.count(addr, api_key_name(ApiKey::ApiVersions));
                 let seen = guard.as_ref().filter(|_| outcome.is_ok()).map(|conn| {
                     let apis = APIS.iter().map(|(k, min, preferred)| (api_key_name(*k), conn.version(*k, *min, *preferred).ok())).collect();
                     (conn.kraft, apis)
@@ -1106,6 +1109,10 @@ impl Kafka for WireKafka {
 
     fn requests_sent(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    fn requests_by_api(&self) -> BTreeMap<&'static str, u64> {
+        self.by_api.lock().expect("by_api lock").clone()
     }
 }
 

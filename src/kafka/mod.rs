@@ -322,6 +322,10 @@ pub trait Kafka: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<BTreeMap<String, std::result::Result<usize, ItemError>>>>;
     /// Requests sent so far, for metrics and benchmarks.
     fn requests_sent(&self) -> u64;
+    /// Requests sent so far by API, for metrics.
+    fn requests_by_api(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        Default::default()
+    }
 }
 
 #[cfg(test)]

@@ -201,6 +201,22 @@ pub enum Phase {
 }
 
 impl Phase {
+    pub const ALL: [Phase; 9] = [
+        Phase::Pending,
+        Phase::Live,
+        Phase::Replaying,
+        Phase::Verifying,
+        Phase::AwaitingPromotion,
+        Phase::CuttingOver,
+        Phase::RollingBack,
+        Phase::Failed,
+        Phase::Blocked,
+    ];
+
+    pub fn names() -> [&'static str; 9] {
+        Self::ALL.map(Phase::as_str)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Pending => "Pending",
