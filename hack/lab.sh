@@ -118,7 +118,7 @@ build_gitops() {
 
 # promtool, to check the chart's alerting rules; a cold build takes a few minutes.
 build_promtool() {
-  local want; want=$(grep -m1 'prometheus/prometheus ' "$LAB_SRC/prometheus/go.mod" | awk '{print $2}')
+  local want; want=$(grep -m1 'prometheus/prometheus ' "$LAB_SRC/prometheus/go.mod" | awk '{print $NF}')
   stamp_ok promtool "$want" && [ -x "$BIN/promtool" ] && return 0
   log "building promtool $want"
   # remove_all_sd: no service discovery (cloud SDKs), which promtool needs not to check rules

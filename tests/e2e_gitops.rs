@@ -235,7 +235,7 @@ async fn a_rollout_reads_in_progress_until_the_new_version_serves_and_argo_cd_ac
         if v["status"]["rollback"]["version"] == v1.as_str() { Ok(v) } else { Err(format!("{}", v["status"]["rollback"])) }
     })
     .await;
-    assert_eq!(argo_actions(&obj)["rollback"], true);
+    assert!(argo_actions(&obj)["rollback"], "rollback is offered once there is a standby");
     argo_action(&s.ns, "totals", "rollback").await;
     active_is(&s.ns, &v1).await;
     let live = phase_is(&s.ns, "Live").await;
@@ -389,6 +389,17 @@ async fn a_new_object_is_in_progress_until_observed_and_bad_settings_read_as_fai
     record_fixtures(&[stalled], |_| "stalled".into());
 }
 
+/// One template of the chart, rendered with one value set.
+fn helm_template(set: &str, template: &str) -> serde_yaml::Value {
+    let chart = format!("{}/charts/kappa-operator", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(lab_bin("helm"))
+        .args(["template", "kappa", &chart, "--set", set, "--show-only", template])
+        .output()
+        .expect("running helm");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_yaml::from_slice(&out.stdout).unwrap()
+}
+
 /// Argo CD's own kind of test: every `health_test.yaml` and
 /// `action_test.yaml` under resource_customizations, in Argo CD's sandbox.
 #[test]
@@ -403,13 +414,7 @@ fn argo_cd_health_and_action_tests_pass_in_its_lua_sandbox() {
 /// The chart's argocd-cm snippet carries the scripts as they are tested.
 #[test]
 fn the_chart_renders_the_scripts_as_argocd_cm_keys() {
-    let chart = format!("{}/charts/kappa-operator", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(lab_bin("helm"))
-        .args(["template", "kappa", &chart, "--set", "argocd.resourceCustomizations=true", "--show-only", "templates/argocd-cm.yaml"])
-        .output()
-        .expect("running helm");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let cm: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    let cm = helm_template("argocd.resourceCustomizations=true", "templates/argocd-cm.yaml");
     let data = &cm["data"];
     let file = |path: &str| std::fs::read_to_string(format!("{}/kappa.dev/{path}", customizations())).unwrap();
     for kind in ["KafkaCluster", "Processor", "Topic", "ViewVersion"] {
@@ -447,13 +452,7 @@ fn the_alerting_rules_pass_promtool_and_the_chart_ships_them() {
     let tested = promtool(&["test", "rules", &monitoring("rules_test.yaml")]);
     assert!(tested.contains("SUCCESS"), "{tested}");
 
-    let chart = format!("{}/charts/kappa-operator", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(lab_bin("helm"))
-        .args(["template", "kappa", &chart, "--set", "prometheusRule.enabled=true", "--show-only", "templates/prometheusrule.yaml"])
-        .output()
-        .expect("running helm");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rendered: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    let rendered = helm_template("prometheusRule.enabled=true", "templates/prometheusrule.yaml");
     let file: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(monitoring("rules.yaml")).unwrap()).unwrap();
     assert_eq!(rendered["spec"]["groups"], file["groups"]);
 }

@@ -13,7 +13,7 @@ pub use processor::*;
 pub use topic::*;
 pub use view_version::*;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSON, JSONSchemaProps};
 use kube::CustomResourceExt;
 
 pub const GROUP: &str = "kappa.dev";
@@ -62,20 +62,20 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     crds
 }
 
+/// The `status` schema of every version of a CRD.
+fn status_schemas(crd: &mut CustomResourceDefinition) -> impl Iterator<Item = &mut JSONSchemaProps> {
+    crd.spec
+        .versions
+        .iter_mut()
+        .filter_map(|version| version.schema.as_mut()?.open_api_v3_schema.as_mut()?.properties.as_mut()?.get_mut("status"))
+}
+
 /// A ViewVersion's conditions are a list keyed by type, so that two writers
 /// own their own: the rollout (Ready, Reconciling, Stalled, with the phase)
 /// and the ViewVersion controller (ViewReady).
 fn conditions_by_type(crd: &mut CustomResourceDefinition) {
-    for version in &mut crd.spec.versions {
-        let conditions = version
-            .schema
-            .as_mut()
-            .and_then(|s| s.open_api_v3_schema.as_mut())
-            .and_then(|s| s.properties.as_mut())
-            .and_then(|p| p.get_mut("status"))
-            .and_then(|s| s.properties.as_mut())
-            .and_then(|p| p.get_mut("conditions"));
-        if let Some(c) = conditions {
+    for status in status_schemas(crd) {
+        if let Some(c) = status.properties.as_mut().and_then(|p| p.get_mut("conditions")) {
             c.x_kubernetes_list_type = Some("map".into());
             c.x_kubernetes_list_map_keys = Some(vec!["type".into()]);
         }
@@ -87,17 +87,8 @@ fn conditions_by_type(crd: &mut CustomResourceDefinition) {
 /// InProgress (LatestGenerationNotObserved) from the first read, instead of
 /// Current for an object that has no conditions yet.
 fn unobserved_until_reconciled(crd: &mut CustomResourceDefinition) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON;
-    for version in &mut crd.spec.versions {
-        let status = version
-            .schema
-            .as_mut()
-            .and_then(|s| s.open_api_v3_schema.as_mut())
-            .and_then(|s| s.properties.as_mut())
-            .and_then(|p| p.get_mut("status"));
-        if let Some(status) = status {
-            status.default = Some(JSON(serde_json::json!({"observedGeneration": 0})));
-        }
+    for status in status_schemas(crd) {
+        status.default = Some(JSON(serde_json::json!({"observedGeneration": 0})));
     }
 }
 

@@ -338,66 +338,64 @@ func runTests(dir string) int {
 			fmt.Printf("ok   %s\n", name)
 		}
 	}
+	// one runs a test on the object in file and reports it as name.
+	one := func(name, file string, test func(obj map[string]any) error) {
+		var obj map[string]any
+		err := readYAML(file, &obj)
+		if err == nil {
+			err = test(obj)
+		}
+		report(name, err)
+	}
 	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		rel, _ := filepath.Rel(dir, path)
+		here, relDir := filepath.Dir(path), filepath.Dir(rel)
 		switch d.Name() {
 		case "health.lua":
 			var ts healthTests
-			kd := filepath.Dir(path)
-			if err := readYAML(filepath.Join(kd, "health_test.yaml"), &ts); err != nil || len(ts.Tests) == 0 {
+			if err := readYAML(filepath.Join(here, "health_test.yaml"), &ts); err != nil || len(ts.Tests) == 0 {
 				report(rel, fmt.Errorf("no tests in health_test.yaml: %v", err))
 				return nil
 			}
 			for _, t := range ts.Tests {
-				var obj map[string]any
-				if err := readYAML(filepath.Join(kd, t.InputPath), &obj); err != nil {
-					report(rel+" "+t.InputPath, err)
-					continue
-				}
-				got, err := healthOf(dir, obj)
-				if err == nil && got != t.HealthStatus {
-					err = fmt.Errorf("got %+v, want %+v", got, t.HealthStatus)
-				}
-				report(filepath.Join(filepath.Dir(rel), t.InputPath), err)
+				one(filepath.Join(relDir, t.InputPath), filepath.Join(here, t.InputPath), func(obj map[string]any) error {
+					got, err := healthOf(dir, obj)
+					if err == nil && got != t.HealthStatus {
+						err = fmt.Errorf("got %+v, want %+v", got, t.HealthStatus)
+					}
+					return err
+				})
 			}
 		case "discovery.lua":
 			var ts actionTests
-			ad := filepath.Dir(path)
-			if err := readYAML(filepath.Join(ad, "action_test.yaml"), &ts); err != nil || len(ts.DiscoveryTests) == 0 || len(ts.ActionTests) == 0 {
+			if err := readYAML(filepath.Join(here, "action_test.yaml"), &ts); err != nil || len(ts.DiscoveryTests) == 0 || len(ts.ActionTests) == 0 {
 				report(rel, fmt.Errorf("no discovery or action tests in action_test.yaml: %v", err))
 				return nil
 			}
 			for _, t := range ts.DiscoveryTests {
-				var obj map[string]any
-				if err := readYAML(filepath.Join(ad, t.InputPath), &obj); err != nil {
-					report(rel+" "+t.InputPath, err)
-					continue
-				}
-				got, err := discover(dir, obj)
-				if err == nil && !reflect.DeepEqual(got, t.Result) {
-					err = fmt.Errorf("got %+v, want %+v", got, t.Result)
-				}
-				report(filepath.Join(filepath.Dir(rel), "discovery", t.InputPath), err)
+				one(filepath.Join(relDir, "discovery", t.InputPath), filepath.Join(here, t.InputPath), func(obj map[string]any) error {
+					got, err := discover(dir, obj)
+					if err == nil && !reflect.DeepEqual(got, t.Result) {
+						err = fmt.Errorf("got %+v, want %+v", got, t.Result)
+					}
+					return err
+				})
 			}
 			for _, t := range ts.ActionTests {
-				var obj, want map[string]any
-				name := filepath.Join(filepath.Dir(rel), t.Action, t.InputPath)
-				if err := readYAML(filepath.Join(ad, t.InputPath), &obj); err != nil {
-					report(name, err)
-					continue
-				}
-				if err := readYAML(filepath.Join(ad, t.ExpectedOutputPath), &want); err != nil {
-					report(name, err)
-					continue
-				}
-				got, err := runAction(dir, t.Action, obj)
-				if err == nil {
-					err = sameJSON(got, want)
-				}
-				report(name, err)
+				one(filepath.Join(relDir, t.Action, t.InputPath), filepath.Join(here, t.InputPath), func(obj map[string]any) error {
+					var want map[string]any
+					if err := readYAML(filepath.Join(here, t.ExpectedOutputPath), &want); err != nil {
+						return err
+					}
+					got, err := runAction(dir, t.Action, obj)
+					if err != nil {
+						return err
+					}
+					return sameJSON(got, want)
+				})
 			}
 		}
 		return nil
