@@ -53,14 +53,17 @@ fn tool(name: &str, args: &[&str], input: &[Value]) -> Vec<Value> {
     String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
-fn kstatus(objects: &[Value]) -> Vec<(String, String)> {
-    let out = tool("kstatus", &[], objects);
+/// (status, message) per line of a tool's output.
+fn statuses(out: Vec<Value>) -> Vec<(String, String)> {
     out.iter().map(|v| (v["status"].as_str().unwrap().to_string(), v["message"].as_str().unwrap_or_default().to_string())).collect()
 }
 
+fn kstatus(objects: &[Value]) -> Vec<(String, String)> {
+    statuses(tool("kstatus", &[], objects))
+}
+
 fn argo_health(objects: &[Value]) -> Vec<(String, String)> {
-    let out = tool("argocd-lua", &["health", &customizations()], objects);
-    out.iter().map(|v| (v["status"].as_str().unwrap().to_string(), v["message"].as_str().unwrap_or_default().to_string())).collect()
+    statuses(tool("argocd-lua", &["health", &customizations()], objects))
 }
 
 /// What Flux's evaluator says with the healthCheckExprs of

@@ -134,11 +134,11 @@ async fn reconcile(vv: Arc<ViewVersion>, ctx: Arc<Context>) -> Result<Action> {
         let inputs = input_topics(&ctx, &ns, &vv.spec.inputs).await?;
         let ready = match inputs_problem(&ns, &inputs, &reader) {
             // Nothing is created until the inputs are there.
-            Some((reason, message)) => Cond::new(types::READY, false, reason, message),
+            Some((reason, message)) => Cond::new(VIEW_READY, false, reason, message),
             None => view_topic(&ctx, &vv).await?,
         };
         let current: Vec<_> = vv.status.iter().flat_map(|s| s.conditions.iter()).filter(|c| c.type_ == VIEW_READY).cloned().collect();
-        let merged = conditions::merge(&current, &[Cond { type_: VIEW_READY, ..ready }], vv.metadata.generation, Timestamp::now());
+        let merged = conditions::merge(&current, &[ready], vv.metadata.generation, Timestamp::now());
         // (observedGeneration is the rollout's to write, with the phase:
         // until a version has one, it is not observed)
         if merged != current {
@@ -222,7 +222,7 @@ async fn view_topic(ctx: &Context, vv: &ViewVersion) -> Result<Cond> {
     let existing = topics.get_opt(&vv.name_any()).await?;
     if existing.as_ref().is_some_and(|t| t.metadata.deletion_timestamp.is_some()) {
         let message = format!("view topic {} of an earlier incarnation is still being deleted", vv.spec.output_topic);
-        return Ok(Cond::new(types::READY, false, "ViewTopicNotReady", message));
+        return Ok(Cond::new(VIEW_READY, false, "ViewTopicNotReady", message));
     }
     // Retiring switches the policy to Delete; never switch it back.
     let policy = existing.as_ref().map_or(DeletionPolicy::Retain, |t| t.spec.deletion_policy);
@@ -232,11 +232,11 @@ async fn view_topic(ctx: &Context, vv: &ViewVersion) -> Result<Cond> {
     }
     let view_ready = existing.and_then(|t| t.status.clone()).and_then(|s| conditions::find(&s.conditions, types::READY).cloned());
     Ok(match view_ready {
-        Some(c) if c.status == "True" => Cond::new(types::READY, true, "Ready", format!("view topic {} is Ready", vv.spec.output_topic)),
+        Some(c) if c.status == "True" => Cond::new(VIEW_READY, true, "Ready", format!("view topic {} is Ready", vv.spec.output_topic)),
         Some(c) => {
-            Cond::new(types::READY, false, "ViewTopicNotReady", format!("view topic {}: {}: {}", vv.spec.output_topic, c.reason, c.message))
+            Cond::new(VIEW_READY, false, "ViewTopicNotReady", format!("view topic {}: {}: {}", vv.spec.output_topic, c.reason, c.message))
         }
-        None => Cond::new(types::READY, false, "ViewTopicNotReady", format!("creating view topic {}", vv.spec.output_topic)),
+        None => Cond::new(VIEW_READY, false, "ViewTopicNotReady", format!("creating view topic {}", vv.spec.output_topic)),
     })
 }
 

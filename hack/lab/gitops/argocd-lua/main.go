@@ -171,15 +171,24 @@ func now() time.Time {
 	return time.Now()
 }
 
-func healthOf(dir string, obj map[string]any) (health, error) {
-	path := filepath.Join(kindDir(dir, obj), "health.lua")
+// runFile runs the script at path with obj as the global `obj`.
+func runFile(path string, obj map[string]any) (lua.LValue, error) {
 	script, err := os.ReadFile(path)
 	if err != nil {
-		return health{}, err
+		return nil, err
 	}
 	v, err := run(string(script), obj)
 	if err != nil {
-		return health{}, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return v, nil
+}
+
+func healthOf(dir string, obj map[string]any) (health, error) {
+	path := filepath.Join(kindDir(dir, obj), "health.lua")
+	v, err := runFile(path, obj)
+	if err != nil {
+		return health{}, err
 	}
 	var h health
 	if err := fromLua(v, &h); err != nil {
@@ -194,13 +203,9 @@ func healthOf(dir string, obj map[string]any) (health, error) {
 
 func discover(dir string, obj map[string]any) ([]action, error) {
 	path := filepath.Join(kindDir(dir, obj), "actions", "discovery.lua")
-	script, err := os.ReadFile(path)
+	v, err := runFile(path, obj)
 	if err != nil {
 		return nil, err
-	}
-	v, err := run(string(script), obj)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	t, ok := v.(*lua.LTable)
 	if !ok {
@@ -220,13 +225,9 @@ func discover(dir string, obj map[string]any) ([]action, error) {
 
 func runAction(dir, name string, obj map[string]any) (map[string]any, error) {
 	path := filepath.Join(kindDir(dir, obj), "actions", name, "action.lua")
-	script, err := os.ReadFile(path)
+	v, err := runFile(path, obj)
 	if err != nil {
 		return nil, err
-	}
-	v, err := run(string(script), obj)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	var out map[string]any
 	if err := fromLua(v, &out); err != nil {
