@@ -14,6 +14,7 @@ pub mod kafka;
 pub mod leader;
 pub mod metrics;
 pub mod naming;
+pub mod pipeline;
 pub mod resources;
 pub mod rollout;
 pub mod telemetry;

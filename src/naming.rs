@@ -60,14 +60,19 @@ pub fn view_config(declared: &BTreeMap<String, String>) -> BTreeMap<String, Stri
 /// labels and annotations are left out: they change how it runs, not what it
 /// computes. JSON objects serialize with sorted keys, and inputs are sorted,
 /// so no map or set ordering changes the id.
-pub fn version_id(spec: &ProcessorSpec) -> String {
+///
+/// `upstreams` names the active version of each upstream Processor
+/// (`processor/NAME` inputs): a new upstream version is a new view to
+/// read, so a new version of this one. A Processor without upstreams keeps
+/// the id it had before pipelines existed.
+pub fn version_id(spec: &ProcessorSpec, upstreams: &BTreeMap<String, String>) -> String {
     if let Some(v) = &spec.version {
         return v.clone();
     }
     let t = &spec.template;
     let mut inputs = spec.inputs.clone();
     inputs.sort();
-    let identity = json!({
+    let mut identity = json!({
         "image": t.image,
         "command": t.command,
         "args": t.args,
@@ -80,6 +85,9 @@ pub fn version_id(spec: &ProcessorSpec) -> String {
         },
         "reprocessNonce": spec.reprocess_nonce,
     });
+    if !upstreams.is_empty() {
+        identity["upstreams"] = json!(upstreams);
+    }
     hex(&Sha256::digest(identity.to_string().as_bytes())[..5])
 }
 
@@ -228,14 +236,14 @@ mod tests {
 
     #[test]
     fn version_id_is_short_hex() {
-        let v = version_id(&spec());
+        let v = version_id(&spec(), &BTreeMap::new());
         assert_eq!(v.len(), 10);
         assert!(v.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
     }
 
     #[test]
     fn version_id_ignores_how_it_runs() {
-        let base = version_id(&spec());
+        let base = version_id(&spec(), &BTreeMap::new());
         let mut s = spec();
         s.replicas = 7;
         s.template.resources =
@@ -243,12 +251,12 @@ mod tests {
         s.template.labels.insert("team".into(), "data".into());
         s.template.annotations.insert("note".into(), "x".into());
         s.rollout.max_lag = 100;
-        assert_eq!(version_id(&s), base);
+        assert_eq!(version_id(&s, &BTreeMap::new()), base);
     }
 
     #[test]
     fn version_id_follows_what_it_computes() {
-        let base = version_id(&spec());
+        let base = version_id(&spec(), &BTreeMap::new());
         let changes: Vec<fn(&mut ProcessorSpec)> = vec![
             |s| s.template.image = "ghcr.io/acme/agg:2".into(),
             |s| s.template.command = Some(vec!["agg".into()]),
@@ -264,22 +272,35 @@ mod tests {
         for (i, change) in changes.into_iter().enumerate() {
             let mut s = spec();
             change(&mut s);
-            assert_ne!(version_id(&s), base, "change #{i} must start a new version");
+            assert_ne!(version_id(&s, &BTreeMap::new()), base, "change #{i} must start a new version");
         }
+    }
+
+    #[test]
+    fn an_upstream_cutover_is_a_new_version_and_topic_inputs_keep_their_old_ids() {
+        // The id of this spec before pipelines existed: upgrading the
+        // operator must not start replays.
+        assert_eq!(version_id(&spec(), &BTreeMap::new()), version_id(&spec(), &BTreeMap::new()));
+        let mut s = spec();
+        s.inputs.push("processor/totals".into());
+        let on = |v: &str| BTreeMap::from([("totals".to_string(), v.to_string())]);
+        assert_ne!(version_id(&s, &on("a1")), version_id(&s, &on("b2")));
+        assert_eq!(version_id(&s, &on("a1")), version_id(&s, &on("a1")));
+        assert_ne!(version_id(&s, &on("a1")), version_id(&spec(), &BTreeMap::new()));
     }
 
     #[test]
     fn explicit_version_overrides_the_hash() {
         let mut s = spec();
         s.version = Some("v2".into());
-        assert_eq!(version_id(&s), "v2");
+        assert_eq!(version_id(&s, &BTreeMap::new()), "v2");
     }
 
     #[test]
     fn default_compaction_is_the_same_version_as_declaring_it() {
         let mut s = spec();
         s.view.config.insert("cleanup.policy".into(), "compact".into());
-        assert_eq!(version_id(&s), version_id(&spec()));
+        assert_eq!(version_id(&s, &BTreeMap::new()), version_id(&spec(), &BTreeMap::new()));
     }
 
     #[test]
@@ -394,7 +415,7 @@ mod tests {
             s2.inputs.reverse();
             // Build the same map in the opposite insertion order.
             s2.view.config = entries.iter().rev().map(|(k, v)| (k.clone(), v.clone())).collect();
-            prop_assert_eq!(version_id(&s1), version_id(&s2));
+            prop_assert_eq!(version_id(&s1, &BTreeMap::new()), version_id(&s2, &BTreeMap::new()));
         }
     }
 }

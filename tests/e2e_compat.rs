@@ -84,8 +84,7 @@ async fn a_topic_is_managed_and_the_cluster_names_what_it_lacks() {
     let setup = (ns, op);
     let ns = &setup.0;
     let name = unique("e2e-compat-topic");
-    create::<Topic>(&ns, json!({"metadata": {"name": "t"}, "spec": {"topicName": name, "partitions": 1, "deletionPolicy": "Delete"}}))
-        .await;
+    create::<Topic>(ns, json!({"metadata": {"name": "t"}, "spec": {"topicName": name, "partitions": 1, "deletionPolicy": "Delete"}})).await;
     let kc = wait_for("the KafkaCluster to be Ready", support::pipeline::WAIT, || async {
         let kc: KafkaCluster = ns.api().get("default").await.map_err(|e| e.to_string())?;
         let st = kc.status.clone().unwrap_or_default();

@@ -1,6 +1,7 @@
 //! `kubectl kappa` (src/bin/kubectl-kappa.rs) against the lab: every command
 //! on a real Processor through a manual-promotion rollout, a rollback and a
-//! reprocess, and the plan of manifests that change it in every way.
+//! reprocess, the plan of manifests that change it in every way, and the
+//! views of versions with other logic and with the same.
 
 mod support;
 
@@ -82,6 +83,8 @@ async fn every_command_on_a_manual_rollout_a_rollback_and_a_reprocess() {
 
     let (success, _, err) = kappa(&s, &["promote", "totals"]);
     assert!(!success && err.contains("no version awaiting promotion (phase Live)"), "{err}");
+    let (success, _, err) = kappa(&s, &["views", "totals"]);
+    assert!(!success && err.contains("has no candidate version") && err.contains("--against"), "{err}");
 
     // A logic change waits for a promotion; the plugin promotes it.
     patch::<Processor>(&s.ns, "totals", logic_patch("count")).await.unwrap();
@@ -89,6 +92,18 @@ async fn every_command_on_a_manual_rollout_a_rollback_and_a_reprocess() {
     let v2 = waiting.status.unwrap().candidate_version.unwrap();
     let status = ok(&s, &["status", "totals"]);
     assert!(status.contains(&format!("candidate  {v2}  [####################] 100.0%")), "{status}");
+    // views: counts instead of sums, so every key's value differs, and the
+    // sample shows both values.
+    let views = json_of(&s, &["views", "totals", "--sample", "3"]);
+    let keys = views["active"]["keys"].as_u64().unwrap();
+    assert!(keys > 0 && views["compared"]["keys"].as_u64() == Some(keys), "{views}");
+    assert_eq!((views["differing"].as_u64(), views["onlyActive"].as_u64(), views["onlyCompared"].as_u64()), (Some(keys), Some(0), Some(0)));
+    let sample = &views["samples"].as_array().unwrap()[0];
+    assert!(sample["active"].as_str().unwrap().contains("sum") && !sample["compared"].as_str().unwrap().contains("sum"), "{sample}");
+    let human = ok(&s, &["views", "totals", "--sample", "2"]);
+    println!("{human}");
+    assert!(human.contains(&format!("{keys} keys differ: {keys} with other values")), "{human}");
+    assert_eq!(views["samples"].as_array().unwrap().len(), 3);
     let promoted = ok(&s, &["promote", "totals"]);
     assert!(promoted.contains(&format!("spec.rollout.promote = {v2}")), "{promoted}");
     active_is(&s.ns, &v2).await;
@@ -117,6 +132,15 @@ async fn every_command_on_a_manual_rollout_a_rollback_and_a_reprocess() {
     assert!(v3 != v1 && v3 != v2);
     let waiting = phase_is(&s.ns, "AwaitingPromotion").await;
     assert_eq!(waiting.status.unwrap().candidate_version.as_deref(), Some(v3.as_str()));
+
+    // The same code replayed makes the same view, but for the version
+    // stamp the reference processor writes into each value.
+    let stamped = json_of(&s, &["views", "totals"]);
+    assert!(stamped["differing"].as_u64().unwrap() > 0, "{stamped}");
+    let same = ok(&s, &["views", "totals", "--ignore", "version"]);
+    assert!(same.contains("the views agree on every key"), "{same}");
+    let (success, _, err) = kappa(&s, &["views", "totals", "--against", "nosuch"]);
+    assert!(!success && err.contains("has no version \"nosuch\"") && err.contains(&v2), "{err}");
 
     let yaml: Value = serde_yaml::from_str(&ok(&s, &["status", "totals", "-o", "yaml"])).unwrap();
     assert_eq!(yaml["candidate"]["version"].as_str(), Some(v3.as_str()));

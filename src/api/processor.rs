@@ -30,6 +30,7 @@ use super::{Condition, DeletionPolicy, default_cluster_ref};
     printcolumn(name = "Lag", type_ = "integer", json_path = ".status.lag"),
     printcolumn(name = "Progress", type_ = "string", json_path = ".status.candidateProgress", priority = 1),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", priority = 1),
+    printcolumn(name = "Built-On", type_ = "string", json_path = ".status.builtOn", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new(PINNED_VERSION_RULE).message(
@@ -43,12 +44,15 @@ pub struct ProcessorSpec {
     #[serde(default = "default_cluster_ref")]
     #[schemars(length(min = 1, max = 253))]
     pub cluster_ref: String,
-    /// Names of the Topic resources (in this namespace) the processor reads.
-    /// At least one; no duplicates.
-    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 253)))]
+    /// What the processor reads, in this namespace: the name of a Topic
+    /// resource, or `processor/NAME` for the view of Processor NAME's active
+    /// version (a pipeline: when NAME cuts over to a new version, this
+    /// Processor replays the new view into a new version of its own). At
+    /// least one; no duplicates.
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 263), pattern(r"^(processor/)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")))]
     #[x_kube(
         merge_strategy = ListMerge::Atomic,
-        validation = Rule::new("self.all(i, self.exists_one(j, j == i))").message("spec.inputs must not list a Topic twice")
+        validation = Rule::new("self.all(i, self.exists_one(j, j == i))").message("spec.inputs must not list an input twice")
     )]
     pub inputs: Vec<String>,
     /// Settings of the view topic each version writes.
@@ -99,6 +103,46 @@ const PINNED_VERSION_RULE: &str = "!has(self.version) || !has(oldSelf.version) |
     && self.inputs.all(i, i in oldSelf.inputs) && oldSelf.inputs.all(i, i in self.inputs) \
     && has(self.view) == has(oldSelf.view) && (!has(self.view) || self.view == oldSelf.view) \
     && has(self.reprocessNonce) == has(oldSelf.reprocessNonce) && (!has(self.reprocessNonce) || self.reprocessNonce == oldSelf.reprocessNonce))";
+
+/// The prefix of an input that names a Processor (`processor/NAME`), as
+/// kubectl names objects.
+pub const PROCESSOR_INPUT: &str = "processor/";
+
+/// One of `spec.inputs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Input<'a> {
+    /// A Topic resource.
+    Topic(&'a str),
+    /// The view of this Processor's active version.
+    Processor(&'a str),
+}
+
+impl<'a> Input<'a> {
+    pub fn parse(input: &'a str) -> Input<'a> {
+        match input.strip_prefix(PROCESSOR_INPUT) {
+            Some(name) => Input::Processor(name),
+            None => Input::Topic(input),
+        }
+    }
+}
+
+impl ProcessorSpec {
+    /// The Topic resources among the inputs.
+    pub fn topic_inputs(&self) -> impl Iterator<Item = &str> {
+        self.inputs.iter().filter_map(|i| match Input::parse(i) {
+            Input::Topic(t) => Some(t),
+            Input::Processor(_) => None,
+        })
+    }
+
+    /// The Processors whose views are among the inputs (its upstreams).
+    pub fn upstreams(&self) -> impl Iterator<Item = &str> {
+        self.inputs.iter().filter_map(|i| match Input::parse(i) {
+            Input::Processor(p) => Some(p),
+            Input::Topic(_) => None,
+        })
+    }
+}
 
 fn default_replicas() -> i32 {
     1
@@ -423,11 +467,37 @@ pub struct ProcessorStatus {
     /// The view topic readers should use (also in ConfigMap `<name>-view`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub view_topic: Option<String>,
+    /// The Processors it reads (`processor/NAME` inputs): each one's active
+    /// version, and the version of it this Processor's active version is
+    /// built on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<UpstreamStatus>,
+    /// The Processors in this namespace that read this one's view.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub downstreams: Vec<String>,
+    /// `NAME@VERSION` of each upstream version the active version is built
+    /// on, comma-separated (for `kubectl get`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub built_on: Option<String>,
     /// The newest retained standby and the spec fields that select it:
     /// written into the spec, they return readers to it without a replay
     /// (what `kubectl kappa rollback` and the Argo CD action do).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackTarget>,
+}
+
+/// An upstream Processor, as a downstream sees it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamStatus {
+    /// The upstream Processor.
+    pub processor: String,
+    /// Its active version (what a new version of this Processor builds on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_version: Option<String>,
+    /// The version of it this Processor's active version reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub built_on: Option<String>,
 }
 
 /// A standby version and what the spec must say to make it active again.

@@ -40,8 +40,13 @@ pub struct ViewVersionSpec {
     pub version: String,
     /// The KafkaCluster it reads and writes.
     pub cluster_ref: String,
-    /// The Topic resources it reads.
+    /// The Processor's `spec.inputs` when it was made: Topic resources and
+    /// `processor/NAME` upstreams.
     pub inputs: Vec<String>,
+    /// Of each upstream Processor, the version whose view this version
+    /// reads (its active version when this one was made).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub upstreams: BTreeMap<String, String>,
     /// Kafka names of the input topics.
     pub input_topics: Vec<String>,
     /// This version's view topic.

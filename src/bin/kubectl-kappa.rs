@@ -7,6 +7,7 @@
 //! kubectl kappa rollback P        return readers to the newest standby, without a replay
 //! kubectl kappa reprocess P       replay the same code from offset zero into a new version
 //! kubectl kappa plan -f FILE      what applying FILE would do to each Processor
+//! kubectl kappa views P           sample keys whose values differ between the active and the candidate view
 //! ```
 //!
 //! `-n NAMESPACE` as kubectl (default: the kubeconfig's), `-o json|yaml` for
@@ -14,7 +15,9 @@
 //! names) are the operator's own: the same version id function and the
 //! Processor's `status.rollback`.
 
-use std::{path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use bytes::Bytes;
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -22,7 +25,10 @@ use k8s_openapi::{api::core::v1::Event, jiff::Timestamp};
 use kappa_operator::{
     api::{KafkaCluster, Processor, Topic, VersionPhase, ViewVersion, labels},
     controller::kafka_cluster::resolve,
-    kafka::{Kafka, client::WireKafka},
+    kafka::{
+        Kafka,
+        client::{TopicRead, WireKafka},
+    },
     naming,
 };
 use kube::{
@@ -32,7 +38,7 @@ use kube::{
 use serde_json::{Value, json};
 
 #[derive(Parser)]
-#[command(name = "kubectl-kappa", about = "Kappa Operator's Processors: status, history, promote, rollback, reprocess, plan")]
+#[command(name = "kubectl-kappa", about = "Kappa Operator's Processors: status, history, promote, rollback, reprocess, plan, views")]
 struct Cli {
     /// Namespace (default: the kubeconfig context's).
     #[arg(short, long, global = true)]
@@ -68,6 +74,23 @@ enum Command {
         #[arg(short, long)]
         filename: PathBuf,
     },
+    /// Sample keys whose values differ between the active view and the candidate's (or another version's).
+    Views {
+        processor: String,
+        /// Compare the active view with this version instead of the candidate.
+        #[arg(long)]
+        against: Option<String>,
+        /// Keys to show of each kind of difference.
+        #[arg(long, default_value_t = 10)]
+        sample: usize,
+        /// Records to read at most from each view.
+        #[arg(long, default_value_t = 1_000_000)]
+        max_records: usize,
+        /// A top-level JSON field of the values to leave out of the comparison
+        /// (a version stamp, a timestamp); repeatable.
+        #[arg(long = "ignore", value_name = "FIELD")]
+        ignored: Vec<String>,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -90,6 +113,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rollback { processor } => rollback(&client, &ns, processor).await?,
         Command::Reprocess { processor } => reprocess(&client, &ns, processor).await?,
         Command::Plan { filename } => plan(&client, &ns, filename).await?,
+        Command::Views { processor, against, sample, max_records, ignored } => {
+            views(
+                &client,
+                &ns,
+                processor,
+                ViewsOptions { against: against.as_deref(), sample: *sample, max_records: *max_records, ignored },
+            )
+            .await?
+        }
     };
     match cli.output {
         Output::Human => print!("{human}"),
@@ -292,35 +324,61 @@ async fn reprocess(client: &Client, ns: &str, name: &str) -> anyhow::Result<(Str
     processor(client, ns, name).await?;
     let nonce = format!("kubectl-kappa-{}", Timestamp::now().as_second());
     let p = patch_spec(client, ns, name, json!({"reprocessNonce": nonce})).await?;
-    let id = naming::version_id(&p.spec);
+    let id = naming::version_id(&p.spec, &upstream_versions(client, ns, &p).await?);
     Ok((
         format!("Processor {ns}/{name}: reprocessNonce = {nonce}; version {id} replays from offset zero\n"),
         json!({"namespace": ns, "processor": name, "reprocessNonce": nonce, "version": id}),
     ))
 }
 
-/// Records a replay from offset zero would read: the inputs' retained
-/// records, as Kafka reports them now.
-async fn replay_size(client: &Client, ns: &str, p: &Processor) -> Result<i64, String> {
+/// The active version of each upstream Processor (`processor/NAME`
+/// inputs) that has one: what a new version would be built on.
+async fn upstream_versions(client: &Client, ns: &str, p: &Processor) -> anyhow::Result<BTreeMap<String, String>> {
+    let api = Api::<Processor>::namespaced(client.clone(), ns);
+    let mut out = BTreeMap::new();
+    for up in p.spec.upstreams() {
+        if let Some(v) = api.get_opt(up).await?.and_then(|u| u.status?.active_version) {
+            out.insert(up.to_string(), v);
+        }
+    }
+    Ok(out)
+}
+
+/// A client for the Processor's Kafka cluster, as the operator reaches it.
+async fn kafka_of(client: &Client, ns: &str, p: &Processor) -> Result<WireKafka, String> {
     let kc = Api::<KafkaCluster>::namespaced(client.clone(), ns)
         .get_opt(&p.spec.cluster_ref)
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("KafkaCluster {} not found", p.spec.cluster_ref))?;
     let settings = resolve(client, ns, &kc.spec).await.map_err(|(reason, message)| format!("{reason}: {message}"))?;
+    Ok(WireKafka::new(settings))
+}
+
+/// Records a replay from offset zero would read: the inputs' retained
+/// records, as Kafka reports them now.
+async fn replay_size(client: &Client, ns: &str, p: &Processor) -> Result<i64, String> {
+    let kafka = kafka_of(client, ns, p).await?;
     let topics_api = Api::<Topic>::namespaced(client.clone(), ns);
     let mut topics = Vec::new();
-    for input in &p.spec.inputs {
+    for input in p.spec.topic_inputs() {
         let t = topics_api.get_opt(input).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("Topic {input} not found"))?;
         topics.push(t.kafka_name());
     }
-    let kafka = WireKafka::new(settings);
-    let offsets = tokio::time::timeout(Duration::from_secs(15), kafka.log_offsets(&topics))
+    let versions = Api::<ViewVersion>::namespaced(client.clone(), ns);
+    for (up, v) in upstream_versions(client, ns, p).await.map_err(|e| e.to_string())? {
+        let object = naming::version_object(&up, &v);
+        let vv = versions.get_opt(&object).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("ViewVersion {object} not found"))?;
+        topics.push(vv.spec.output_topic);
+    }
+    let offsets = tokio::time::timeout(KAFKA_TIMEOUT, kafka.log_offsets(&topics))
         .await
-        .map_err(|_| "Kafka did not answer within 15 s".to_string())?
+        .map_err(|_| format!("Kafka did not answer within {} s", KAFKA_TIMEOUT.as_secs()))?
         .map_err(|e| e.to_string())?;
     Ok(offsets.values().map(|(start, end)| end - start).sum())
 }
+
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Why a replay would be refused by the retention guard, if it would.
 async fn retention_refusal(client: &Client, ns: &str, p: &Processor) -> anyhow::Result<Option<String>> {
@@ -329,7 +387,7 @@ async fn retention_refusal(client: &Client, ns: &str, p: &Processor) -> anyhow::
     }
     let api = Api::<Topic>::namespaced(client.clone(), ns);
     let mut lost = Vec::new();
-    for input in &p.spec.inputs {
+    for input in p.spec.topic_inputs() {
         if let Some(st) = api.get_opt(input).await?.and_then(|t| t.status) {
             for tp in &st.truncated_partitions {
                 lost.push(format!("{input} partition {} (log starts at {})", tp.partition, tp.log_start_offset));
@@ -374,7 +432,7 @@ async fn plan_one(client: &Client, ns: &str, name: &str, doc: &Value) -> anyhow:
         Err(kube::Error::Api(e)) => return Ok(("refused by admission".into(), e.message)),
         Err(e) => return Err(e.into()),
     };
-    let id = naming::version_id(&after.spec);
+    let id = naming::version_id(&after.spec, &upstream_versions(client, ns, &after).await?);
     let size = |p: &Processor| {
         let p = p.clone();
         async move {
@@ -388,7 +446,10 @@ async fn plan_one(client: &Client, ns: &str, name: &str, doc: &Value) -> anyhow:
         return Ok((format!("created: version {id} replays from offset zero"), size(&after).await));
     };
     let st = live.status.clone().unwrap_or_default();
-    let current = st.desired_version.clone().unwrap_or_else(|| naming::version_id(&live.spec));
+    let current = match st.desired_version.clone() {
+        Some(d) => d,
+        None => naming::version_id(&live.spec, &upstream_versions(client, ns, &live).await?),
+    };
     if id == current {
         let same = serde_json::to_value(&live.spec)? == serde_json::to_value(&after.spec)?;
         return Ok(if same {
@@ -424,9 +485,175 @@ async fn plan_one(client: &Client, ns: &str, name: &str, doc: &Value) -> anyhow:
     Ok((format!("new version {id}: replays from offset zero beside {beside}{superseded}"), size(&after).await))
 }
 
+/// A view as its readers see it: each key's latest value (a tombstone
+/// removes the key), from records in offset order per partition.
+#[derive(Debug, Default)]
+struct View {
+    values: BTreeMap<Bytes, Bytes>,
+    records: usize,
+    /// Records without a key, which no reader can look up.
+    unkeyed: usize,
+    truncated: bool,
+}
+
+fn latest_values(read: TopicRead) -> View {
+    let mut view = View { records: read.records.len(), truncated: read.truncated, ..Default::default() };
+    for r in read.records {
+        match (r.key, r.value) {
+            (None, _) => view.unkeyed += 1,
+            (Some(k), Some(v)) => {
+                view.values.insert(k, v);
+            }
+            (Some(k), None) => {
+                view.values.remove(&k);
+            }
+        }
+    }
+    view
+}
+
+/// The same value: equal bytes, or equal JSON (key order and spacing
+/// aside) once the `ignored` top-level fields are left out.
+fn same_value(a: &[u8], b: &[u8], ignored: &[String]) -> bool {
+    let json = |bytes: &[u8]| {
+        let mut v = serde_json::from_slice::<Value>(bytes).ok()?;
+        if let Some(o) = v.as_object_mut() {
+            o.retain(|k, _| !ignored.contains(k));
+        }
+        Some(v)
+    };
+    (a == b && ignored.is_empty()) || matches!((json(a), json(b)), (Some(x), Some(y)) if x == y) || (a == b && json(a).is_none())
+}
+
+/// The keys on which two views disagree, in key order.
+#[derive(Debug, Default, PartialEq)]
+struct ViewDiff {
+    differing: Vec<Bytes>,
+    only_active: Vec<Bytes>,
+    only_other: Vec<Bytes>,
+}
+
+fn diff_views(active: &View, other: &View, ignored: &[String]) -> ViewDiff {
+    let mut d = ViewDiff::default();
+    for (k, v) in &active.values {
+        match other.values.get(k) {
+            None => d.only_active.push(k.clone()),
+            Some(o) if !same_value(v, o, ignored) => d.differing.push(k.clone()),
+            Some(_) => {}
+        }
+    }
+    d.only_other = other.values.keys().filter(|k| !active.values.contains_key(*k)).cloned().collect();
+    d
+}
+
+/// Bytes as text for people: UTF-8 (lossy), cut at `max` characters.
+fn shown(bytes: Option<&Bytes>, max: usize) -> String {
+    let Some(bytes) = bytes else { return "(absent)".into() };
+    let text = String::from_utf8_lossy(bytes);
+    if text.chars().count() > max { format!("{}…", text.chars().take(max).collect::<String>()) } else { text.into_owned() }
+}
+
+struct ViewsOptions<'a> {
+    against: Option<&'a str>,
+    sample: usize,
+    max_records: usize,
+    ignored: &'a [String],
+}
+
+async fn views(client: &Client, ns: &str, name: &str, opts: ViewsOptions<'_>) -> anyhow::Result<(String, Value)> {
+    let ViewsOptions { against, sample, max_records, ignored } = opts;
+    let p = processor(client, ns, name).await?;
+    let st = p.status.clone().unwrap_or_default();
+    let active = st.active_version.clone().ok_or_else(|| anyhow!("Processor {ns}/{name} has no active version yet"))?;
+    let other = match against {
+        Some(v) => v.to_string(),
+        None => st.candidate_version.clone().ok_or_else(|| {
+            anyhow!(
+                "Processor {ns}/{name} has no candidate version; name one to compare with: kubectl kappa views {name} --against VERSION"
+            )
+        })?,
+    };
+    let vs = versions(client, ns, name).await?;
+    let find = |id: &str| {
+        vs.iter().find(|v| v.spec.version == id).ok_or_else(|| {
+            let known: Vec<&str> = vs.iter().map(|v| v.spec.version.as_str()).collect();
+            anyhow!("Processor {ns}/{name} has no version {id:?} (it has: {})", known.join(", "))
+        })
+    };
+    let (a, o) = (find(&active)?, find(&other)?);
+    let kafka = kafka_of(client, ns, &p).await.map_err(|e| anyhow!("Processor {ns}/{name}: {e}"))?;
+    let read = |v: &ViewVersion| {
+        let (kafka, topic) = (&kafka, v.spec.output_topic.clone());
+        async move {
+            let read = tokio::time::timeout(KAFKA_TIMEOUT * 4, kafka.read_topic(&topic, max_records))
+                .await
+                .map_err(|_| anyhow!("reading view topic {topic} took more than {} s", KAFKA_TIMEOUT.as_secs() * 4))?
+                .with_context(|| format!("reading view topic {topic}"))?;
+            anyhow::Ok(latest_values(read))
+        }
+    };
+    let (av, ov) = (read(a).await?, read(o).await?);
+    let d = diff_views(&av, &ov, ignored);
+    let o_st = o.status.clone().unwrap_or_default();
+    let mut notes = Vec::new();
+    if let Some(lag) = o_st.lag.filter(|l| *l > 0) {
+        notes.push(format!("version {other} has not caught up (lag {lag}): some differences are records it has not read yet"));
+    }
+    for (v, view) in [(&active, &av), (&other, &ov)] {
+        if view.truncated {
+            notes.push(format!("only the first {max_records} records of version {v}'s view were read (--max-records)"));
+        }
+        if view.unkeyed > 0 {
+            notes.push(format!("version {v}'s view has {} records without a key, left out", view.unkeyed));
+        }
+    }
+    let describe = |role: &str, id: &str, v: &ViewVersion, view: &View| {
+        let phase = v.status.as_ref().and_then(|s| s.phase).map_or("Pending".into(), |p| format!("{p:?}"));
+        (
+            format!("  {role:<10} {id}  {phase:<10} {} keys ({} records) in {}\n", view.values.len(), view.records, v.spec.output_topic),
+            json!({"version": id, "phase": phase, "topic": v.spec.output_topic, "keys": view.values.len(), "records": view.records}),
+        )
+    };
+    let (a_line, a_json) = describe("active", &active, a, &av);
+    let (o_line, o_json) = describe(if against.is_some() { "compared" } else { "candidate" }, &other, o, &ov);
+    let mut out = format!("Processor {ns}/{name}: views\n{a_line}{o_line}");
+    let total = d.differing.len() + d.only_active.len() + d.only_other.len();
+    out += &if total == 0 {
+        "the views agree on every key\n".to_string()
+    } else {
+        format!(
+            "{} keys differ: {} with other values, {} only in {active}, {} only in {other}\n",
+            total,
+            d.differing.len(),
+            d.only_active.len(),
+            d.only_other.len()
+        )
+    };
+    let mut samples = Vec::new();
+    for (kind, keys) in [("differs", &d.differing), ("onlyActive", &d.only_active), ("onlyCompared", &d.only_other)] {
+        for k in keys.iter().take(sample) {
+            let (x, y) = (av.values.get(k), ov.values.get(k));
+            out += &format!("  {:<24} {active}: {:<30} {other}: {}\n", shown(Some(k), 24), shown(x, 30), shown(y, 30));
+            samples.push(json!({"kind": kind, "key": shown(Some(k), usize::MAX), "active": x.map(|x| shown(Some(x), usize::MAX)), "compared": y.map(|y| shown(Some(y), usize::MAX))}));
+        }
+    }
+    for n in &notes {
+        out += &format!("note: {n}\n");
+    }
+    Ok((
+        out,
+        json!({
+            "namespace": ns, "processor": name, "active": a_json, "compared": o_json,
+            "differing": d.differing.len(), "onlyActive": d.only_active.len(), "onlyCompared": d.only_other.len(),
+            "samples": samples, "notes": notes,
+        }),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kappa_operator::kafka::client::LogRecord;
 
     #[test]
     fn progress_bars_and_durations_read_well() {
@@ -436,5 +663,49 @@ mod tests {
         assert_eq!(duration(42), "42s");
         assert_eq!(duration(600), "10m00s");
         assert_eq!(duration(7300), "2h01m");
+    }
+
+    fn rec(partition: i32, offset: i64, key: Option<&str>, value: Option<&str>) -> LogRecord {
+        let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        LogRecord { partition, offset, key: key.map(b), value: value.map(b) }
+    }
+
+    #[test]
+    fn a_view_is_the_latest_value_of_each_key_and_tombstones_remove_keys() {
+        let read = TopicRead {
+            records: vec![
+                rec(0, 0, Some("a"), Some("1")),
+                rec(0, 1, Some("b"), Some("1")),
+                rec(0, 2, Some("a"), Some("2")),
+                rec(0, 3, Some("b"), None),
+                rec(1, 0, None, Some("x")),
+                rec(1, 1, Some("c"), Some("3")),
+            ],
+            truncated: false,
+        };
+        let v = latest_values(read);
+        assert_eq!(v.values.keys().map(|k| k.as_ref()).collect::<Vec<_>>(), vec![b"a".as_ref(), b"c"]);
+        assert_eq!(v.values[b"a".as_ref()].as_ref(), b"2");
+        assert_eq!((v.records, v.unkeyed), (6, 1));
+    }
+
+    #[test]
+    fn views_differ_on_values_and_on_keys_only_one_has_but_not_on_json_layout() {
+        let view = |pairs: &[(&str, &str)]| View {
+            values: pairs.iter().map(|(k, v)| (Bytes::copy_from_slice(k.as_bytes()), Bytes::copy_from_slice(v.as_bytes()))).collect(),
+            ..Default::default()
+        };
+        let a = view(&[("same", r#"{"count":1,"sum":2}"#), ("changed", "1"), ("gone", "1")]);
+        let b = view(&[("same", r#"{ "sum": 2, "count": 1 }"#), ("changed", "2"), ("new", "1")]);
+        let d = diff_views(&a, &b, &[]);
+        let names = |ks: &[Bytes]| ks.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect::<Vec<_>>();
+        assert_eq!(names(&d.differing), ["changed"]);
+        assert_eq!(names(&d.only_active), ["gone"]);
+        assert_eq!(names(&d.only_other), ["new"]);
+        assert_eq!(diff_views(&a, &a, &[]), ViewDiff::default());
+        let stamped = |v: &str| view(&[("k", &format!(r#"{{"sum":2,"version":"{v}"}}"#)), ("raw", "\u{1}")]);
+        assert_eq!(names(&diff_views(&stamped("a"), &stamped("b"), &[]).differing), ["k"]);
+        assert_eq!(diff_views(&stamped("a"), &stamped("b"), &["version".into()]), ViewDiff::default());
+        assert_eq!(shown(Some(&Bytes::from_static(b"abcdef")), 3), "abc…");
     }
 }

@@ -34,12 +34,12 @@ use super::{
 use crate::{
     Result,
     api::{
-        Cond, DeletionPolicy, KafkaCluster, MANAGER, Processor, ProcessorStatus, RollbackTarget, Topic, VersionPhase, ViewVersion,
-        ViewVersionSpec, ViewVersionStatus, annotations, conditions, finalizers, labels,
+        Cond, DeletionPolicy, KafkaCluster, MANAGER, Processor, ProcessorStatus, RollbackTarget, Topic, UpstreamStatus, VersionPhase,
+        ViewVersion, ViewVersionSpec, ViewVersionStatus, annotations, conditions, finalizers, labels,
     },
     kafka::{KafkaError, Removal, ResponseError, lag},
     metrics::OutcomeLabels,
-    naming, resources,
+    naming, pipeline, resources,
     rollout::{self, Action, Broken, Gate, Inputs, Observation, Truncation, Verification},
 };
 
@@ -68,7 +68,7 @@ pub fn run(
 ) -> impl Stream<Item = super::Reconciled<Processor>> {
     let ns = ctx.settings.namespace.clone();
     let store = ctrl.store();
-    let (s1, s2, s3, s4, s5) = (store.clone(), store.clone(), store.clone(), store.clone(), store);
+    let (s1, s2, s3, s4, s5, s6) = (store.clone(), store.clone(), store.clone(), store.clone(), store.clone(), store);
     let labelled = watcher::Config::default().labels(labels::PROCESSOR);
     ctrl.owns(watched_api::<ViewVersion>(client, ns.as_deref()), watcher::Config::default())
         .watches(watched_api::<Deployment>(client, ns.as_deref()), labelled.clone(), move |d| {
@@ -95,6 +95,22 @@ pub fn run(
                 .filter(|p| p.namespace() == ns && p.spec.cluster_ref == name)
                 .map(|p| ObjectRef::from_obj(p.as_ref()))
                 .collect::<Vec<_>>()
+        })
+        // Pipelines: an upstream's active version changed (a downstream
+        // builds a version on it), or exists now.
+        .watches(watched_api::<Processor>(client, ns.as_deref()), watcher::Config::default(), move |up| {
+            let (ns, name) = (up.namespace(), up.name_any());
+            s6.state()
+                .into_iter()
+                .filter(|p| p.namespace() == ns && p.spec.upstreams().any(|u| u == name))
+                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        // ... and a downstream version that read an upstream's view went:
+        // the upstream may retire that version now.
+        .watches(watched_api::<ViewVersion>(client, ns.as_deref()), watcher::Config::default(), |v| {
+            let ns = v.namespace().unwrap_or_default();
+            v.spec.upstreams.keys().map(|up| ObjectRef::new(up).within(&ns)).collect::<Vec<_>>()
         })
         // The progress monitor: a version's catch-up gate changed its answer.
         .reconcile_on(woken)
@@ -281,10 +297,20 @@ fn kafka_state(kc: &KafkaCluster, monitor: Option<rollout::Kafka>) -> rollout::K
 /// Why the existing ViewVersion of a pinned `spec.version` is not what the
 /// spec computes, if it is not (admission refuses such a change; this
 /// catches what admission could not see).
-fn pinned_conflict(p: &Processor, existing: Option<&ViewVersion>) -> Option<String> {
+fn pinned_conflict(p: &Processor, existing: Option<&ViewVersion>, upstreams: &BTreeMap<String, String>) -> Option<String> {
     let pinned = p.spec.version.as_ref()?;
     let vv = existing?;
     let s = &vv.spec;
+    if &s.upstreams != upstreams {
+        let moved: Vec<String> =
+            upstreams.iter().filter(|(up, v)| s.upstreams.get(*up) != Some(*v)).map(|(up, v)| format!("{up} is at version {v}")).collect();
+        return Some(format!(
+            "spec.version is pinned to \"{pinned}\", but ViewVersion {} of that version reads other upstream versions ({}): \
+             give spec.version a new value to replay on them, or remove it",
+            vv.name_any(),
+            moved.join(", ")
+        ));
+    }
     let same_code = s.template == p.spec.template.code();
     let mut inputs = p.spec.inputs.clone();
     let mut theirs = s.inputs.clone();
@@ -306,7 +332,21 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
         // Nothing is created for a Processor being deleted; its versions
         // are let go (their Kafka data stays), or retired first with
         // deletionPolicy Delete.
-        return if p.finalizers().iter().any(|f| f == finalizers::PROCESSOR) { retire_all(&p, &ctx).await } else { let_go(&p, &ctx).await };
+        if !p.finalizers().iter().any(|f| f == finalizers::PROCESSOR) {
+            return let_go(&p, &ctx).await;
+        }
+        // deletionPolicy Delete deletes the views: not one a downstream reads.
+        let readers = read_by(&ctx, &ns, &name);
+        if !readers.is_empty() {
+            let held: Vec<String> = readers.iter().map(|(v, who)| format!("version {v} (read by {who})")).collect();
+            let message = format!(
+                "deletion waits: downstream Processors read its views: {}; remove processor/{name} from their spec.inputs first",
+                held.join(", ")
+            );
+            write_status(&p, &ctx, status_without_plan(&p, "DownstreamReaders", &message)).await?;
+            return Ok(Requeue::requeue(Duration::from_secs(30)));
+        }
+        return retire_all(&p, &ctx).await;
     }
     hold_for_deletion_policy(&p, &ctx).await?;
     let Some(kc) = ctx.stores.clusters.get(&ObjectRef::new(&p.spec.cluster_ref).within(&ns)) else {
@@ -314,9 +354,21 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
         write_status(&p, &ctx, status_without_plan(&p, "KafkaClusterMissing", &message)).await?;
         return Ok(Requeue::await_change());
     };
-    let desired = naming::version_id(&p.spec);
+    let graph = pipeline_graph(&ctx, &ns);
+    if let Some((reason, message)) = pipeline::problem(&name, &graph) {
+        // Nothing is created for a Processor whose upstreams cannot be read.
+        write_status(&p, &ctx, status_without_plan(&p, reason, &message)).await?;
+        return Ok(Requeue::await_change());
+    }
+    let ups = upstreams(&p, &ctx);
+    let desired = naming::version_id(&p.spec, &ups.versions);
     let world = observe(&p, &ctx).await?;
-    let input_topics = input_topics(&ctx, &ns, &p.spec.inputs).await?;
+    let topic_inputs: Vec<String> = p.spec.topic_inputs().map(str::to_string).collect();
+    let input_topics = input_topics(&ctx, &ns, &topic_inputs).await?;
+    let planner_inputs = match &ups.waiting {
+        Some(why) => Inputs::Waiting(why.clone()),
+        None => inputs(&p, &input_topics),
+    };
     let gate_policy = progress::gate_policy(&p.spec.rollout, ctx.settings.lag_poll_interval);
     let find = |id: &str| world.versions.iter().find(|v| v.spec.version == id).cloned();
     let obs = Observation {
@@ -326,13 +378,15 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
         policy: p.spec.rollout.clone(),
         recorded_active: p.status.as_ref().and_then(|s| s.active_version.clone()),
         versions: world.versions.iter().map(|v| observe_version(v, &world, ctx.monitor.gate(v, &gate_policy).0)).collect(),
-        inputs: inputs(&p, &input_topics),
+        inputs: planner_inputs,
         kafka: kafka_state(&kc, ctx.monitor.kafka(&ns, &p.spec.cluster_ref)),
-        conflict: pinned_conflict(&p, find(&desired).as_deref()),
+        conflict: pinned_conflict(&p, find(&desired).as_deref(), &ups.versions),
+        read_by: read_by(&ctx, &ns, &name),
     };
     let plan = rollout::plan(&obs);
     ctx.metrics.phase(&ns, &name, &rollout::Phase::names(), Some(plan.phase.as_str()));
-    let status = processor_status(&p, &plan, &world, &desired);
+    let mut status = processor_status(&p, &plan, &world, &desired);
+    pipeline_status(&mut status, &p, &ctx, &graph, &world);
     let mut events: Vec<(bool, &'static str, String)> = plan
         .actions
         .iter()
@@ -346,7 +400,12 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
     let mut promoted = false;
     for action in &plan.actions {
         match action {
-            Action::CreateVersion(id) => create_version(&p, &ctx, id, &input_topics).await?,
+            Action::CreateVersion(id) => {
+                let mut topics: Vec<String> =
+                    input_topics.iter().map(|(name, t)| t.as_ref().map_or_else(|| name.clone(), |t| t.kafka_name())).collect();
+                topics.extend(ups.topics.iter().cloned());
+                create_version(&p, &ctx, id, topics, &ups.versions, cascade(&p, &world, &ups.versions)).await?
+            }
             Action::Scale { version, replicas } => {
                 if let Some(vv) = find(version) {
                     scale(&p, &ctx, &vv, *replicas, &kc.spec, world.deployments.get(version)).await?;
@@ -437,6 +496,93 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
 
 fn sets_phase(plan: &rollout::Plan, id: &str) -> bool {
     plan.actions.iter().any(|a| matches!(a, Action::SetPhase { version, .. } if version == id))
+}
+
+/// Each Processor of the namespace and the Processors it reads, from the
+/// cache (a refusal it shows that is already fixed is undone by the fix's
+/// own event).
+fn pipeline_graph(ctx: &Context, ns: &str) -> pipeline::Graph {
+    ctx.stores
+        .processors
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns))
+        .map(|p| (p.name_any(), p.spec.upstreams().map(str::to_string).collect()))
+        .collect()
+}
+
+/// What a Processor's upstreams offer now: each one's active version and
+/// its view topic, or why a version cannot be built on them yet.
+struct Upstreams {
+    versions: BTreeMap<String, String>,
+    topics: Vec<String>,
+    waiting: Option<String>,
+}
+
+fn upstreams(p: &Processor, ctx: &Context) -> Upstreams {
+    let ns = p.namespace().unwrap_or_default();
+    let mut out = Upstreams { versions: BTreeMap::new(), topics: Vec::new(), waiting: None };
+    for up in p.spec.upstreams() {
+        let active = ctx.stores.processors.get(&ObjectRef::new(up).within(&ns)).and_then(|u| u.status.as_ref()?.active_version.clone());
+        let Some(v) = active else {
+            out.waiting = Some(format!("waiting for Processor {up} (processor/{up} in spec.inputs) to have an active version"));
+            continue;
+        };
+        match ctx.stores.versions.get(&ObjectRef::new(&naming::version_object(up, &v)).within(&ns)) {
+            Some(vv) => out.topics.push(vv.spec.output_topic.clone()),
+            None => out.waiting = Some(format!("waiting for ViewVersion {} of Processor {up}", naming::version_object(up, &v))),
+        }
+        out.versions.insert(up.to_string(), v);
+    }
+    out
+}
+
+/// This Processor's versions whose views versions of other Processors
+/// read, and who reads each.
+fn read_by(ctx: &Context, ns: &str, name: &str) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for v in ctx.stores.versions.state().into_iter().filter(|v| v.namespace().as_deref() == Some(ns)) {
+        if let Some(read) = v.spec.upstreams.get(name) {
+            let reader = format!("Processor {} version {}", v.spec.processor, v.spec.version);
+            out.entry(read.clone()).and_modify(|r| *r = format!("{r}, {reader}")).or_insert(reader);
+        }
+    }
+    out
+}
+
+/// The pipeline part of the status: upstreams and the versions the active
+/// version is built on, and the Processors that read this one.
+fn pipeline_status(st: &mut ProcessorStatus, p: &Processor, ctx: &Context, graph: &pipeline::Graph, w: &World) {
+    let ns = p.namespace().unwrap_or_default();
+    let active = st.active_version.as_ref().and_then(|id| w.versions.iter().find(|v| &v.spec.version == id));
+    st.upstreams = p
+        .spec
+        .upstreams()
+        .map(|up| UpstreamStatus {
+            processor: up.to_string(),
+            active_version: ctx
+                .stores
+                .processors
+                .get(&ObjectRef::new(up).within(&ns))
+                .and_then(|u| u.status.as_ref()?.active_version.clone()),
+            built_on: active.and_then(|a| a.spec.upstreams.get(up).cloned()),
+        })
+        .collect();
+    st.downstreams = pipeline::downstreams(&p.name_any(), graph);
+    let built_on: Vec<String> = active.iter().flat_map(|a| a.spec.upstreams.iter().map(|(up, v)| format!("{up}@{v}"))).collect();
+    st.built_on = (!built_on.is_empty()).then(|| built_on.join(","));
+}
+
+/// For the event of a new version: which upstream cutover started it.
+fn cascade(p: &Processor, w: &World, upstreams: &BTreeMap<String, String>) -> Option<String> {
+    let active = p.status.as_ref()?.active_version.as_ref()?;
+    let was = &w.versions.iter().find(|v| &v.spec.version == active)?.spec.upstreams;
+    let moved: Vec<String> = upstreams
+        .iter()
+        .filter(|(up, v)| was.get(*up).is_some_and(|old| old != *v))
+        .map(|(up, v)| format!("Processor {up} cut over to version {v}"))
+        .collect();
+    (!moved.is_empty()).then(|| format!(" (a cascade: {})", moved.join(", ")))
 }
 
 /// Fault points that are about what a plan is about to act on.
@@ -594,6 +740,10 @@ fn processor_status(p: &Processor, plan: &rollout::Plan, w: &World, desired: &st
             .map(|f| format!("{:.1}%", lag::progress((f * 1000.0) as i64, 1000) * 100.0)),
         view_topic: active.map(|v| v.spec.output_topic.clone()),
         rollback: rollback_target(w),
+        // (see pipeline_status)
+        upstreams: vec![],
+        downstreams: vec![],
+        built_on: None,
     }
 }
 
@@ -614,12 +764,18 @@ fn rollback_target(w: &World) -> Option<RollbackTarget> {
     })
 }
 
-async fn create_version(p: &Processor, ctx: &Context, id: &str, inputs: &[(String, Option<Topic>)]) -> Result<()> {
+async fn create_version(
+    p: &Processor,
+    ctx: &Context,
+    id: &str,
+    input_topics: Vec<String>,
+    upstreams: &BTreeMap<String, String>,
+    cascade: Option<String>,
+) -> Result<()> {
     let ns = p.namespace().unwrap_or_default();
     // A new incarnation each time: a version id that comes back after it was
     // retired inherits no group, internal topic or view of the one before.
     let names = naming::version_names(&ns, &p.name_any(), id, &naming::incarnation(Timestamp::now()));
-    let input_topics = inputs.iter().map(|(name, t)| t.as_ref().map_or_else(|| name.clone(), |t| t.kafka_name())).collect();
     let mut vv = ViewVersion::new(
         &names.object,
         ViewVersionSpec {
@@ -627,6 +783,7 @@ async fn create_version(p: &Processor, ctx: &Context, id: &str, inputs: &[(Strin
             version: id.into(),
             cluster_ref: p.spec.cluster_ref.clone(),
             inputs: p.spec.inputs.clone(),
+            upstreams: upstreams.clone(),
             input_topics,
             output_topic: names.view_topic,
             consumer_group: names.consumer_group,
@@ -652,7 +809,7 @@ async fn create_version(p: &Processor, ctx: &Context, id: &str, inputs: &[(Strin
                 false,
                 "VersionCreated",
                 "CreateVersion",
-                format!("version {id} replays the inputs from offset zero into {}", vv.spec.output_topic),
+                format!("version {id} replays the inputs from offset zero into {}{}", vv.spec.output_topic, cascade.unwrap_or_default()),
             )
             .await;
             fault::point("version-created").await;
@@ -1020,6 +1177,7 @@ mod tests {
             ViewVersionSpec {
                 processor: "totals".into(),
                 version: id.into(),
+                upstreams: Default::default(),
                 cluster_ref: "default".into(),
                 inputs: p.spec.inputs.clone(),
                 input_topics: p.spec.inputs.clone(),
@@ -1036,13 +1194,13 @@ mod tests {
     fn a_pinned_version_whose_view_version_computes_something_else_is_a_conflict() {
         let old = processor(Some("v1"), &["run", "--logic", "sum"], &["a", "b"]);
         let vv = view_version_of(&old, "v1");
-        assert_eq!(pinned_conflict(&old, Some(&vv)), None);
+        assert_eq!(pinned_conflict(&old, Some(&vv), &BTreeMap::new()), None);
         let reordered = processor(Some("v1"), &["run", "--logic", "sum"], &["b", "a"]);
-        assert_eq!(pinned_conflict(&reordered, Some(&vv)), None, "the order of inputs changes nothing");
+        assert_eq!(pinned_conflict(&reordered, Some(&vv), &BTreeMap::new()), None, "the order of inputs changes nothing");
         let changed = processor(Some("v1"), &["run", "--logic", "count"], &["a", "b"]);
-        let conflict = pinned_conflict(&changed, Some(&vv)).expect("a conflict");
+        let conflict = pinned_conflict(&changed, Some(&vv), &BTreeMap::new()).expect("a conflict");
         assert!(conflict.contains("spec.version is pinned to \"v1\"") && conflict.contains(&vv.name_any()), "{conflict}");
-        assert_eq!(pinned_conflict(&processor(None, &["x"], &["a"]), Some(&vv)), None, "a derived id never conflicts");
-        assert_eq!(pinned_conflict(&changed, None), None, "nothing to conflict with yet");
+        assert_eq!(pinned_conflict(&processor(None, &["x"], &["a"]), Some(&vv), &BTreeMap::new()), None, "a derived id never conflicts");
+        assert_eq!(pinned_conflict(&changed, None, &BTreeMap::new()), None, "nothing to conflict with yet");
     }
 }

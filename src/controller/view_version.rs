@@ -21,8 +21,8 @@ use super::{Context, apply_status_fields, measured, release_finalizer, watched_a
 use crate::{
     Result,
     api::{
-        Cond, DeletionPolicy, MANAGER, Processor, Topic, VersionPhase, ViewVersion, ViewVersionStatus, conditions, conditions::types,
-        finalizers,
+        Cond, DeletionPolicy, Input, MANAGER, Processor, Topic, VersionPhase, ViewVersion, ViewVersionStatus, conditions,
+        conditions::types, finalizers,
     },
     resources,
 };
@@ -131,7 +131,9 @@ async fn reconcile(vv: Arc<ViewVersion>, ctx: Arc<Context>) -> Result<Action> {
             api.patch(&vv.name_any(), &PatchParams::apply(FINALIZER_MANAGER).force(), &Patch::Apply(&patch)).await?;
         }
         let reader = format!("ViewVersion {}", vv.name_any());
-        let inputs = input_topics(&ctx, &ns, &vv.spec.inputs).await?;
+        // (an upstream's view is its version's own topic: it exists)
+        let topics: Vec<String> = vv.spec.inputs.iter().filter(|i| matches!(Input::parse(i), Input::Topic(_))).cloned().collect();
+        let inputs = input_topics(&ctx, &ns, &topics).await?;
         let ready = match inputs_problem(&ns, &inputs, &reader) {
             // Nothing is created until the inputs are there.
             Some((reason, message)) => Cond::new(VIEW_READY, false, reason, message),

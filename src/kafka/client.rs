@@ -53,6 +53,9 @@ use super::{
     wire::{Conn, api_key_name},
 };
 
+mod read;
+pub use read::{LogRecord, TopicRead};
+
 const TOPIC_RESOURCE: i8 = 2;
 /// How long Kafka may take to finish a topic creation, deletion or
 /// partition growth before it answers (within the request timeout).
@@ -77,8 +80,12 @@ const APIS: [(ApiKey, i16, i16); 13] = [
     (ApiKey::DescribeQuorum, 0, 1),
 ];
 
+/// APIs only `kubectl kappa` uses (not part of what a cluster must offer
+/// the operator): Fetch v4-v12 (v13 names topics by id).
+const READ_APIS: [(ApiKey, i16, i16); 1] = [(ApiKey::Fetch, 4, 12)];
+
 fn versions(key: ApiKey) -> (i16, i16) {
-    APIS.iter().find(|(k, _, _)| *k == key).map_or((0, 0), |(_, min, preferred)| (*min, *preferred))
+    APIS.iter().chain(&READ_APIS).find(|(k, _, _)| *k == key).map_or((0, 0), |(_, min, preferred)| (*min, *preferred))
 }
 
 /// Brokers as the last Metadata answer named them.
@@ -349,8 +356,8 @@ impl WireKafka {
     /// Sends `send` for the items still pending until none is left with a
     /// retriable error or the attempts run out, refreshing the metadata
     /// (where the controller and leaders are) and backing off in between.
-    async fn with_retries<'a, T, F, Fut>(
-        &'a self,
+    async fn with_retries<T, F, Fut>(
+        &self,
         api: &str,
         items: Vec<String>,
         send: F,

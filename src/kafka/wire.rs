@@ -57,6 +57,7 @@ pub fn api_key_name(key: ApiKey) -> &'static str {
         ApiKey::ListOffsets => "ListOffsets",
         ApiKey::FindCoordinator => "FindCoordinator",
         ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::Fetch => "Fetch",
         ApiKey::DeleteGroups => "DeleteGroups",
         ApiKey::DescribeGroups => "DescribeGroups",
         ApiKey::LeaveGroup => "LeaveGroup",

@@ -140,6 +140,7 @@ pub(crate) mod tests {
             ViewVersionSpec {
                 processor: "orders".into(),
                 version: id.into(),
+                upstreams: Default::default(),
                 cluster_ref: "default".into(),
                 inputs: vec!["in".into()],
                 input_topics: vec!["in-topic".into(), "more".into()],
@@ -236,7 +237,7 @@ pub(crate) mod tests {
         // None of it is part of what the version computes.
         let mut before = processor();
         before.spec.template.image = p.spec.template.image.clone();
-        assert_eq!(crate::naming::version_id(&p.spec), crate::naming::version_id(&before.spec));
+        assert_eq!(crate::naming::version_id(&p.spec, &Default::default()), crate::naming::version_id(&before.spec, &Default::default()));
     }
 
     #[test]

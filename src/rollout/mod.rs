@@ -22,7 +22,7 @@ pub mod gate;
 #[cfg(test)]
 mod tests;
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::jiff::Timestamp;
 
@@ -144,6 +144,9 @@ pub struct Observation {
     /// Why the desired version cannot be the spec (`spec.version` pinned to
     /// a version whose code differs from the spec's).
     pub conflict: Option<String>,
+    /// Versions whose view a version of a downstream Processor reads, and
+    /// who reads it: they are neither retired nor scaled down.
+    pub read_by: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -593,8 +596,11 @@ impl<'a> Planner<'a> {
             // One demoted in this very plan stays at least until readers
             // have followed the cutover (the next plan).
             let just_demoted = self.committed.as_deref() == Some(v.id.as_str());
-            if since_demotion < delay || just_demoted {
-                self.wake.at(delay.saturating_sub(since_demotion));
+            let read = o.read_by.contains_key(&v.id);
+            if since_demotion < delay || just_demoted || read {
+                if since_demotion < delay || just_demoted {
+                    self.wake.at(delay.saturating_sub(since_demotion));
+                }
                 retained.push(&v.id);
             } else if i >= policy.retain_versions as usize {
                 self.actions.push(Action::Retire(v.id.clone()));
@@ -613,11 +619,15 @@ impl<'a> Planner<'a> {
         for v in o.versions.iter().filter(|v| v.deleting) {
             if Some(&v.id) == self.active.as_ref() {
                 self.deletion_blocked.push(format!("{} (active)", v.id));
+            } else if let Some(reader) = o.read_by.get(&v.id) {
+                self.deletion_blocked.push(format!("{} (read by {reader})", v.id));
             } else if retained.contains(&v.id.as_str()) {
                 self.deletion_blocked.push(format!("{} (retained standby)", v.id));
             }
         }
-        for v in o.versions.iter().filter(|v| !protected_candidate(v) && !former.iter().any(|f| f.id == v.id)) {
+        for v in
+            o.versions.iter().filter(|v| !protected_candidate(v) && !former.iter().any(|f| f.id == v.id) && !o.read_by.contains_key(&v.id))
+        {
             // Never served readers and no longer wanted (superseded, failed,
             // or deleted by someone).
             self.actions.push(Action::Retire(v.id.clone()));

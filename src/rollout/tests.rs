@@ -67,6 +67,7 @@ fn obs(desired: &str, active: Option<&str>, versions: Vec<Version>, now: i64) ->
         inputs: Inputs::Ready { truncated: vec![] },
         kafka: Kafka::Up { since: t(-1000) },
         conflict: None,
+        read_by: Default::default(),
     }
 }
 
@@ -342,6 +343,32 @@ fn the_old_version_stands_by_after_the_delay_and_older_ones_retire() {
 }
 
 #[test]
+fn a_version_a_downstream_reads_keeps_running_until_no_one_reads_it() {
+    let standby = |id: &str, promotion: u64| Version {
+        phase: VersionPhase::Standby,
+        promotion: Some(promotion),
+        demoted_at: Some(t(0)),
+        replicas: Some(2),
+        ..live(id)
+    };
+    let v3 = Version { promotion: Some(3), ..live("v3") };
+    let mut o = obs("v3", Some("v3"), vec![v3.clone(), standby("v2", 2), standby("v1", 1)], 1000);
+    o.read_by.insert("v1".into(), "Processor fraud version f1".into());
+    let p = plan(&o);
+    assert!(!has(&p, &Action::Retire("v1".into())), "beyond retainVersions, but read");
+    assert!(!p.actions.iter().any(|a| matches!(a, Action::Scale { version, .. } if version == "v1")), "its view stays live");
+    assert!(has(&p, &Action::Scale { version: "v2".into(), replicas: 0 }), "the unread standby stands by as before");
+    assert_ne!(p.requeue_after, Some(Duration::ZERO), "no busy loop: the reader moving on wakes it");
+    // Deleting it by hand is held while it is read, and says by whom.
+    o.versions[2].deleting = true;
+    let held = plan(&o);
+    assert!(cond(&held, DELETION_BLOCKED).message.contains("v1 (read by Processor fraud version f1)"));
+    // Once the reader moved on, it goes.
+    o.read_by.clear();
+    assert!(has(&plan(&o), &Action::Retire("v1".into())));
+}
+
+#[test]
 fn deleting_a_needed_version_waits_and_never_cuts_over() {
     // The active ViewVersion deleted mid-rollout.
     let v1 = Version { deleting: true, ..live("v1") };
@@ -525,6 +552,7 @@ impl World {
             },
             kafka: self.kafka.clone(),
             conflict: None,
+            read_by: Default::default(),
         }
     }
 
