@@ -52,6 +52,21 @@ fn cycle_through(name: &str, graph: &Graph) -> Option<Vec<String>> {
     None
 }
 
+/// Every Processor downstream of `name`, nearest first (each once).
+pub fn downstream_closure(name: &str, graph: &Graph) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut frontier = vec![name.to_string()];
+    while let Some(at) = frontier.pop() {
+        for d in downstreams(&at, graph) {
+            if d != name && !out.contains(&d) {
+                out.push(d.clone());
+                frontier.insert(0, d);
+            }
+        }
+    }
+    out
+}
+
 /// The Processors that read `name`'s view, in name order.
 pub fn downstreams(name: &str, graph: &Graph) -> Vec<String> {
     graph.iter().filter(|(_, ups)| ups.iter().any(|u| u == name)).map(|(d, _)| d.clone()).collect()
@@ -75,6 +90,10 @@ mod tests {
         }
         assert_eq!(downstreams("totals", &g), ["fraud", "report"]);
         assert_eq!(downstreams("fraud", &g), Vec::<String>::new());
+        assert_eq!(downstream_closure("orders", &g), ["report", "totals", "fraud"]);
+        assert_eq!(downstream_closure("fraud", &g), Vec::<String>::new());
+        let cyclic = graph(&[("a", &["b"]), ("b", &["a"])]);
+        assert_eq!(downstream_closure("a", &cyclic), ["b"]);
     }
 
     #[test]

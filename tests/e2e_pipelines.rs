@@ -1,11 +1,23 @@
 //! Pipelines on the lab: a Processor that reads another's view
-//! (`processor/NAME` in spec.inputs) converges to an exact view, follows
-//! its upstream's cutovers with a replay of its own, and a cycle or a
-//! missing upstream is refused with nothing created.
+//! (`processor/NAME` in spec.inputs) converges to an exact view and follows
+//! its upstream's cutovers with a replay of its own (Independent); a
+//! Together cascade cuts two and three stages over as one, last stage
+//! first, through a kill of the operator at its commit, and rolls back as
+//! one; a cycle or a missing upstream is refused with nothing created.
 
 mod support;
 
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kappa_operator::api::{Processor, ViewVersion};
+use kube::Api;
 use serde_json::json;
 use support::{
     TestNs, create, patch,
@@ -78,6 +90,15 @@ async fn a_two_stage_chain_converges_and_follows_an_upstream_cutover() {
         ("totals", Some(t1.as_str()), Some(t1.as_str()))
     );
 
+    // ... as the plugin and kubectl show it.
+    let plugin =
+        std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-kappa")).args(["status", "peaks", "-n", &s.ns.name]).output().unwrap();
+    let plugin = String::from_utf8_lossy(&plugin.stdout);
+    assert!(plugin.contains(&format!("upstream   totals  active {t1}  built on {t1}")), "{plugin}");
+    let listed = std::process::Command::new("kubectl").args(["get", "processors", "-n", &s.ns.name]).output().unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains("BUILT-ON") && listed.contains(&format!("totals@{t1}")), "{listed}");
+
     // Stage one replays (Independent): when it cuts over, stage two replays
     // the new view into a version of its own and cuts over too.
     patch::<Processor>(&s.ns, "totals", json!({"spec": {"reprocessNonce": "again"}})).await.unwrap();
@@ -110,6 +131,175 @@ async fn a_two_stage_chain_converges_and_follows_an_upstream_cutover() {
         if of_totals.len() == 2 { Ok(()) } else { Err(format!("{of_totals:?}")) }
     })
     .await;
+}
+
+/// The versions readers are told, stage by stage (ConfigMap `P-view`).
+async fn served(ns: &TestNs, stages: &[&str]) -> Vec<String> {
+    served_from(&ns.api(), stages).await
+}
+
+async fn served_from(maps: &Api<ConfigMap>, stages: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in stages {
+        let cm = maps.get_opt(&format!("{s}-view")).await.ok().flatten();
+        out.push(cm.and_then(|c| c.data?.get("version").cloned()).unwrap_or_default());
+    }
+    out
+}
+
+/// Samples what readers are told every 100 ms until `stop` is set.
+fn sample_readers(ns: &TestNs, stages: &'static [&'static str], stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<Vec<String>>> {
+    let maps = ns.api::<ConfigMap>();
+    tokio::spawn(async move {
+        let mut seen: Vec<Vec<String>> = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            let now = served_from(&maps, stages).await;
+            if seen.last() != Some(&now) {
+                seen.push(now);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        seen
+    })
+}
+
+/// Per Processor: how many events with this reason it has.
+async fn events_of(ns: &TestNs, processor: &str, reason: &str) -> usize {
+    ns.api::<Event>()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(processor) && e.reason.as_deref() == Some(reason))
+        .count()
+}
+
+/// Every stage's active version, in order.
+async fn actives(ns: &TestNs, stages: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in stages {
+        out.push(get(ns, s).await.ok().and_then(|p| p.status?.active_version).unwrap_or_default());
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_together_cascade_cuts_the_chain_over_last_stage_first() {
+    let s = pipeline("together", &[]).await;
+    let mut totals = processor_json("sum", 1);
+    totals["spec"]["rollout"]["cascade"] = json!("Together");
+    let (t1, _) = first_version_live(&s, totals, 3_000).await;
+    create::<Processor>(&s.ns, peaks("peaks", "totals")).await;
+    let (p1, _) = serves_on(&s.ns, "peaks", "totals", &t1).await;
+
+    const STAGES: &[&str] = &["totals", "peaks"];
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_readers(&s.ns, STAGES, stop.clone());
+    patch::<Processor>(&s.ns, "totals", json!({"spec": {"reprocessNonce": "again"}})).await.unwrap();
+    // Stage two builds on stage one's candidate before stage one cuts over.
+    let (t2, p2) = wait_for("stage two to build on stage one's offered candidate", WAIT, || async {
+        let st = get(&s.ns, "totals").await?.status.unwrap_or_default();
+        let offered = st.cascade_candidate.ok_or("nothing offered")?;
+        let peaks = get(&s.ns, "peaks").await?.status.unwrap_or_default();
+        let c = peaks.candidate_version.ok_or("no stage-two candidate")?;
+        if st.active_version.as_deref() == Some(t1.as_str()) && version_of(&s.ns, "peaks", &c).await.spec.upstreams["totals"] == offered {
+            Ok((offered, c))
+        } else {
+            Err(format!("stage one active {:?}", st.active_version))
+        }
+    })
+    .await;
+    serves_on(&s.ns, "peaks", "totals", &t2).await;
+    wait_for("both stages to be live on the new chain", WAIT, || async {
+        let now = served(&s.ns, STAGES).await;
+        if now == [t2.clone(), p2.clone()] { Ok(()) } else { Err(format!("{now:?}")) }
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let seen = sampler.await.unwrap();
+    println!("readers saw {seen:?}");
+    assert_eq!(seen.first(), Some(&vec![t1.clone(), p1.clone()]));
+    assert!(!seen.contains(&vec![t2.clone(), p1.clone()]), "a new stage one with an old stage two: {seen:?}");
+    assert_eq!(events_of(&s.ns, "totals", "CascadeCommitted").await, 1);
+    assert_eq!((events_of(&s.ns, "totals", "CutOver").await, events_of(&s.ns, "peaks", "CutOver").await), (1, 1));
+    let (_, vv) = serves_on(&s.ns, "peaks", "totals", &t2).await;
+    assert_eq!(vv.spec.version, p2);
+}
+
+#[tokio::test]
+async fn a_three_stage_chain_survives_a_kill_at_its_commit_and_rolls_back_as_one() {
+    let mut s = pipeline("chain3", &[]).await;
+    let mut totals = processor_json("sum", 1);
+    totals["spec"]["rollout"]["cascade"] = json!("Together");
+    let (t1, _) = first_version_live(&s, totals, 3_000).await;
+    create::<Processor>(&s.ns, peaks("peaks", "totals")).await;
+    let mut third = peaks("tops", "peaks");
+    third["spec"]["template"]["args"] = json!(["run", "--logic", "max", "--field", "max"]);
+    create::<Processor>(&s.ns, third).await;
+    const STAGES: &[&str] = &["totals", "peaks", "tops"];
+    let p1 = serves_on(&s.ns, "peaks", "totals", &t1).await.0;
+    let q1 = wait_for("stage three on stage two", WAIT, || async {
+        let st = get(&s.ns, "tops").await?.status.unwrap_or_default();
+        match (st.phase.as_deref(), st.built_on) {
+            (Some("Live"), Some(on)) if on == format!("peaks@{p1}") => Ok(st.active_version.unwrap()),
+            (phase, on) => Err(format!("{phase:?} on {on:?}")),
+        }
+    })
+    .await;
+
+    // The operator is killed right after the chain's commit record.
+    s.op.env = vec![("KAPPA_FAULT_PAUSE_AT".into(), "cascade-committed".into()), ("KAPPA_FAULT_PAUSE_SECONDS".into(), "300".into())];
+    s.op.restart();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_readers(&s.ns, STAGES, stop.clone());
+    patch::<Processor>(&s.ns, "totals", json!({"spec": {"reprocessNonce": "again"}})).await.unwrap();
+    wait_for("the operator to pause after the commit", WAIT, || async {
+        if s.op.logs().contains("fault: pausing at cascade-committed") { Ok(()) } else { Err("not yet".into()) }
+    })
+    .await;
+    s.op.kill();
+    assert_eq!(served(&s.ns, STAGES).await, [t1.clone(), p1.clone(), q1.clone()], "nothing switched before the kill");
+    s.op.env.clear();
+    s.op.restart();
+    let new = wait_for("the chain to cut over after the restart", WAIT, || async {
+        let a = actives(&s.ns, STAGES).await;
+        let now = served(&s.ns, STAGES).await;
+        if a[0] != t1 && a[1] != p1 && a[2] != q1 && now == a { Ok(a) } else { Err(format!("active {a:?} served {now:?}")) }
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let seen = sampler.await.unwrap();
+    println!("readers saw {seen:?}");
+    for w in &seen {
+        for i in 0..2 {
+            // A stage never serves a new version over an older stage below it.
+            assert!(!(w[i] == new[i] && w[i + 1] != new[i + 1]), "stage {i} new over stage {} old: {seen:?}", i + 1);
+        }
+    }
+    for (stage, v) in STAGES.iter().zip(&new) {
+        assert_eq!(events_of(&s.ns, stage, "CutOver").await, 1, "{stage}: one cutover");
+        let created = s.op.logs().lines().filter(|l| l.contains("created version") && l.contains(v.as_str())).count();
+        assert!(created <= 1, "{stage}: version {v} created once");
+    }
+    assert_eq!(events_of(&s.ns, "totals", "CascadeCommitted").await, 1);
+    let (_, vv) = serves_on(&s.ns, "peaks", "totals", &new[0]).await;
+    assert_eq!(vv.spec.version, new[1]);
+
+    // Reverting stage one returns every stage to its standby, without a
+    // replay, as one chain.
+    let before: usize = s.op.logs().lines().filter(|l| l.contains("created version")).count();
+    patch::<Processor>(&s.ns, "totals", json!({"spec": {"reprocessNonce": null}})).await.unwrap();
+    wait_for("the chain to roll back", WAIT, || async {
+        let now = served(&s.ns, STAGES).await;
+        if now == [t1.clone(), p1.clone(), q1.clone()] { Ok(()) } else { Err(format!("{now:?}")) }
+    })
+    .await;
+    assert_eq!(s.op.logs().lines().filter(|l| l.contains("created version")).count(), before, "no version made: no replay");
+    for stage in STAGES {
+        assert_eq!(events_of(&s.ns, stage, "RolledBack").await, 1, "{stage} rolled back once");
+    }
+    serves_on(&s.ns, "peaks", "totals", &t1).await;
 }
 
 #[tokio::test]

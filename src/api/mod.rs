@@ -46,6 +46,10 @@ pub mod annotations {
     /// On a ViewVersion, the commit record of a cutover: the promotion that
     /// made it active (the highest is the active version).
     pub const PROMOTION: &str = "kappa.dev/promotion";
+    /// On the candidate of the Processor a `Together` cascade starts from,
+    /// the commit record of the chain: `NAME=VERSION,...` of every
+    /// downstream stage's version that cuts over with it.
+    pub const CASCADE: &str = "kappa.dev/cascade";
     /// `paused` stops reconciliation of the annotated object until removed.
     pub const RECONCILE: &str = "kappa.dev/reconcile";
     /// `true` releases a Topic's finalizer without touching Kafka, for a

@@ -30,7 +30,7 @@ use super::{Condition, DeletionPolicy, default_cluster_ref};
     printcolumn(name = "Lag", type_ = "integer", json_path = ".status.lag"),
     printcolumn(name = "Progress", type_ = "string", json_path = ".status.candidateProgress", priority = 1),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", priority = 1),
-    printcolumn(name = "Built-On", type_ = "string", json_path = ".status.builtOn", priority = 1),
+    printcolumn(name = "Built-On", type_ = "string", json_path = ".status.builtOn"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new(PINNED_VERSION_RULE).message(
@@ -353,6 +353,25 @@ pub struct RolloutPolicy {
     /// A verification Job run against the old and new views before promotion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifySpec>,
+    /// How a new version of this Processor reaches the Processors that read
+    /// its view (`processor/NAME` inputs). `Independent` (default): each
+    /// stage cuts over as soon as it is ready, so for a while a downstream
+    /// reader sees the new upstream combined with the old downstream.
+    /// `Together`: this Processor's candidate is offered to the downstream
+    /// stages before it cuts over; each builds a version on it, and once
+    /// every stage has caught up (and this Processor's promotion policy
+    /// allows), one commit record promotes the whole chain, the last stage
+    /// first: no reader sees a new upstream with an old downstream.
+    #[serde(default)]
+    pub cascade: CascadeMode,
+}
+
+/// See `spec.rollout.cascade`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum CascadeMode {
+    #[default]
+    Independent,
+    Together,
 }
 
 impl Default for RolloutPolicy {
@@ -367,6 +386,7 @@ impl Default for RolloutPolicy {
             progress_deadline_seconds: default_progress_deadline(),
             allow_truncated_history: false,
             verify: None,
+            cascade: CascadeMode::Independent,
         }
     }
 }
@@ -472,6 +492,10 @@ pub struct ProcessorStatus {
     /// built on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upstreams: Vec<UpstreamStatus>,
+    /// The candidate offered to downstream Processors in a `Together`
+    /// cascade: they build their versions on it before it cuts over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade_candidate: Option<String>,
     /// The Processors in this namespace that read this one's view.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub downstreams: Vec<String>,

@@ -199,6 +199,25 @@ async fn status(client: &Client, ns: &str, name: &str) -> anyhow::Result<(String
             "recordsPerSecond": vst.records_per_second, "etaSeconds": eta,
         });
     }
+    if !st.upstreams.is_empty() || !st.downstreams.is_empty() {
+        for u in &st.upstreams {
+            out += &format!(
+                "  upstream   {}  active {}  built on {}\n",
+                u.processor,
+                u.active_version.as_deref().unwrap_or("none"),
+                u.built_on.as_deref().unwrap_or("-")
+            );
+        }
+        if !st.downstreams.is_empty() {
+            out += &format!("  downstream {}\n", st.downstreams.join(", "));
+        }
+        if let Some(c) = &st.cascade_candidate {
+            out += &format!("  cascade    offers {c} to the downstream stages (cut over together)\n");
+        }
+        value["upstreams"] = serde_json::to_value(&st.upstreams)?;
+        value["downstreams"] = json!(st.downstreams);
+        value["cascadeCandidate"] = json!(st.cascade_candidate);
+    }
     out += "conditions\n";
     for c in &st.conditions {
         out += &format!("  {:<20} {:<6} {:<20} {}\n", c.type_, c.status, c.reason, c.message);

@@ -24,11 +24,14 @@ pub const POINTS: [&str; 11] = [
     "retiring",
 ];
 
+/// Boundaries of a `Together` cascade (not of every rollout).
+pub const CASCADE_POINTS: [&str; 1] = ["cascade-committed"];
+
 static PAUSED: AtomicBool = AtomicBool::new(false);
 
 /// Pauses here if the environment asks for this point (once per process).
 pub async fn point(name: &'static str) {
-    debug_assert!(POINTS.contains(&name), "{name} is not a fault point");
+    debug_assert!(POINTS.contains(&name) || CASCADE_POINTS.contains(&name), "{name} is not a fault point");
     if std::env::var("KAPPA_FAULT_PAUSE_AT").ok().as_deref() != Some(name) || PAUSED.swap(true, Ordering::SeqCst) {
         return;
     }

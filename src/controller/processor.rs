@@ -34,8 +34,8 @@ use super::{
 use crate::{
     Result,
     api::{
-        Cond, DeletionPolicy, KafkaCluster, MANAGER, Processor, ProcessorStatus, RollbackTarget, Topic, UpstreamStatus, VersionPhase,
-        ViewVersion, ViewVersionSpec, ViewVersionStatus, annotations, conditions, finalizers, labels,
+        CascadeMode, Cond, DeletionPolicy, KafkaCluster, MANAGER, Processor, ProcessorStatus, RollbackTarget, Topic, UpstreamStatus,
+        VersionPhase, ViewVersion, ViewVersionSpec, ViewVersionStatus, annotations, conditions, finalizers, labels,
     },
     kafka::{KafkaError, Removal, ResponseError, lag},
     metrics::OutcomeLabels,
@@ -338,7 +338,7 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
         // deletionPolicy Delete deletes the views: not one a downstream reads.
         let readers = read_by(&ctx, &ns, &name);
         if !readers.is_empty() {
-            let held: Vec<String> = readers.iter().map(|(v, who)| format!("version {v} (read by {who})")).collect();
+            let held: Vec<String> = readers.iter().map(|(v, r)| format!("version {v} (read by {})", r.who)).collect();
             let message = format!(
                 "deletion waits: downstream Processors read its views: {}; remove processor/{name} from their spec.inputs first",
                 held.join(", ")
@@ -371,22 +371,30 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
     };
     let gate_policy = progress::gate_policy(&p.spec.rollout, ctx.settings.lag_poll_interval);
     let find = |id: &str| world.versions.iter().find(|v| v.spec.version == id).cloned();
+    let recorded_active = p.status.as_ref().and_then(|s| s.active_version.clone());
+    let versions: Vec<rollout::Version> =
+        world.versions.iter().map(|v| observe_version(v, &world, ctx.monitor.gate(v, &gate_policy).0)).collect();
+    let active = rollout::committed_active(&versions, recorded_active.as_deref());
+    let cascade = cascade_state(&p, &ctx, &graph, &world, &desired, active.as_deref()).await?;
     let obs = Observation {
         now: Timestamp::now(),
         desired: desired.clone(),
         replicas: p.spec.replicas,
         policy: p.spec.rollout.clone(),
-        recorded_active: p.status.as_ref().and_then(|s| s.active_version.clone()),
-        versions: world.versions.iter().map(|v| observe_version(v, &world, ctx.monitor.gate(v, &gate_policy).0)).collect(),
+        recorded_active,
+        versions,
         inputs: planner_inputs,
         kafka: kafka_state(&kc, ctx.monitor.kafka(&ns, &p.spec.cluster_ref)),
         conflict: pinned_conflict(&p, find(&desired).as_deref(), &ups.versions),
         read_by: read_by(&ctx, &ns, &name),
+        cascade: cascade.as_ref().map(|c| c.state.clone()),
     };
     let plan = rollout::plan(&obs);
     ctx.metrics.phase(&ns, &name, &rollout::Phase::names(), Some(plan.phase.as_str()));
     let mut status = processor_status(&p, &plan, &world, &desired);
     pipeline_status(&mut status, &p, &ctx, &graph, &world);
+    // Offered to the stages downstream while it is a candidate of a cascade.
+    status.cascade_candidate = (cascade.is_some() && plan.candidate.as_deref() == Some(desired.as_str())).then(|| desired.clone());
     let mut events: Vec<(bool, &'static str, String)> = plan
         .actions
         .iter()
@@ -404,7 +412,7 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
                 let mut topics: Vec<String> =
                     input_topics.iter().map(|(name, t)| t.as_ref().map_or_else(|| name.clone(), |t| t.kafka_name())).collect();
                 topics.extend(ups.topics.iter().cloned());
-                create_version(&p, &ctx, id, topics, &ups.versions, cascade(&p, &world, &ups.versions)).await?
+                create_version(&p, &ctx, id, topics, &ups.versions, started_by(&p, &ctx, &world, &ups.versions)).await?
             }
             Action::Scale { version, replicas } => {
                 if let Some(vv) = find(version) {
@@ -471,6 +479,11 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
                     wait = Some(d);
                 }
             }
+            Action::CommitCascade(version) => {
+                if let (Some(vv), Some(c)) = (find(version), cascade.as_ref()) {
+                    commit_cascade(&p, &ctx, &vv, &c.members).await?;
+                }
+            }
             Action::RecordCaughtUp(_) => {}
             Action::Event { .. } => {} // published with the status change, below
         }
@@ -523,8 +536,12 @@ fn upstreams(p: &Processor, ctx: &Context) -> Upstreams {
     let ns = p.namespace().unwrap_or_default();
     let mut out = Upstreams { versions: BTreeMap::new(), topics: Vec::new(), waiting: None };
     for up in p.spec.upstreams() {
-        let active = ctx.stores.processors.get(&ObjectRef::new(up).within(&ns)).and_then(|u| u.status.as_ref()?.active_version.clone());
-        let Some(v) = active else {
+        // The version a Together cascade offers, before it cuts over; else the active one.
+        let offered = ctx.stores.processors.get(&ObjectRef::new(up).within(&ns)).and_then(|u| {
+            let st = u.status.as_ref()?;
+            st.cascade_candidate.clone().or(st.active_version.clone())
+        });
+        let Some(v) = offered else {
             out.waiting = Some(format!("waiting for Processor {up} (processor/{up} in spec.inputs) to have an active version"));
             continue;
         };
@@ -538,13 +555,20 @@ fn upstreams(p: &Processor, ctx: &Context) -> Upstreams {
 }
 
 /// This Processor's versions whose views versions of other Processors
-/// read, and who reads each.
-fn read_by(ctx: &Context, ns: &str, name: &str) -> BTreeMap<String, String> {
-    let mut out: BTreeMap<String, String> = BTreeMap::new();
+/// read, who reads each, and whether a running version does.
+fn read_by(ctx: &Context, ns: &str, name: &str) -> BTreeMap<String, rollout::Reader> {
+    let mut out: BTreeMap<String, rollout::Reader> = BTreeMap::new();
     for v in ctx.stores.versions.state().into_iter().filter(|v| v.namespace().as_deref() == Some(ns)) {
         if let Some(read) = v.spec.upstreams.get(name) {
-            let reader = format!("Processor {} version {}", v.spec.processor, v.spec.version);
-            out.entry(read.clone()).and_modify(|r| *r = format!("{r}, {reader}")).or_insert(reader);
+            let who = format!("Processor {} version {}", v.spec.processor, v.spec.version);
+            let phase = v.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
+            let live = !matches!(phase, VersionPhase::Standby | VersionPhase::Retired | VersionPhase::Failed);
+            out.entry(read.clone())
+                .and_modify(|r| {
+                    r.who = format!("{}, {who}", r.who);
+                    r.live |= live;
+                })
+                .or_insert(rollout::Reader { who: who.clone(), live });
         }
     }
     out
@@ -573,14 +597,134 @@ fn pipeline_status(st: &mut ProcessorStatus, p: &Processor, ctx: &Context, graph
     st.built_on = (!built_on.is_empty()).then(|| built_on.join(","));
 }
 
+/// Where this Processor's candidate stands in a `Together` cascade, and
+/// (for the root, before its commit) the stages' versions the commit
+/// record will name.
+struct CascadeInfo {
+    state: rollout::Cascade,
+    members: Vec<(String, String)>,
+}
+
+/// The stages' versions a cascade's commit record names.
+fn cascade_record(vv: &ViewVersion) -> Option<BTreeMap<String, String>> {
+    let text = vv.annotations().get(annotations::CASCADE)?;
+    Some(text.split(',').filter_map(|m| m.split_once('=')).map(|(p, v)| (p.to_string(), v.to_string())).collect())
+}
+
+async fn cascade_state(
+    p: &Processor,
+    ctx: &Context,
+    graph: &pipeline::Graph,
+    w: &World,
+    desired: &str,
+    active: Option<&str>,
+) -> Result<Option<CascadeInfo>> {
+    let (ns, name) = (p.namespace().unwrap_or_default(), p.name_any());
+    if active == Some(desired) {
+        return Ok(None);
+    }
+    let Some(candidate) = w.versions.iter().find(|v| v.spec.version == desired && v.metadata.deletion_timestamp.is_none()) else {
+        return Ok(None);
+    };
+    let processor = |n: &str| ctx.stores.processors.get(&ObjectRef::new(n).within(&ns));
+    let version = |n: &str, v: &str| ctx.stores.versions.get(&ObjectRef::new(&naming::version_object(n, v)).within(&ns));
+    let upstream_active = |u: &str| processor(u).and_then(|u| u.status.as_ref()?.active_version.clone());
+    let root = p.spec.rollout.cascade == CascadeMode::Together && !pipeline::downstreams(&name, graph).is_empty();
+    // A stage built on an upstream's offered candidate, not its active version.
+    let member = candidate.spec.upstreams.iter().any(|(u, v)| upstream_active(u).as_deref() != Some(v.as_str()));
+    if !root && !member {
+        return Ok(None);
+    }
+    let mine = format!("{name}={desired}");
+    let record = if root {
+        cascade_record(candidate)
+    } else {
+        ctx.stores
+            .versions
+            .state()
+            .into_iter()
+            .filter(|v| v.namespace().as_deref() == Some(ns.as_str()))
+            .find(|v| v.annotations().get(annotations::CASCADE).is_some_and(|r| r.split(',').any(|m| m == mine)))
+            .and_then(|v| cascade_record(&v))
+    };
+    let closure = pipeline::downstream_closure(&name, graph);
+    let mut waiting_for = Vec::new();
+    let mut members = Vec::new();
+    match &record {
+        // Committed: the stages downstream of this one switch their readers first.
+        Some(record) => {
+            let maps = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns);
+            for d in closure.iter().filter(|d| record.contains_key(*d)) {
+                let served = maps.get_opt(&naming::processor_names(d).config_map).await?.and_then(|cm| cm.data?.get("version").cloned());
+                if served.as_ref() != record.get(d) {
+                    waiting_for.push(format!("Processor {d}"));
+                }
+            }
+        }
+        None if root => {
+            // The version each stage of the chain offers.
+            let mut chain: BTreeMap<String, String> = BTreeMap::from([(name.clone(), desired.to_string())]);
+            for d in &closure {
+                if let Some(c) = processor(d).and_then(|d| d.status.as_ref()?.cascade_candidate.clone()) {
+                    chain.insert(d.clone(), c);
+                }
+            }
+            for d in &closure {
+                let Some(v) = chain.get(d).and_then(|c| version(d, c)) else {
+                    waiting_for.push(format!("Processor {d} (no version on this cascade yet)"));
+                    continue;
+                };
+                let on_chain = v.spec.upstreams.iter().all(|(u, uv)| chain.get(u).is_none_or(|c| c == uv));
+                let phase = v.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
+                if !on_chain {
+                    waiting_for.push(format!("Processor {d} (version {} is built on other upstream versions)", v.spec.version));
+                } else if phase != VersionPhase::CaughtUp {
+                    waiting_for.push(format!("Processor {d} (version {} is {phase:?})", v.spec.version));
+                } else {
+                    members.push((d.clone(), v.spec.version.clone()));
+                }
+            }
+        }
+        None => {}
+    }
+    Ok(Some(CascadeInfo { state: rollout::Cascade { root, committed: record.is_some(), waiting_for }, members }))
+}
+
+/// Writes the commit record of a cascade on the root's candidate: the one
+/// write after which every stage cuts over (idempotent).
+async fn commit_cascade(p: &Processor, ctx: &Context, vv: &ViewVersion, members: &[(String, String)]) -> Result<()> {
+    if cascade_record(vv).is_some() {
+        return Ok(());
+    }
+    let record: Vec<String> = members.iter().map(|(d, v)| format!("{d}={v}")).collect();
+    let patch = json!({"metadata": {"annotations": {annotations::CASCADE: record.join(",")}}});
+    Api::<ViewVersion>::namespaced(ctx.client.clone(), &vv.namespace().unwrap_or_default())
+        .patch(&vv.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    let stages: Vec<String> = members.iter().map(|(d, v)| format!("Processor {d} version {v}")).collect();
+    let message =
+        format!("the cascade from version {} commits: {} cut over with it, the last stage first", vv.spec.version, stages.join(", "));
+    ctx.event_named(p, &format!("{}.cascade", vv.name_any()), false, "CascadeCommitted", "Cascade", message).await;
+    fault::point("cascade-committed").await;
+    Ok(())
+}
+
 /// For the event of a new version: which upstream cutover started it.
-fn cascade(p: &Processor, w: &World, upstreams: &BTreeMap<String, String>) -> Option<String> {
+fn started_by(p: &Processor, ctx: &Context, w: &World, upstreams: &BTreeMap<String, String>) -> Option<String> {
+    let ns = p.namespace().unwrap_or_default();
     let active = p.status.as_ref()?.active_version.as_ref()?;
     let was = &w.versions.iter().find(|v| &v.spec.version == active)?.spec.upstreams;
     let moved: Vec<String> = upstreams
         .iter()
         .filter(|(up, v)| was.get(*up).is_some_and(|old| old != *v))
-        .map(|(up, v)| format!("Processor {up} cut over to version {v}"))
+        .map(|(up, v)| {
+            let up_active = ctx.stores.processors.get(&ObjectRef::new(up).within(&ns)).and_then(|u| u.status.clone()?.active_version);
+            if up_active.as_ref() == Some(v) {
+                format!("Processor {up} cut over to version {v}")
+            } else {
+                format!("Processor {up} offers version {v} to cut over together")
+            }
+        })
         .collect();
     (!moved.is_empty()).then(|| format!(" (a cascade: {})", moved.join(", ")))
 }
@@ -744,6 +888,7 @@ fn processor_status(p: &Processor, plan: &rollout::Plan, w: &World, desired: &st
         upstreams: vec![],
         downstreams: vec![],
         built_on: None,
+        cascade_candidate: None,
     }
 }
 

@@ -145,8 +145,36 @@ pub struct Observation {
     /// a version whose code differs from the spec's).
     pub conflict: Option<String>,
     /// Versions whose view a version of a downstream Processor reads, and
-    /// who reads it: they are neither retired nor scaled down.
-    pub read_by: BTreeMap<String, String>,
+    /// who reads it: they are not retired, and while a running version
+    /// reads them, not scaled down.
+    pub read_by: BTreeMap<String, Reader>,
+    /// The candidate is part of a `Together` cascade.
+    pub cascade: Option<Cascade>,
+}
+
+/// Who reads a version's view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reader {
+    /// For people: `Processor P version V`, comma-separated.
+    pub who: String,
+    /// A running version (active or candidate) reads it: its view must
+    /// stay live.
+    pub live: bool,
+}
+
+/// Where the candidate stands in a `Together` cascade (a chain of
+/// Processors that cuts over as one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cascade {
+    /// This Processor starts the chain: it writes the commit record, under
+    /// its own promotion policy.
+    pub root: bool,
+    /// The chain's commit record names this candidate.
+    pub committed: bool,
+    /// Before the commit (root only): the stages without a caught-up
+    /// version on the chain yet. After it: the downstream stages whose
+    /// readers have not switched yet (this one switches after them).
+    pub waiting_for: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -180,6 +208,9 @@ pub enum Action {
         reason: &'static str,
         message: String,
     },
+    /// Write the commit record of a `Together` cascade on this candidate:
+    /// from then on every stage of the chain cuts over, the last first.
+    CommitCascade(String),
     /// Delete the version: Deployment, view topic and consumer group.
     Retire(String),
     Event {
@@ -503,7 +534,13 @@ impl<'a> Planner<'a> {
             PromotionMode::Auto => true,
             PromotionMode::Manual => o.policy.promote.as_deref() == Some(c.as_str()),
         };
-        if !allowed {
+        if let Some(cascade) = &o.cascade
+            && !self.cascade_allows(v, cascade, allowed)
+        {
+            return;
+        }
+        // (a stage of a committed cascade cuts over with it, whatever its own policy)
+        if !allowed && o.cascade.is_none() {
             self.set_phase(v, VersionPhase::CaughtUp, None);
             self.awaiting = Some(format!(
                 "version {c} has caught up{}; set spec.rollout.promote: \"{c}\" to cut over",
@@ -541,6 +578,39 @@ impl<'a> Planner<'a> {
         }
         self.active = Some(c);
         self.candidate = None;
+    }
+
+    /// A caught-up candidate in a `Together` cascade: held until the chain
+    /// is committed (the root commits it once every stage has caught up and
+    /// its own policy allows), then cut over once the stages downstream of
+    /// it have switched their readers. True when it may cut over now.
+    fn cascade_allows(&mut self, v: &Version, cascade: &Cascade, allowed: bool) -> bool {
+        let c = v.id.clone();
+        let waiting = cascade.waiting_for.join(", ");
+        let message = match (cascade.committed, cascade.root) {
+            (true, _) if cascade.waiting_for.is_empty() => return true,
+            (true, _) => {
+                // Their switch is not an event of this Processor's: look again soon.
+                self.wake.at(Duration::from_secs(1));
+                format!("the cascade is committed; version {c} cuts over once {waiting} switched readers")
+            }
+            (false, true) if !cascade.waiting_for.is_empty() => {
+                self.wake.at(Duration::from_secs(2));
+                format!("version {c} has caught up; the cascade waits for {waiting}")
+            }
+            (false, true) if !allowed => {
+                format!("version {c} and every downstream stage have caught up; set spec.rollout.promote: \"{c}\" to cut the chain over")
+            }
+            (false, true) => {
+                self.actions.push(Action::CommitCascade(c.clone()));
+                self.wake.at(Duration::from_secs(1));
+                format!("the cascade is committed; version {c} cuts over once the downstream stages switched readers")
+            }
+            (false, false) => format!("version {c} has caught up; it cuts over with the cascade of its upstream"),
+        };
+        self.set_phase(v, VersionPhase::CaughtUp, None);
+        self.awaiting = Some(message);
+        false
     }
 
     /// Verification of a caught-up candidate: true once it has passed (or
@@ -596,13 +666,13 @@ impl<'a> Planner<'a> {
             // One demoted in this very plan stays at least until readers
             // have followed the cutover (the next plan).
             let just_demoted = self.committed.as_deref() == Some(v.id.as_str());
-            let read = o.read_by.contains_key(&v.id);
-            if since_demotion < delay || just_demoted || read {
+            let reader = o.read_by.get(&v.id);
+            if since_demotion < delay || just_demoted || reader.is_some_and(|r| r.live) {
                 if since_demotion < delay || just_demoted {
                     self.wake.at(delay.saturating_sub(since_demotion));
                 }
                 retained.push(&v.id);
-            } else if i >= policy.retain_versions as usize {
+            } else if i >= policy.retain_versions as usize && reader.is_none() {
                 self.actions.push(Action::Retire(v.id.clone()));
                 continue;
             } else {
@@ -620,7 +690,7 @@ impl<'a> Planner<'a> {
             if Some(&v.id) == self.active.as_ref() {
                 self.deletion_blocked.push(format!("{} (active)", v.id));
             } else if let Some(reader) = o.read_by.get(&v.id) {
-                self.deletion_blocked.push(format!("{} (read by {reader})", v.id));
+                self.deletion_blocked.push(format!("{} (read by {})", v.id, reader.who));
             } else if retained.contains(&v.id.as_str()) {
                 self.deletion_blocked.push(format!("{} (retained standby)", v.id));
             }

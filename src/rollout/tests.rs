@@ -68,6 +68,7 @@ fn obs(desired: &str, active: Option<&str>, versions: Vec<Version>, now: i64) ->
         kafka: Kafka::Up { since: t(-1000) },
         conflict: None,
         read_by: Default::default(),
+        cascade: None,
     }
 }
 
@@ -353,7 +354,7 @@ fn a_version_a_downstream_reads_keeps_running_until_no_one_reads_it() {
     };
     let v3 = Version { promotion: Some(3), ..live("v3") };
     let mut o = obs("v3", Some("v3"), vec![v3.clone(), standby("v2", 2), standby("v1", 1)], 1000);
-    o.read_by.insert("v1".into(), "Processor fraud version f1".into());
+    o.read_by.insert("v1".into(), Reader { who: "Processor fraud version f1".into(), live: true });
     let p = plan(&o);
     assert!(!has(&p, &Action::Retire("v1".into())), "beyond retainVersions, but read");
     assert!(!p.actions.iter().any(|a| matches!(a, Action::Scale { version, .. } if version == "v1")), "its view stays live");
@@ -363,9 +364,65 @@ fn a_version_a_downstream_reads_keeps_running_until_no_one_reads_it() {
     o.versions[2].deleting = true;
     let held = plan(&o);
     assert!(cond(&held, DELETION_BLOCKED).message.contains("v1 (read by Processor fraud version f1)"));
+    // Read by a standby only: kept, but at rest.
+    o.versions[2].deleting = false;
+    o.read_by.insert("v1".into(), Reader { who: "Processor fraud version f0".into(), live: false });
+    let p = plan(&o);
+    assert!(!has(&p, &Action::Retire("v1".into())));
+    assert!(has(&p, &Action::Scale { version: "v1".into(), replicas: 0 }));
     // Once the reader moved on, it goes.
     o.read_by.clear();
     assert!(has(&plan(&o), &Action::Retire("v1".into())));
+}
+
+#[test]
+fn a_together_cascade_holds_commits_once_and_cuts_over_after_the_stages_downstream() {
+    let cascade = |root: bool, committed: bool, waiting: &[&str]| {
+        Some(Cascade { root, committed, waiting_for: waiting.iter().map(|w| w.to_string()).collect() })
+    };
+    let at = |c: Option<Cascade>| {
+        let mut o = obs("v2", Some("v1"), vec![live("v1"), caught("v2")], 100);
+        o.cascade = c;
+        plan(&o)
+    };
+    let holds = |p: &Plan| {
+        promotes(p).is_none()
+            && p.phase == Phase::AwaitingPromotion
+            && has(p, &Action::SetPhase { version: "v2".into(), phase: VersionPhase::CaughtUp, message: None })
+    };
+    // The root waits for the stages, then commits (once: the record is
+    // then seen), then waits for them to switch, then cuts over.
+    let p = at(cascade(true, false, &["Processor peaks (replaying)"]));
+    assert!(holds(&p) && !has(&p, &Action::CommitCascade("v2".into())));
+    assert!(cond(&p, "Reconciling").message.contains("waits for Processor peaks (replaying)"), "{:?}", p.conditions);
+    let p = at(cascade(true, false, &[]));
+    assert!(holds(&p) && has(&p, &Action::CommitCascade("v2".into())));
+    let p = at(cascade(true, true, &["Processor peaks"]));
+    assert!(holds(&p) && !has(&p, &Action::CommitCascade("v2".into())));
+    assert!(p.requeue_after.is_some_and(|d| d <= Duration::from_secs(1)), "their switch is not this Processor's event");
+    assert_eq!(promotes(&at(cascade(true, true, &[]))), Some((Some("v1".into()), "v2".into())));
+    // A stage downstream never commits, holds until committed, then cuts over.
+    let p = at(cascade(false, false, &[]));
+    assert!(holds(&p) && !p.actions.iter().any(|a| matches!(a, Action::CommitCascade(_))));
+    assert_eq!(promotes(&at(cascade(false, true, &[]))), Some((Some("v1".into()), "v2".into())));
+    // The root's manual promotion gates the commit; a stage's own does not
+    // hold a committed chain.
+    let manual = |c: Option<Cascade>, promote: Option<&str>| {
+        let mut o = obs("v2", Some("v1"), vec![live("v1"), caught("v2")], 100);
+        o.policy.promotion = PromotionMode::Manual;
+        o.policy.promote = promote.map(Into::into);
+        o.cascade = c;
+        plan(&o)
+    };
+    let p = manual(cascade(true, false, &[]), None);
+    assert!(holds(&p) && !has(&p, &Action::CommitCascade("v2".into())));
+    assert!(has(&manual(cascade(true, false, &[]), Some("v2")), &Action::CommitCascade("v2".into())));
+    assert!(promotes(&manual(cascade(false, true, &[]), None)).is_some());
+    // A candidate still replaying is not held by the cascade: it replays.
+    let mut o =
+        obs("v2", Some("v1"), vec![live("v1"), Version { phase: VersionPhase::Replaying, replicas: Some(2), ..version("v2") }], 100);
+    o.cascade = cascade(true, false, &[]);
+    assert_eq!(plan(&o).phase, Phase::Replaying);
 }
 
 #[test]
@@ -524,6 +581,7 @@ fn world_policy() -> impl Strategy<Value = RolloutPolicy> {
             progress_deadline_seconds: 120,
             allow_truncated_history: allow,
             verify: verify.then(|| VerifySpec { image: "v".into(), ..Default::default() }),
+            cascade: Default::default(),
         },
     )
 }
@@ -553,6 +611,7 @@ impl World {
             kafka: self.kafka.clone(),
             conflict: None,
             read_by: Default::default(),
+            cascade: None,
         }
     }
 
@@ -634,7 +693,7 @@ impl World {
             Action::Retire(id) => {
                 self.versions.remove(id);
             }
-            Action::Event { .. } => {}
+            Action::Event { .. } | Action::CommitCascade(_) => {}
         }
     }
 }
