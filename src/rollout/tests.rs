@@ -961,3 +961,34 @@ fn conditions_say_whether_the_spec_is_served_for_every_phase() {
         }
     }
 }
+
+proptest! {
+    /// Whatever a cascade's state, the candidate's gate and the policy: a
+    /// stage cuts over only once the chain is committed and the stages
+    /// below it have switched, only the root commits, under its own
+    /// promotion policy, and never in the same plan as a cutover.
+    #[test]
+    fn a_cascade_never_cuts_over_before_its_commit(
+        root in any::<bool>(), committed in any::<bool>(), waiting in any::<bool>(),
+        manual in any::<bool>(), promoted in any::<bool>(), caught_up in any::<bool>(),
+    ) {
+        let c = if caught_up { caught("v2") } else { Version { phase: VersionPhase::Replaying, replicas: Some(2), ..version("v2") } };
+        let mut o = obs("v2", Some("v1"), vec![live("v1"), c], 100);
+        o.policy.promotion = if manual { PromotionMode::Manual } else { PromotionMode::Auto };
+        o.policy.promote = promoted.then(|| "v2".into());
+        o.cascade = Some(Cascade { root, committed, waiting_for: if waiting { vec!["Processor d".into()] } else { vec![] } });
+        let p = plan(&o);
+        let commits = p.actions.iter().any(|a| matches!(a, Action::CommitCascade(_)));
+        if promotes(&p).is_some() {
+            prop_assert!(committed && !waiting && caught_up);
+            prop_assert!(!commits);
+        }
+        if commits {
+            prop_assert!(root && !committed && !waiting && caught_up);
+            prop_assert!(!manual || promoted);
+        }
+        if committed && !waiting && caught_up {
+            prop_assert!(promotes(&p).is_some(), "a committed stage with nothing below to wait for cuts over");
+        }
+    }
+}

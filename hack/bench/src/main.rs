@@ -1,6 +1,7 @@
 //! Benchmarks on the lab. Human-readable progress on stderr; the last line on
 //! stdout is one JSON object with the figures. Run through `hack/bench.sh`.
 
+mod chain;
 mod common;
 mod replay;
 mod rollout;
@@ -38,10 +39,14 @@ enum Command {
     Replay { count: u64 },
     /// One v1 -> v2 rollout over N input records (default 100,000):
     /// promotion latency beyond stableFor, API writes, and a rollback to a
-    /// standby 10,000 records behind.
+    /// standby 10,000 records behind. With `--stages N` (N >= 2): a chain of
+    /// N Processors; the time from a change of stage one to the whole chain
+    /// promoted, and API writes per chain rollout, Together and Independent.
     Rollout {
         #[arg(long, default_value_t = 100_000)]
         records: u64,
+        #[arg(long, default_value_t = 1)]
+        stages: usize,
     },
 }
 
@@ -51,7 +56,8 @@ async fn main() {
     let result = match cli.command {
         Command::Topics { count, idle_seconds } => topics::run(&cli.operator, count, idle_seconds).await,
         Command::Replay { count } => replay::run(&cli.operator, &cli.processor, count).await,
-        Command::Rollout { records } => rollout::run(&cli.operator, &cli.processor, records).await,
+        Command::Rollout { records, stages: 1 } => rollout::run(&cli.operator, &cli.processor, records).await,
+        Command::Rollout { records, stages } => chain::run(&cli.operator, &cli.processor, records, stages).await,
     };
     match result {
         Ok(figures) => println!("{figures}"),

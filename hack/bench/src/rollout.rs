@@ -140,7 +140,7 @@ pub async fn run(operator: &Path, processor: &Path, records: u64) -> anyhow::Res
     }))
 }
 
-fn produce(processor: &Path, bootstrap: &str, topic: &str, count: u64, seed: u64) -> anyhow::Result<()> {
+pub(crate) fn produce(processor: &Path, bootstrap: &str, topic: &str, count: u64, seed: u64) -> anyhow::Result<()> {
     let out = std::process::Command::new(processor)
         .args(["produce", "--bootstrap", bootstrap, "--topic", topic, "--count", &count.to_string(), "--seed", &seed.to_string()])
         .output()?;
