@@ -30,6 +30,9 @@ P=$(cargo metadata -q --format-version 1 --no-deps | sed -n 's/.*"target_directo
 bold "2. helm install kappa-operator (watching the demo's namespace)"
 for old in $(kubectl get ns -o name | sed -n 's#namespace/\(kappa-demo-[0-9]*\)#\1#p'); do
   say "removing the previous demo namespace $old"
+  # Its kappa objects first, while the operator may still act there (the
+  # namespace's deletion takes the operator's RoleBinding with it).
+  kubectl -n "$old" delete processors,topics --all --wait=true --timeout=120s >/dev/null || true
   kubectl delete ns "$old" --wait=true --timeout=120s >/dev/null
 done
 NS=kappa-demo-$(date +%s)
@@ -100,19 +103,24 @@ say "readers use version $(kubectl -n "$NS" get configmap order-totals-view -o j
 
 bold "8. A pipeline: stage two (customer-peaks) reads stage one's view; stage one cascades Together"
 kubectl -n "$NS" apply -f examples/pipeline-two-stage.yaml
-stage_two() { kubectl -n "$NS" get processor customer-peaks -o jsonpath='{.status.phase} {.status.activeVersion} {.status.builtOn}' 2>/dev/null || true; }
-for _ in $(seq 1 240); do read -r phase2 active2 on2 < <(stage_two); [ "${phase2:-}" = Live ] && [ "${on2:-}" = "order-totals@$V1" ] && break; sleep 1; done
+stage_two() { kubectl -n "$NS" get processor customer-peaks -o jsonpath='{.status.phase}|{.status.activeVersion}|{.status.builtOn}{"\n"}' 2>/dev/null || echo "||"; }
+for _ in $(seq 1 240); do
+  IFS='|' read -r phase2 _ on2 < <(stage_two) || true
+  if [ "${phase2:-}" = Live ] && [ "${on2:-}" = "order-totals@$V1" ]; then break; fi
+  sleep 1
+done
 [ "${on2:-}" = "order-totals@$V1" ] || fail "stage two did not go live on order-totals $V1 (phase ${phase2:-none}, built on ${on2:-none})"
 kubectl -n "$NS" get processors | sed 's/^/   /'
 say "reprocessing stage one (a new reprocessNonce): watch stage two build on the offered candidate, then both cut over"
 kubectl -n "$NS" patch processor order-totals --type merge -p "{\"spec\":{\"reprocessNonce\":\"demo-$(date +%s)\"}}"
 cascaded=""
 for _ in $(seq 1 300); do
-  read -r p1 a1 c1 offered < <(kubectl -n "$NS" get processor order-totals \
-    -o jsonpath='{.status.phase} {.status.activeVersion} {.status.candidateVersion} {.status.cascadeCandidate}' | awk '{print $1, $2, ($3==""?"-":$3), ($4==""?"-":$4)}')
-  read -r p2 a2 c2 on2 < <(kubectl -n "$NS" get processor customer-peaks \
-    -o jsonpath='{.status.phase} {.status.activeVersion} {.status.candidateVersion} {.status.builtOn}' | awk '{print $1, $2, ($3==""?"-":$3), $4}')
-  printf '\r   stage one %-17s active %-10s offers %-10s | stage two %-17s active %-10s candidate %-10s' "$p1" "$a1" "$offered" "$p2" "$a2" "$c2"
+  IFS='|' read -r p1 a1 _ offered < <(kubectl -n "$NS" get processor order-totals \
+    -o jsonpath='{.status.phase}|{.status.activeVersion}|{.status.candidateVersion}|{.status.cascadeCandidate}{"\n"}') || true
+  IFS='|' read -r p2 a2 c2 on2 < <(kubectl -n "$NS" get processor customer-peaks \
+    -o jsonpath='{.status.phase}|{.status.activeVersion}|{.status.candidateVersion}|{.status.builtOn}{"\n"}') || true
+  printf '\r   stage one %-17s active %-10s offers %-10s | stage two %-17s active %-10s candidate %-10s' \
+    "$p1" "$a1" "${offered:--}" "$p2" "$a2" "${c2:--}"
   if [ "$a1" != "$V1" ] && [ "$p1" = Live ] && [ "$p2" = Live ] && [ "$on2" = "order-totals@$a1" ]; then cascaded=$a1; break; fi
   sleep 1
 done

@@ -82,9 +82,14 @@ pub fn run(
         })
         .watches(watched_api::<Topic>(client, ns.as_deref()), watcher::Config::default(), move |t| {
             let (ns, name) = (t.namespace(), t.name_any());
+            // (a version's view Topic is an input of the Processors downstream)
+            let viewed = t.labels().get(labels::PROCESSOR).cloned();
             s4.state()
                 .into_iter()
-                .filter(|p| p.namespace() == ns && p.spec.inputs.contains(&name))
+                .filter(|p| {
+                    p.namespace() == ns
+                        && (p.spec.inputs.contains(&name) || p.spec.upstreams().any(|u| Some(naming::label_value(u)) == viewed))
+                })
                 .map(|p| ObjectRef::from_obj(p.as_ref()))
                 .collect::<Vec<_>>()
         })
@@ -363,7 +368,7 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
     let ups = upstreams(&p, &ctx);
     let desired = naming::version_id(&p.spec, &ups.versions);
     let world = observe(&p, &ctx).await?;
-    let topic_inputs: Vec<String> = p.spec.topic_inputs().map(str::to_string).collect();
+    let topic_inputs: Vec<String> = p.spec.topic_inputs().map(str::to_string).chain(ups.topics.iter().cloned()).collect();
     let input_topics = input_topics(&ctx, &ns, &topic_inputs).await?;
     let planner_inputs = match &ups.waiting {
         Some(why) => Inputs::Waiting(why.clone()),
@@ -409,9 +414,7 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
     for action in &plan.actions {
         match action {
             Action::CreateVersion(id) => {
-                let mut topics: Vec<String> =
-                    input_topics.iter().map(|(name, t)| t.as_ref().map_or_else(|| name.clone(), |t| t.kafka_name())).collect();
-                topics.extend(ups.topics.iter().cloned());
+                let topics = input_topics.iter().map(|(name, t)| t.as_ref().map_or_else(|| name.clone(), |t| t.kafka_name())).collect();
                 create_version(&p, &ctx, id, topics, &ups.versions, started_by(&p, &ctx, &world, &ups.versions)).await?
             }
             Action::Scale { version, replicas } => {
@@ -524,10 +527,13 @@ fn pipeline_graph(ctx: &Context, ns: &str) -> pipeline::Graph {
         .collect()
 }
 
-/// What a Processor's upstreams offer now: each one's active version and
-/// its view topic, or why a version cannot be built on them yet.
+/// What a Processor's upstreams offer now: each one's active version (or
+/// the candidate a Together cascade offers) and the Topic resource of its
+/// view, or why a version cannot be built on them yet.
 struct Upstreams {
     versions: BTreeMap<String, String>,
+    /// View Topics (`NAME-VERSION`): read like the Topic inputs, so the same
+    /// readiness and retention checks apply (a compacted view passes).
     topics: Vec<String>,
     waiting: Option<String>,
 }
@@ -545,10 +551,7 @@ fn upstreams(p: &Processor, ctx: &Context) -> Upstreams {
             out.waiting = Some(format!("waiting for Processor {up} (processor/{up} in spec.inputs) to have an active version"));
             continue;
         };
-        match ctx.stores.versions.get(&ObjectRef::new(&naming::version_object(up, &v)).within(&ns)) {
-            Some(vv) => out.topics.push(vv.spec.output_topic.clone()),
-            None => out.waiting = Some(format!("waiting for ViewVersion {} of Processor {up}", naming::version_object(up, &v))),
-        }
+        out.topics.push(naming::version_object(up, &v));
         out.versions.insert(up.to_string(), v);
     }
     out

@@ -12,7 +12,7 @@ use std::{
 };
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kappa_operator::api::{KafkaCluster, Processor, Topic, ViewVersion};
+use kappa_operator::api::{Processor, ViewVersion};
 use kube::{
     Api, Client,
     api::{Patch, PatchParams, PostParams},
@@ -71,23 +71,8 @@ async fn chain_live(client: &Client, ns: &str, stages: usize) -> anyhow::Result<
 
 pub async fn run(operator: &Path, processor: &Path, records: u64, stages: usize) -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!(stages >= 2, "--stages must be at least 2");
-    let bootstrap = common::env("KAPPA_KAFKA_BOOTSTRAP")?;
-    let client = common::client().await?;
-    common::install_crds(&client).await?;
-    let ns = common::create_namespace(&client, "bench-chain").await?;
-    let input = format!("{ns}-orders");
+    let (client, ns, bootstrap, input) = common::namespace_with_input("bench-chain").await?;
     let pp = PostParams::default();
-    Api::<KafkaCluster>::namespaced(client.clone(), &ns)
-        .create(&pp, &serde_json::from_value(json!({"metadata": {"name": "default"}, "spec": {"bootstrapServers": bootstrap}}))?)
-        .await?;
-    Api::<Topic>::namespaced(client.clone(), &ns)
-        .create(
-            &pp,
-            &serde_json::from_value(
-                json!({"metadata": {"name": "orders"}, "spec": {"topicName": input, "partitions": 3, "deletionPolicy": "Delete"}}),
-            )?,
-        )
-        .await?;
     let op = common::Operator::start(operator, &ns, &[])?;
     let processors: Api<Processor> = Api::namespaced(client.clone(), &ns);
     for i in 1..=stages {

@@ -16,6 +16,24 @@ use kube::{
 };
 use serde_json::json;
 
+/// A namespace named after `prefix` with the lab's KafkaCluster and an input
+/// Topic `orders` (3 partitions): (client, namespace, bootstrap, Kafka name
+/// of the input).
+pub async fn namespace_with_input(prefix: &str) -> anyhow::Result<(Client, String, String, String)> {
+    let bootstrap = env("KAPPA_KAFKA_BOOTSTRAP")?;
+    let client = client().await?;
+    install_crds(&client).await?;
+    let ns = create_namespace(&client, prefix).await?;
+    let input = format!("{ns}-orders");
+    let pp = PostParams::default();
+    Api::<kappa_operator::api::KafkaCluster>::namespaced(client.clone(), &ns)
+        .create(&pp, &serde_json::from_value(json!({"metadata": {"name": "default"}, "spec": {"bootstrapServers": bootstrap}}))?)
+        .await?;
+    let topic = json!({"metadata": {"name": "orders"}, "spec": {"topicName": input, "partitions": 3, "deletionPolicy": "Delete"}});
+    Api::<kappa_operator::api::Topic>::namespaced(client.clone(), &ns).create(&pp, &serde_json::from_value(topic)?).await?;
+    Ok((client, ns, bootstrap, input))
+}
+
 pub fn progress(msg: impl AsRef<str>) {
     eprintln!("[bench] {}", msg.as_ref());
 }

@@ -11,7 +11,7 @@ use std::{
 
 use k8s_openapi::api::core::v1::{Event, Service};
 use kappa_operator::{
-    api::{KafkaCluster, Processor, Topic},
+    api::Processor,
     kafka::{Settings, client::WireKafka},
 };
 use kube::{
@@ -27,24 +27,9 @@ const STABLE_FOR: u64 = 5;
 const KINDS: [(&str, &str); 5] = [("kappa.dev", "*"), ("apps", "deployments"), ("batch", "jobs"), ("", "services"), ("", "configmaps")];
 
 pub async fn run(operator: &Path, processor: &Path, records: u64) -> anyhow::Result<serde_json::Value> {
-    let bootstrap = common::env("KAPPA_KAFKA_BOOTSTRAP")?;
-    let client = common::client().await?;
-    common::install_crds(&client).await?;
-    let ns = common::create_namespace(&client, "bench-rollout").await?;
-    let input = format!("{ns}-orders");
+    let (client, ns, bootstrap, input) = common::namespace_with_input("bench-rollout").await?;
     let kafka = WireKafka::new(Settings::plaintext(&bootstrap));
     let pp = PostParams::default();
-    Api::<KafkaCluster>::namespaced(client.clone(), &ns)
-        .create(&pp, &serde_json::from_value(json!({"metadata": {"name": "default"}, "spec": {"bootstrapServers": bootstrap}}))?)
-        .await?;
-    Api::<Topic>::namespaced(client.clone(), &ns)
-        .create(
-            &pp,
-            &serde_json::from_value(
-                json!({"metadata": {"name": "orders"}, "spec": {"topicName": input, "partitions": 3, "deletionPolicy": "Delete"}}),
-            )?,
-        )
-        .await?;
     let op = Operator::start(operator, &ns, &[])?;
     let processors: Api<Processor> = Api::namespaced(client.clone(), &ns);
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
