@@ -630,7 +630,6 @@ async fn cascade_state(
         return Ok(None);
     };
     let processor = |n: &str| ctx.stores.processors.get(&ObjectRef::new(n).within(&ns));
-    let version = |n: &str, v: &str| ctx.stores.versions.get(&ObjectRef::new(&naming::version_object(n, v)).within(&ns));
     let upstream_active = |u: &str| processor(u).and_then(|u| u.status.as_ref()?.active_version.clone());
     let root = p.spec.rollout.cascade == CascadeMode::Together && !pipeline::downstreams(&name, graph).is_empty();
     // A stage built on an upstream's offered candidate, not its active version.
@@ -665,26 +664,42 @@ async fn cascade_state(
             }
         }
         None if root => {
-            // The version each stage of the chain offers.
+            // The version each stage of the chain offers (read fresh: the
+            // commit is decided on them).
+            let versions = Api::<ViewVersion>::namespaced(ctx.client.clone(), &ns);
             let mut chain: BTreeMap<String, String> = BTreeMap::from([(name.clone(), desired.to_string())]);
+            let mut stages = Vec::new();
             for d in &closure {
-                if let Some(c) = processor(d).and_then(|d| d.status.as_ref()?.cascade_candidate.clone()) {
-                    chain.insert(d.clone(), c);
-                }
-            }
-            for d in &closure {
-                let Some(v) = chain.get(d).and_then(|c| version(d, c)) else {
-                    waiting_for.push(format!("Processor {d} (no version on this cascade yet)"));
-                    continue;
+                let st = processor(d).and_then(|d| d.status.clone()).unwrap_or_default();
+                let get = |v: Option<String>| {
+                    let versions = versions.clone();
+                    let object = v.map(|v| naming::version_object(d, &v));
+                    async move {
+                        match object {
+                            Some(o) => versions.get_opt(&o).await,
+                            None => Ok(None),
+                        }
+                    }
                 };
-                let on_chain = v.spec.upstreams.iter().all(|(u, uv)| chain.get(u).is_none_or(|c| c == uv));
-                let phase = v.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
-                if !on_chain {
-                    waiting_for.push(format!("Processor {d} (version {} is built on other upstream versions)", v.spec.version));
-                } else if phase != VersionPhase::CaughtUp {
-                    waiting_for.push(format!("Processor {d} (version {} is {phase:?})", v.spec.version));
-                } else {
-                    members.push((d.clone(), v.spec.version.clone()));
+                let (offered, active) = (get(st.cascade_candidate.clone()).await?, get(st.active_version.clone()).await?);
+                if let Some(c) = &st.cascade_candidate {
+                    chain.insert(d.clone(), c.clone());
+                }
+                stages.push((d, offered, active));
+            }
+            let on_chain = |v: &ViewVersion| v.spec.upstreams.iter().all(|(u, uv)| chain.get(u).is_none_or(|c| c == uv));
+            for (d, offered, active) in stages {
+                match (offered, active) {
+                    // Its active version is already built on the chain (made during it).
+                    (None, Some(a)) if on_chain(&a) => {}
+                    (None, _) => waiting_for.push(format!("Processor {d} (no version on this cascade yet)")),
+                    (Some(v), _) if !on_chain(&v) => {
+                        waiting_for.push(format!("Processor {d} (version {} is built on other upstream versions)", v.spec.version))
+                    }
+                    (Some(v), _) => match v.status.as_ref().and_then(|s| s.phase).unwrap_or_default() {
+                        VersionPhase::CaughtUp => members.push((d.clone(), v.spec.version.clone())),
+                        phase => waiting_for.push(format!("Processor {d} (version {} is {phase:?})", v.spec.version)),
+                    },
                 }
             }
         }
