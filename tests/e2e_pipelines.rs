@@ -324,6 +324,10 @@ async fn a_cycle_and_a_missing_upstream_are_refused_and_nothing_is_created() {
         })
         .await;
     }
+    // A Processor of another namespace cannot be an input: admission says so.
+    let elsewhere: Processor = serde_json::from_value(peaks("e", "other-namespace/totals")).unwrap();
+    let refused = s.ns.api::<Processor>().create(&Default::default(), &elsewhere).await.unwrap_err().to_string();
+    assert!(refused.contains("a Processor in another namespace cannot be an input"), "{refused}");
     let versions = s.ns.api::<ViewVersion>().list(&Default::default()).await.unwrap();
     assert!(
         versions.items.is_empty(),

@@ -49,10 +49,14 @@ pub struct ProcessorSpec {
     /// version (a pipeline: when NAME cuts over to a new version, this
     /// Processor replays the new view into a new version of its own). At
     /// least one; no duplicates.
-    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 263), pattern(r"^(processor/)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")))]
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 263), pattern(r"^[a-z0-9]([-a-z0-9./]*[a-z0-9])?$")))]
     #[x_kube(
         merge_strategy = ListMerge::Atomic,
-        validation = Rule::new("self.all(i, self.exists_one(j, j == i))").message("spec.inputs must not list an input twice")
+        validation = Rule::new("self.all(i, self.exists_one(j, j == i))").message("spec.inputs must not list an input twice"),
+        validation = Rule::new(INPUTS_RULE).message(
+            "spec.inputs: an input is the name of a Topic, or processor/NAME for the view of Processor NAME in this namespace \
+             (a Processor in another namespace cannot be an input)"
+        )
     )]
     pub inputs: Vec<String>,
     /// Settings of the view topic each version writes.
@@ -91,6 +95,10 @@ pub struct ProcessorSpec {
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 }
+
+/// A Topic name has no `/`; `processor/NAME` names a Processor of the same
+/// namespace, so NAME has none either.
+const INPUTS_RULE: &str = "self.all(i, !i.contains('/') || (i.startsWith('processor/') && !i.substring(10).contains('/')))";
 
 /// A pinned `spec.version` cannot hide a code change: while it stays the
 /// same, every field that goes into a version id must too (inputs as a set:
