@@ -173,6 +173,16 @@ impl Recorder {
         Recorder { samples, task }
     }
 
+    /// Waits until a sample of `kind_` in `phase_` is on the record: a
+    /// phase the test itself ends (by acting) must not fall between samples.
+    async fn has_seen(&self, kind_: &str, phase_: &str) {
+        wait_for(&format!("the recorder to see a {kind_} in phase {phase_}"), WAIT, || async {
+            let seen = self.samples.lock().unwrap().iter().any(|v| kind(v) == kind_ && phase(v) == phase_);
+            if seen { Ok(()) } else { Err("not yet".to_string()) }
+        })
+        .await
+    }
+
     fn stop(self) -> Vec<Value> {
         self.task.abort();
         let mut samples = self.samples.lock().unwrap().clone();
@@ -228,6 +238,7 @@ async fn a_rollout_reads_in_progress_until_the_new_version_serves_and_argo_cd_ac
     let obj = raw::<Processor>(&s.ns, "totals").await.unwrap();
     let offered = argo_actions(&obj);
     assert_eq!(offered, BTreeMap::from([("promote".into(), true), ("reprocess".into(), true), ("rollback".into(), false)]));
+    recorder.has_seen("Processor", "AwaitingPromotion").await;
     argo_action(&s.ns, "totals", "promote").await;
     active_is(&s.ns, &v2).await;
     phase_is(&s.ns, "Live").await;

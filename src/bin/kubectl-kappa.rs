@@ -350,13 +350,14 @@ async fn reprocess(client: &Client, ns: &str, name: &str) -> anyhow::Result<(Str
     ))
 }
 
-/// The active version of each upstream Processor (`processor/NAME`
-/// inputs) that has one: what a new version would be built on.
+/// What a new version would be built on, as the operator chooses it: of
+/// each upstream Processor (`processor/NAME` inputs), the candidate a
+/// Together cascade offers, else its active version.
 async fn upstream_versions(client: &Client, ns: &str, p: &Processor) -> anyhow::Result<BTreeMap<String, String>> {
     let api = Api::<Processor>::namespaced(client.clone(), ns);
     let mut out = BTreeMap::new();
     for up in p.spec.upstreams() {
-        if let Some(v) = api.get_opt(up).await?.and_then(|u| u.status?.active_version) {
+        if let Some(v) = api.get_opt(up).await?.and_then(|u| u.status).and_then(|s| s.cascade_candidate.or(s.active_version)) {
             out.insert(up.to_string(), v);
         }
     }
