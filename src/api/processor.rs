@@ -518,6 +518,14 @@ pub struct ProcessorStatus {
     pub rollback: Option<RollbackTarget>,
 }
 
+impl ProcessorStatus {
+    /// The version a downstream Processor builds on: the candidate a
+    /// Together cascade offers, else the active version.
+    pub fn offered_version(&self) -> Option<&String> {
+        self.cascade_candidate.as_ref().or(self.active_version.as_ref())
+    }
+}
+
 /// An upstream Processor, as a downstream sees it.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

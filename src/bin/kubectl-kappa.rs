@@ -357,7 +357,7 @@ async fn upstream_versions(client: &Client, ns: &str, p: &Processor) -> anyhow::
     let api = Api::<Processor>::namespaced(client.clone(), ns);
     let mut out = BTreeMap::new();
     for up in p.spec.upstreams() {
-        if let Some(v) = api.get_opt(up).await?.and_then(|u| u.status).and_then(|s| s.cascade_candidate.or(s.active_version)) {
+        if let Some(v) = api.get_opt(up).await?.and_then(|u| u.status?.offered_version().cloned()) {
             out.insert(up.to_string(), v);
         }
     }

@@ -527,6 +527,11 @@ fn pipeline_graph(ctx: &Context, ns: &str) -> pipeline::Graph {
         .collect()
 }
 
+/// The status of Processor `name` of namespace `ns`, from the cache.
+fn status_of(ctx: &Context, ns: &str, name: &str) -> Option<ProcessorStatus> {
+    ctx.stores.processors.get(&ObjectRef::new(name).within(ns))?.status.clone()
+}
+
 /// What a Processor's upstreams offer now: each one's active version (or
 /// the candidate a Together cascade offers) and the Topic resource of its
 /// view, or why a version cannot be built on them yet.
@@ -542,11 +547,7 @@ fn upstreams(p: &Processor, ctx: &Context) -> Upstreams {
     let ns = p.namespace().unwrap_or_default();
     let mut out = Upstreams { versions: BTreeMap::new(), topics: Vec::new(), waiting: None };
     for up in p.spec.upstreams() {
-        // The version a Together cascade offers, before it cuts over; else the active one.
-        let offered = ctx.stores.processors.get(&ObjectRef::new(up).within(&ns)).and_then(|u| {
-            let st = u.status.as_ref()?;
-            st.cascade_candidate.clone().or(st.active_version.clone())
-        });
+        let offered = status_of(ctx, &ns, up).and_then(|s| s.offered_version().cloned());
         let Some(v) = offered else {
             out.waiting = Some(format!("waiting for Processor {up} (processor/{up} in spec.inputs) to have an active version"));
             continue;
@@ -587,11 +588,7 @@ fn pipeline_status(st: &mut ProcessorStatus, p: &Processor, ctx: &Context, graph
         .upstreams()
         .map(|up| UpstreamStatus {
             processor: up.to_string(),
-            active_version: ctx
-                .stores
-                .processors
-                .get(&ObjectRef::new(up).within(&ns))
-                .and_then(|u| u.status.as_ref()?.active_version.clone()),
+            active_version: status_of(ctx, &ns, up).and_then(|s| s.active_version),
             built_on: active.and_then(|a| a.spec.upstreams.get(up).cloned()),
         })
         .collect();
@@ -629,8 +626,7 @@ async fn cascade_state(
     let Some(candidate) = w.versions.iter().find(|v| v.spec.version == desired && v.metadata.deletion_timestamp.is_none()) else {
         return Ok(None);
     };
-    let processor = |n: &str| ctx.stores.processors.get(&ObjectRef::new(n).within(&ns));
-    let upstream_active = |u: &str| processor(u).and_then(|u| u.status.as_ref()?.active_version.clone());
+    let upstream_active = |u: &str| status_of(ctx, &ns, u).and_then(|s| s.active_version);
     let root = p.spec.rollout.cascade == CascadeMode::Together && !pipeline::downstreams(&name, graph).is_empty();
     // A stage built on an upstream's offered candidate, not its active version.
     let member = candidate.spec.upstreams.iter().any(|(u, v)| upstream_active(u).as_deref() != Some(v.as_str()));
@@ -670,7 +666,7 @@ async fn cascade_state(
             let mut chain: BTreeMap<String, String> = BTreeMap::from([(name.clone(), desired.to_string())]);
             let mut stages = Vec::new();
             for d in &closure {
-                let st = processor(d).and_then(|d| d.status.clone()).unwrap_or_default();
+                let st = status_of(ctx, &ns, d).unwrap_or_default();
                 let get = |v: Option<String>| {
                     let versions = versions.clone();
                     let object = v.map(|v| naming::version_object(d, &v));
@@ -736,7 +732,7 @@ fn started_by(p: &Processor, ctx: &Context, w: &World, upstreams: &BTreeMap<Stri
         .iter()
         .filter(|(up, v)| was.get(*up).is_some_and(|old| old != *v))
         .map(|(up, v)| {
-            let up_active = ctx.stores.processors.get(&ObjectRef::new(up).within(&ns)).and_then(|u| u.status.clone()?.active_version);
+            let up_active = status_of(ctx, &ns, up).and_then(|s| s.active_version);
             if up_active.as_ref() == Some(v) {
                 format!("Processor {up} cut over to version {v}")
             } else {
