@@ -162,7 +162,23 @@ async fn retain_keeps_the_kafka_topic_and_delete_removes_it_ten_times_over() {
     let k = kafka();
     let kept = unique("e2e-kept");
     create::<Topic>(&s.ns, topic_json("kept", &kept, 1, "Retain", json!({}))).await;
-    topic_ready(&s.ns, "kept", "True", None).await;
+    let t = topic_ready(&s.ns, "kept", "True", None).await;
+    assert!(t.metadata.finalizers.unwrap_or_default().is_empty(), "deleting a Retain Topic touches nothing in Kafka: no finalizer");
+    // The finalizer follows the policy both ways.
+    let finalizers = |want: bool| {
+        let api = s.ns.api::<Topic>();
+        async move {
+            wait_for(&format!("the finalizer to be there: {want}"), WAIT, || async {
+                let f = api.get("kept").await.map_err(|e| e.to_string())?.metadata.finalizers.unwrap_or_default();
+                if f.contains(&"kappa.dev/topic".to_string()) == want { Ok(()) } else { Err(format!("{f:?}")) }
+            })
+            .await
+        }
+    };
+    patch::<Topic>(&s.ns, "kept", json!({"spec": {"deletionPolicy": "Delete"}})).await.unwrap();
+    finalizers(true).await;
+    patch::<Topic>(&s.ns, "kept", json!({"spec": {"deletionPolicy": "Retain"}})).await.unwrap();
+    finalizers(false).await;
     s.ns.api::<Topic>().delete("kept", &DeleteParams::default()).await.unwrap();
     wait_for("the Retain Topic resource to go", WAIT, || async {
         match s.ns.api::<Topic>().get_opt("kept").await {

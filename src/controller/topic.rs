@@ -79,8 +79,8 @@ fn deleting_among(topics: &kube::runtime::reflector::Store<Topic>, ns: Option<St
         .collect()
 }
 
-/// The Topics whose Kafka topic no longer matches their status (or that
-/// lack the finalizer), found with a few Kafka requests per cluster.
+/// The Topics whose Kafka topic no longer matches their status (or whose
+/// finalizer does not match their deletion policy), found with a few Kafka requests per cluster.
 async fn drifted(ctx: &Context, topics: &[Arc<Topic>]) -> Vec<ObjectRef<Topic>> {
     let mut by_cluster: BTreeMap<(String, String), Vec<&Arc<Topic>>> = BTreeMap::new();
     for t in topics.iter().filter(|t| t.metadata.deletion_timestamp.is_none() && !paused(t)) {
@@ -100,7 +100,7 @@ async fn drifted(ctx: &Context, topics: &[Arc<Topic>]) -> Vec<ObjectRef<Topic>> 
         for (t, r) in topics.iter().zip(&reports) {
             let previous = t.status.clone().unwrap_or_default();
             let finalized = t.finalizers().iter().any(|f| f == FINALIZER);
-            if !finalized || t.status.as_ref() != Some(&status_from(t, r, &previous).0) {
+            if finalized != needs_finalizer(t) || t.status.as_ref() != Some(&status_from(t, r, &previous).0) {
                 out.push(ObjectRef::from_obj(t.as_ref()));
             }
         }
@@ -142,7 +142,11 @@ async fn reconcile_inner(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action>
             release_finalizer(&api, &topic.name_any(), FINALIZER).await?;
             return Ok(action);
         }
-        if !ours {
+        if ours && !needs_finalizer(&topic) {
+            // Switched to Retain (or made before this operator kept
+            // finalizers for Delete only): nothing will be done at deletion.
+            release_finalizer(&api, &topic.name_any(), FINALIZER).await?;
+        } else if !ours && needs_finalizer(&topic) {
             // Server-side apply of our one finalizer: idempotent, so a cache
             // that has not seen an earlier add yet costs nothing but a write.
             let patch = serde_json::json!({
@@ -154,6 +158,13 @@ async fn reconcile_inner(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action>
         apply(topic, &ctx).await
     })
     .await
+}
+
+/// Only a Topic whose deletion may delete the Kafka topic holds its
+/// deletion for the operator: deleting a `Retain` Topic touches nothing in
+/// Kafka, so it costs no finalizer write and no wait.
+fn needs_finalizer(topic: &Topic) -> bool {
+    topic.spec.deletion_policy == DeletionPolicy::Delete
 }
 
 fn paused(topic: &Topic) -> bool {

@@ -170,28 +170,48 @@ impl Ns {
 impl Ns {
     /// Deletes the namespace and waits for it to go, while the test's
     /// operator (dropped after the namespace) still runs to release its
-    /// finalizers. A namespace still there after a minute has its Topics'
-    /// finalizers removed, so no test leaves a namespace terminating forever.
+    /// finalizers. A namespace still there after a minute has the kappa
+    /// finalizers left in it removed (Topics', ViewVersions', Processors'),
+    /// so no test leaves a namespace terminating forever.
     async fn delete(&self) {
         let namespaces = Api::<Namespace>::all(self.client.clone());
         if namespaces.delete(&self.name, &DeleteParams::background()).await.is_err() {
             return;
         }
-        // Only Topics' finalizers hold a namespace up; wait while they do.
-        let topics: Api<kappa_operator::api::Topic> = Api::namespaced(self.client.clone(), &self.name);
+        // Only the kappa kinds' finalizers hold a namespace up; wait while they do.
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            match topics.list(&ListParams::default()).await {
-                Ok(l) if l.items.iter().all(|t| t.finalizers().is_empty()) => return,
-                Err(_) => return,
-                Ok(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            if !(self.finalizers::<kappa_operator::api::Topic>(false).await
+                || self.finalizers::<kappa_operator::api::ViewVersion>(false).await
+                || self.finalizers::<kappa_operator::api::Processor>(false).await)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        eprintln!("namespace {} is stuck terminating; removing kappa finalizers", self.name);
+        self.finalizers::<kappa_operator::api::Topic>(true).await;
+        self.finalizers::<kappa_operator::api::ViewVersion>(true).await;
+        self.finalizers::<kappa_operator::api::Processor>(true).await;
+    }
+
+    /// Whether any object of kind `K` still has a finalizer; with `remove`,
+    /// removes them.
+    async fn finalizers<K>(&self, remove: bool) -> bool
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), &self.name);
+        let held: Vec<K> =
+            api.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default().into_iter().filter(|o| !o.finalizers().is_empty()).collect();
+        if remove {
+            for o in &held {
+                let patch = serde_json::json!({"metadata": {"finalizers": null}});
+                let _ = api.patch(&o.name_any(), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await;
             }
         }
-        eprintln!("namespace {} is stuck terminating; removing Topic finalizers", self.name);
-        for t in topics.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default() {
-            let patch = serde_json::json!({"metadata": {"finalizers": null}});
-            let _ = topics.patch(&t.name_any(), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await;
-        }
+        !held.is_empty()
     }
 }
 
