@@ -182,6 +182,14 @@ impl Metrics {
         }
     }
 
+    /// Drops the series of a KafkaCluster that is gone.
+    pub fn forget_cluster(&self, namespace: &str, cluster: &str, apis: Vec<&'static str>) {
+        for api in apis {
+            self.kafka_requests.remove(&KafkaApiLabels { namespace: namespace.into(), cluster: cluster.into(), api });
+        }
+        self.topic_sync_requests.remove(&ClusterLabels { namespace: namespace.into(), cluster: cluster.into() });
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("metrics encode to a String");

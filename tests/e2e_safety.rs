@@ -242,6 +242,18 @@ async fn an_input_topic_is_kept_while_a_standby_reads_it() {
         if resource.is_none() && kafka_topic.is_empty() { Ok(()) } else { Err("still there".into()) }
     })
     .await;
+    // The retired version's metric series went with it; the live one's stay.
+    let (ip, port) = s.op.metrics_addr.split_once(':').unwrap();
+    let (old, live) = (format!("version=\"{v1}\""), "kappa_version_lag_records{");
+    wait_for("the retired version's series to go", WAIT, || async {
+        let scraped = support::pipeline::http_get(ip, port.parse().unwrap(), "/metrics").await;
+        let series: Vec<&str> = scraped.lines().filter(|l| l.starts_with("kappa_version_")).collect();
+        match (series.iter().any(|l| l.contains(&old)), series.iter().any(|l| l.starts_with(live))) {
+            (false, true) => Ok(()),
+            _ => Err(series.join("\n")),
+        }
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -48,6 +48,19 @@ impl Clusters {
         self.handles.lock().expect("clusters lock").get(&(namespace.to_string(), name.to_string())).cloned()
     }
 
+    /// Keeps the handles of the KafkaClusters `exists` accepts; returns
+    /// the others' (namespace, name, Kafka APIs used), now dropped.
+    pub fn retain(&self, exists: impl Fn(&str, &str) -> bool) -> Vec<(String, String, Vec<&'static str>)> {
+        let mut handles = self.handles.lock().expect("clusters lock");
+        let gone: Vec<(String, String)> = handles.keys().filter(|(ns, name)| !exists(ns, name)).cloned().collect();
+        gone.into_iter()
+            .filter_map(|key| {
+                let h = handles.remove(&key)?;
+                Some((key.0, key.1, h.kafka.requests_by_api().into_iter().map(|(api, _)| api).collect()))
+            })
+            .collect()
+    }
+
     pub fn remove(&self, namespace: &str, name: &str) {
         self.handles.lock().expect("clusters lock").remove(&(namespace.to_string(), name.to_string()));
     }

@@ -98,7 +98,7 @@ pub struct Context {
     pub monitor: progress::Monitor,
     /// Per ViewVersion uid, the names of its pods at the last reconcile.
     pub pods_seen: PodsSeen,
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Failures,
 }
 
 /// Which pods each version had when last seen, in memory: a pod that has
@@ -116,20 +116,72 @@ impl PodsSeen {
     pub fn forget(&self, uid: &str) {
         self.0.lock().expect("pods lock").remove(uid);
     }
+
+    /// Keeps only the versions `live` accepts.
+    fn retain(&self, live: impl Fn(&str) -> bool) {
+        self.0.lock().expect("pods lock").retain(|uid, _| live(uid));
+    }
+}
+
+/// Per-object failure counts for back-off, with when each last failed.
+#[derive(Default)]
+struct Failures(Mutex<HashMap<String, (u32, Instant)>>);
+
+/// A failing object is retried within the longest back-off (5 min); an
+/// entry untouched for twice that belongs to an object that is gone (or no
+/// longer retried), and is dropped.
+const FAILURE_MEMORY: Duration = Duration::from_secs(600);
+
+impl Failures {
+    fn failed(&self, key: &str, now: Instant) -> u32 {
+        let mut f = self.0.lock().expect("failures lock");
+        let entry = f.entry(key.to_string()).or_insert((0, now));
+        *entry = ((entry.0 + 1).min(16), now);
+        entry.0
+    }
+
+    fn succeeded(&self, key: &str) {
+        self.0.lock().expect("failures lock").remove(key);
+    }
+
+    fn forget_older_than(&self, cutoff: Instant) {
+        self.0.lock().expect("failures lock").retain(|_, (_, at)| *at >= cutoff);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().expect("failures lock").len()
+    }
 }
 
 impl Context {
     /// Exponential back-off per object: 2 s doubling to 5 min, reset by
     /// [`Context::succeeded`].
     pub fn backoff(&self, key: &str) -> Duration {
-        let mut f = self.failures.lock().expect("failures lock");
-        let n = f.entry(key.to_string()).or_default();
-        *n = (*n + 1).min(16);
-        Duration::from_secs(2u64.saturating_pow(*n).min(300))
+        let n = self.failures.failed(key, Instant::now());
+        Duration::from_secs(2u64.saturating_pow(n).min(300))
     }
 
     pub fn succeeded(&self, key: &str) {
-        self.failures.lock().expect("failures lock").remove(key);
+        self.failures.succeeded(key);
+    }
+
+    /// Drops what is kept in memory for objects that are gone: back-off
+    /// entries, the clients of deleted KafkaClusters (their connections and
+    /// batching task go with them) and their metric series, and the pods
+    /// seen of deleted versions. Called periodically, once the caches are
+    /// listed, so the memory line stays flat under churn.
+    async fn forget_the_gone(&self) {
+        self.stores.listed().await;
+        if let Some(cutoff) = Instant::now().checked_sub(FAILURE_MEMORY) {
+            self.failures.forget_older_than(cutoff);
+        }
+        for (ns, name, apis) in self.clusters.retain(|ns, name| self.stores.clusters.get(&ObjectRef::new(name).within(ns)).is_some()) {
+            self.metrics.forget_cluster(&ns, &name, apis);
+        }
+        let versions: std::collections::HashSet<String> =
+            self.stores.versions.state().iter().filter_map(|v| v.metadata.uid.clone()).collect();
+        self.pods_seen.retain(|uid| versions.contains(uid));
     }
 
     /// Publishes an Event about `obj`; failing to record one is logged, not fatal.
@@ -383,7 +435,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         stores: stores.clone(),
         monitor,
         pods_seen: PodsSeen::default(),
-        failures: Mutex::default(),
+        failures: Failures::default(),
     });
 
     let stop = move || {
@@ -398,7 +450,22 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
     let processors = processor::run(processors, &client, &ctx, woken, stop()).for_each(report);
     let versions = view_version::run(versions, &client, &ctx, stop()).for_each(report);
     let progress = progress::run(ctx.clone(), stop());
-    tokio::join!(kc, topics, processors, versions, progress);
+    let housekeeping = {
+        let (ctx, stop) = (ctx.clone(), stop());
+        async move {
+            let sweep = async {
+                loop {
+                    tokio::time::sleep(ctx.settings.resync).await;
+                    ctx.forget_the_gone().await;
+                }
+            };
+            tokio::select! {
+                _ = sweep => {},
+                _ = stop => {},
+            }
+        }
+    };
+    tokio::join!(kc, topics, processors, versions, progress, housekeeping);
     info!("controllers stopped");
     Ok(())
 }
@@ -415,6 +482,35 @@ mod tests {
         assert!(!seen.any_gone("v", &set(&["a", "b"])), "a pod added");
         assert!(seen.any_gone("v", &set(&["b"])), "pod a is gone");
         assert!(!seen.any_gone("v", &set(&["b"])), "and told once");
+    }
+
+    #[test]
+    fn back_off_entries_of_objects_no_longer_retried_are_dropped() {
+        let f = Failures::default();
+        let start = Instant::now();
+        assert_eq!(f.failed("Topic/ns/a", start), 1);
+        assert_eq!(f.failed("Topic/ns/a", start), 2, "a failure again doubles the wait");
+        f.failed("Topic/ns/gone", start);
+        let later = start + FAILURE_MEMORY;
+        f.failed("Topic/ns/a", later);
+        f.forget_older_than(later);
+        assert_eq!(f.len(), 1, "only the object still retried is remembered");
+        assert_eq!(f.failed("Topic/ns/a", later), 4);
+        f.succeeded("Topic/ns/a");
+        assert_eq!(f.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_deleted_kafka_clusters_client_is_dropped() {
+        let clusters = clusters::Clusters::default();
+        let kept = clusters.ensure("ns", "kept", crate::kafka::Settings::plaintext("localhost:1"));
+        let gone = clusters.ensure("ns", "gone", crate::kafka::Settings::plaintext("localhost:2"));
+        let weak = Arc::downgrade(&gone);
+        drop(gone);
+        let dropped = clusters.retain(|_, name| name == "kept");
+        assert_eq!(dropped.iter().map(|(ns, name, _)| format!("{ns}/{name}")).collect::<Vec<_>>(), ["ns/gone"]);
+        assert!(weak.upgrade().is_none(), "nothing holds the deleted cluster's client");
+        assert!(Arc::ptr_eq(&clusters.get("ns", "kept").unwrap(), &kept));
     }
 
     #[tokio::test]
