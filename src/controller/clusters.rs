@@ -56,7 +56,7 @@ impl Clusters {
         gone.into_iter()
             .filter_map(|key| {
                 let h = handles.remove(&key)?;
-                Some((key.0, key.1, h.kafka.requests_by_api().into_iter().map(|(api, _)| api).collect()))
+                Some((key.0, key.1, h.kafka.requests_by_api().into_keys().collect()))
             })
             .collect()
     }
