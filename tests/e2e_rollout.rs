@@ -180,3 +180,39 @@ async fn truncated_input_history_blocks_the_rollout_naming_the_partitions() {
     assert_eq!(versions(&s.ns).await.len(), 1, "no replay was started");
     assert_eq!(served(&s.ns).await, (v1.clone(), v1.clone()));
 }
+
+#[tokio::test]
+async fn a_candidate_replays_wide_then_cuts_over_at_its_final_size() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let s = pipeline("replaywide", &[]).await;
+    let (v1, _) = first_version_live(&s, processor_json("sum", 1), 50_000).await;
+    // 5 asked, 3 input partitions: 3 replay pods.
+    let mut change = logic_patch("count");
+    change["spec"]["rollout"] = json!({"replayReplicas": 5, "stableForSeconds": 3});
+    patch::<Processor>(&s.ns, "totals", change).await.unwrap();
+    let v2 = phase_is(&s.ns, "Replaying").await.status.unwrap().candidate_version.unwrap();
+    assert_ne!(v1, v2);
+    // (candidate's Deployment replicas, active version), every 100 ms until v2 serves.
+    let mut samples: Vec<(i32, String)> = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let d = s.ns.api::<Deployment>().get_opt(&format!("totals-{v2}")).await.unwrap();
+        let replicas = d.and_then(|d| d.spec?.replicas).unwrap_or(0);
+        let active = s.ns.api::<Processor>().get("totals").await.unwrap().status.and_then(|st| st.active_version).unwrap_or_default();
+        samples.push((replicas, active.clone()));
+        if active == v2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "v2 not active in time: {samples:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(samples.iter().any(|(r, a)| *r == 3 && *a == v1), "replayed with 3 pods: {samples:?}");
+    assert!(samples.iter().all(|(r, _)| *r <= 3), "never more pods than input partitions: {samples:?}");
+    assert_eq!(samples.last().map(|(r, _)| *r), Some(1), "cut over at its final size: {samples:?}");
+    // The final size held for stableFor before the cutover: the last samples before it are at 1 pod.
+    let at_final = samples.iter().rev().skip(1).take_while(|(r, _)| *r == 1).count();
+    assert!(at_final >= 20, "{at_final} samples (100 ms apart) at the final size before the cutover: {samples:?}");
+    let (_, vv2) = caught_up(&s.ns).await;
+    check(&s.input, &vv2, "count").expect("the view replayed by 3 pods then served by 1 is exact");
+    assert_eq!(events(&s.ns, "CutOver").await, 1);
+}

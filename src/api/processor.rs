@@ -372,6 +372,15 @@ pub struct RolloutPolicy {
     /// first: no reader sees a new upstream with an old downstream.
     #[serde(default)]
     pub cascade: CascadeMode,
+    /// Pods a new version replays with, from offset zero until it has caught
+    /// up; it is then scaled to `replicas`, and holds at that size for
+    /// `stableForSeconds` (and until its pods are Ready) before it may be
+    /// promoted. Capped at the number of partitions of its inputs (a
+    /// consumer beyond that would be idle). Default: `replicas`, with no
+    /// change of size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub replay_replicas: Option<i32>,
 }
 
 /// See `spec.rollout.cascade`.
@@ -395,6 +404,7 @@ impl Default for RolloutPolicy {
             allow_truncated_history: false,
             verify: None,
             cascade: CascadeMode::Independent,
+            replay_replicas: None,
         }
     }
 }

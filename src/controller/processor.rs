@@ -393,6 +393,7 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
         conflict: pinned_conflict(&p, find(&desired).as_deref(), &ups.versions),
         read_by: read_by(&ctx, &ns, &name),
         cascade: cascade.as_ref().map(|c| c.state.clone()),
+        input_partitions: input_topics.iter().map(|(_, t)| t.as_ref()?.status.as_ref()?.partitions).sum(),
     };
     let plan = rollout::plan(&obs);
     ctx.metrics.phase(&ns, &name, &rollout::Phase::names(), Some(plan.phase.as_str()));

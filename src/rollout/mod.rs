@@ -150,6 +150,8 @@ pub struct Observation {
     pub read_by: BTreeMap<String, Reader>,
     /// The candidate is part of a `Together` cascade.
     pub cascade: Option<Cascade>,
+    /// Partitions of the inputs, summed, when every input's count is known.
+    pub input_partitions: Option<i32>,
 }
 
 /// Who reads a version's view.
@@ -505,9 +507,26 @@ impl<'a> Planner<'a> {
             self.set_phase(v, VersionPhase::Pending, None);
             return;
         }
-        // The candidate replays with at least one pod; once promoted it
-        // runs the spec's replicas like any active version.
-        self.actions.push(Action::Scale { version: c.clone(), replicas: o.replicas.max(1) });
+        // The candidate replays with at least one pod (`replayReplicas` while
+        // it replays from zero); once caught up it runs its final size, and
+        // once promoted the spec's replicas like any active version.
+        let final_size = o.replicas.max(1);
+        let replay = self.replay_size();
+        let resize = replay != final_size && v.caught_up_at.is_none() && v.gate == Gate::CaughtUp;
+        let size = if v.caught_up_at.is_some() || resize { final_size } else { replay };
+        self.actions.push(Action::Scale { version: c.clone(), replicas: size });
+        if resize {
+            // Caught up at replay size: the gate holds again at the final
+            // size, from now.
+            self.actions.push(Action::RecordCaughtUp(c.clone()));
+            self.set_phase(v, VersionPhase::Replaying, Some(format!("caught up with {replay} pods; scaling to {final_size}")));
+            self.unknown = Some(format!(
+                "version {c} caught up with {replay} replay pods; it holds at {final_size} for {}s before promotion",
+                o.policy.stable_for_seconds
+            ));
+            self.wake.at(secs(o.policy.stable_for_seconds));
+            return;
+        }
         match &v.gate {
             Gate::CaughtUp => {}
             Gate::Unknown(why) => {
@@ -525,6 +544,15 @@ impl<'a> Planner<'a> {
         }
         if !v.pods_ready() {
             self.unknown = Some(format!("version {c} has caught up; waiting for its pods to be Ready"));
+            return;
+        }
+        if let Some(at) = v.caught_up_at.filter(|_| v.demoted_at.is_none())
+            && elapsed(o.now, at) < secs(o.policy.stable_for_seconds)
+        {
+            // Scaled from its replay size: the final size must hold too.
+            let left = secs(o.policy.stable_for_seconds) - elapsed(o.now, at);
+            self.unknown = Some(format!("version {c} has caught up; it holds at its final size for {}s more", left.as_secs().max(1)));
+            self.wake.at(left);
             return;
         }
         if !self.verified(v) {
@@ -578,6 +606,17 @@ impl<'a> Planner<'a> {
         }
         self.active = Some(c);
         self.candidate = None;
+    }
+
+    /// Pods a candidate replays with from zero: `replayReplicas`, capped at
+    /// the input partitions; without it, the final size.
+    fn replay_size(&self) -> i32 {
+        let final_size = self.o.replicas.max(1);
+        match (self.o.policy.replay_replicas, self.o.input_partitions) {
+            (None, _) => final_size,
+            (Some(r), Some(n)) if n > 0 => r.min(n).max(1),
+            (Some(r), _) => r.max(1),
+        }
     }
 
     /// A caught-up candidate in a `Together` cascade: held until the chain

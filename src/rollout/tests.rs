@@ -69,6 +69,7 @@ fn obs(desired: &str, active: Option<&str>, versions: Vec<Version>, now: i64) ->
         conflict: None,
         read_by: Default::default(),
         cascade: None,
+        input_partitions: Some(6),
     }
 }
 
@@ -113,6 +114,42 @@ fn the_first_version_is_created_then_active_at_once_but_not_ready_until_caught_u
     assert_eq!(p.phase, Phase::Live);
     assert!(promotes(&p).is_none());
     assert!(!p.actions.iter().any(|a| matches!(a, Action::RecordCaughtUp(_))));
+}
+
+#[test]
+fn a_candidate_replays_with_replay_replicas_then_holds_at_its_final_size_before_promotion() {
+    let with = |o: Observation| Observation { policy: RolloutPolicy { replay_replicas: Some(8), ..policy() }, ..o };
+    let scale = |p: &Plan| p.actions.iter().find_map(|a| matches!(a, Action::Scale { version, .. } if version == "v2").then(|| a.clone()));
+    let to = |replicas| Some(Action::Scale { version: "v2".into(), replicas });
+    // Replaying: as many pods as asked, up to the 6 input partitions.
+    let replaying = Version { phase: VersionPhase::Replaying, replicas: Some(6), ready_replicas: 6, ..version("v2") };
+    let p = plan(&with(obs("v2", Some("v1"), vec![live("v1"), replaying.clone()], 5)));
+    assert_eq!(scale(&p), to(6));
+    assert_eq!(p.phase, Phase::Replaying);
+    // Caught up: scaled to its final size, caught up recorded, not promoted.
+    let caught_up = Version { gate: Gate::CaughtUp, ..replaying.clone() };
+    let p = plan(&with(obs("v2", Some("v1"), vec![live("v1"), caught_up.clone()], 20)));
+    assert_eq!(scale(&p), to(2));
+    assert!(has(&p, &Action::RecordCaughtUp("v2".into())));
+    assert!(promotes(&p).is_none(), "the gate holds again at the final size");
+    // At its final size, for less than stableFor: held, with a timer.
+    let resized = Version { caught_up_at: Some(t(20)), replicas: Some(2), ready_replicas: 2, ..caught_up };
+    let p = plan(&with(obs("v2", Some("v1"), vec![live("v1"), resized.clone()], 25)));
+    assert!(promotes(&p).is_none());
+    assert_eq!(scale(&p), to(2));
+    assert!(p.requeue_after.is_some_and(|d| d <= Duration::from_secs(5)), "{:?}", p.requeue_after);
+    // Behind again at the final size: it stays at that size.
+    let behind = Version { gate: Gate::Behind { lag: 40 }, ..resized.clone() };
+    let p = plan(&with(obs("v2", Some("v1"), vec![live("v1"), behind], 26)));
+    assert_eq!(scale(&p), to(2), "no flapping back to the replay size");
+    assert!(promotes(&p).is_none());
+    // stableFor later, still caught up: promoted.
+    let p = plan(&with(obs("v2", Some("v1"), vec![live("v1"), resized], 31)));
+    assert_eq!(promotes(&p), Some((Some("v1".into()), "v2".into())));
+    // Without replayReplicas: no resize, and no hold.
+    let p = plan(&obs("v2", Some("v1"), vec![live("v1"), caught("v2")], 20));
+    assert_eq!(promotes(&p), Some((Some("v1".into()), "v2".into())));
+    assert!(!p.actions.iter().any(|a| matches!(a, Action::Scale { version, replicas } if version == "v2" && *replicas != 2)));
 }
 
 #[test]
@@ -570,8 +607,8 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 fn world_policy() -> impl Strategy<Value = RolloutPolicy> {
-    (0i64..3, 0i32..20, any::<bool>(), any::<bool>(), 0i32..3, 0i32..40, any::<bool>()).prop_map(
-        |(max_lag, stable, manual, verify, retain, delay, allow)| RolloutPolicy {
+    (0i64..3, 0i32..20, any::<bool>(), any::<bool>(), 0i32..3, 0i32..40, any::<bool>(), proptest::option::of(1i32..5)).prop_map(
+        |(max_lag, stable, manual, verify, retain, delay, allow, replay_replicas)| RolloutPolicy {
             max_lag,
             stable_for_seconds: stable,
             promotion: if manual { PromotionMode::Manual } else { PromotionMode::Auto },
@@ -582,6 +619,7 @@ fn world_policy() -> impl Strategy<Value = RolloutPolicy> {
             allow_truncated_history: allow,
             verify: verify.then(|| VerifySpec { image: "v".into(), ..Default::default() }),
             cascade: Default::default(),
+            replay_replicas,
         },
     )
 }
@@ -612,6 +650,7 @@ impl World {
             conflict: None,
             read_by: Default::default(),
             cascade: None,
+            input_partitions: Some(3),
         }
     }
 
