@@ -216,3 +216,77 @@ async fn a_candidate_replays_wide_then_cuts_over_at_its_final_size() {
     check(&s.input, &vv2, "count").expect("the view replayed by 3 pods then served by 1 is exact");
     assert_eq!(events(&s.ns, "CutOver").await, 1);
 }
+
+#[tokio::test]
+async fn a_replay_budget_throttles_the_candidate_with_a_kafka_quota_removed_when_lifted() {
+    use kappa_operator::kafka::Kafka;
+    let s = pipeline("budget", &[]).await;
+    let (v1, _) = first_version_live(&s, processor_json("sum", 1), 100_000).await;
+    // The smallest budget: the replay crawls.
+    let mut change = logic_patch("count");
+    change["spec"]["rollout"] = json!({"replayByteRate": 1024});
+    patch::<Processor>(&s.ns, "totals", change).await.unwrap();
+    let v2 = phase_is(&s.ns, "Replaying").await.status.unwrap().candidate_version.unwrap();
+    assert_ne!(v1, v2);
+    let client = versions(&s.ns).await.into_iter().find(|v| v.spec.version == v2).unwrap().spec.consumer_group;
+    let k = support::kafka();
+    let ns = s.ns.name.clone();
+    let quotas = || {
+        let k = &k;
+        let prefix = format!("kappa.{ns}.");
+        async move { k.consumer_quotas(&prefix).await.map_err(|e| e.to_string()) }
+    };
+    wait_for("the candidate's quota in Kafka, and status.replay to say it is throttled", WAIT, || async {
+        let held = quotas().await?;
+        let replay = s.ns.api::<Processor>().get("totals").await.map_err(|e| e.to_string())?.status.and_then(|st| st.replay);
+        match (held.get(&client), &replay) {
+            (Some(1024), Some(r)) if r.throttled && r.byte_rate == Some(1024) && r.version == v2 && held.len() == 1 => Ok(()),
+            _ => Err(format!("quotas {held:?}, status.replay {replay:?}")),
+        }
+    })
+    .await;
+    // Throttled, it is still far from done after 10 s (unthrottled, 100,000
+    // records replay in a few seconds).
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let vv2 = versions(&s.ns).await.into_iter().find(|v| v.spec.version == v2).unwrap();
+    let progress = vv2.status.and_then(|st| st.progress).unwrap_or(0.0);
+    eprintln!("throttled replay: progress {progress:.3} after 10 s");
+    assert!(progress < 0.9, "a replay held to 1 KiB/s per broker is not nearly done after 10 s: progress {progress}");
+    assert_eq!(served(&s.ns).await.0, v1, "readers stay on v1");
+
+    // Lifting the budget removes the quota; the replay completes and cuts over.
+    patch::<Processor>(&s.ns, "totals", json!({"spec": {"rollout": {"replayByteRate": null}}})).await.unwrap();
+    wait_for("the quota to go", WAIT, || async {
+        let held = quotas().await?;
+        if held.is_empty() { Ok(()) } else { Err(format!("{held:?}")) }
+    })
+    .await;
+    active_is(&s.ns, &v2).await;
+    let (p, vv2) = caught_up(&s.ns).await;
+    assert!(p.status.unwrap().replay.is_none(), "no replay once promoted");
+    check(&s.input, &vv2, "count").expect("the throttled, then freed replay is exact");
+}
+
+#[tokio::test]
+async fn a_budget_is_removed_when_the_candidate_catches_up_and_cuts_over() {
+    use kappa_operator::kafka::Kafka;
+    let s = pipeline("budgetdone", &[]).await;
+    let mut p = processor_json("sum", 1);
+    p["spec"]["rollout"]["replayByteRate"] = json!(10_000_000);
+    let (v1, _) = first_version_live(&s, p, 5_000).await;
+    patch::<Processor>(&s.ns, "totals", logic_patch("count")).await.unwrap();
+    let v2 = phase_is(&s.ns, "Replaying").await.status.unwrap().candidate_version.unwrap();
+    assert_ne!(v1, v2);
+    let k = support::kafka();
+    let prefix = format!("kappa.{}.", s.ns.name);
+    // The first version was never throttled (it serves readers as it
+    // replays); the candidate was, until it caught up.
+    active_is(&s.ns, &v2).await;
+    wait_for("no quota left once the candidate has cut over", WAIT, || async {
+        let held = k.consumer_quotas(&prefix).await.map_err(|e| e.to_string())?;
+        if held.is_empty() { Ok(()) } else { Err(format!("{held:?}")) }
+    })
+    .await;
+    let (_, vv2) = caught_up(&s.ns).await;
+    check(&s.input, &vv2, "count").unwrap();
+}

@@ -381,6 +381,16 @@ pub struct RolloutPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub replay_replicas: Option<i32>,
+    /// A replay budget, in bytes per second: while a new version replays
+    /// from offset zero (until it has caught up), the operator sets a Kafka
+    /// client quota (`consumer_byte_rate`) on its client id
+    /// (`KAPPA_CLIENT_ID`), so the replay leaves the brokers to the live
+    /// version; the quota is removed once it has caught up, and when it is
+    /// promoted, fails or is retired. Kafka applies the rate on each broker.
+    /// Needs a broker that offers AlterClientQuotas (Kafka 2.6 and later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024))]
+    pub replay_byte_rate: Option<i64>,
 }
 
 /// See `spec.rollout.cascade`.
@@ -405,6 +415,7 @@ impl Default for RolloutPolicy {
             verify: None,
             cascade: CascadeMode::Independent,
             replay_replicas: None,
+            replay_byte_rate: None,
         }
     }
 }
@@ -521,6 +532,10 @@ pub struct ProcessorStatus {
     /// on, comma-separated (for `kubectl get`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub built_on: Option<String>,
+    /// The candidate's replay while it replays: its pods, rate, time left
+    /// and whether a replay budget throttles it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplayStatus>,
     /// The newest retained standby and the spec fields that select it:
     /// written into the spec, they return readers to it without a replay
     /// (what `kubectl kappa rollback` and the Argo CD action do).
@@ -534,6 +549,28 @@ impl ProcessorStatus {
     pub fn offered_version(&self) -> Option<&String> {
         self.cascade_candidate.as_ref().or(self.active_version.as_ref())
     }
+}
+
+/// A candidate's replay, as `status.replay` shows it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayStatus {
+    /// The version replaying.
+    pub version: String,
+    /// Pods it replays with.
+    pub replicas: i32,
+    /// Records consumed per second, recently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records_per_second: Option<i64>,
+    /// Seconds until it has consumed its lag at that rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<i64>,
+    /// The replay budget in force on each broker (bytes per second), when a
+    /// Kafka quota holds it to `spec.rollout.replayByteRate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byte_rate: Option<i64>,
+    /// A replay budget applies to it now.
+    pub throttled: bool,
 }
 
 /// An upstream Processor, as a downstream sees it.

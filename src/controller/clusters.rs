@@ -61,6 +61,11 @@ impl Clusters {
             .collect()
     }
 
+    /// (namespace, name) of every KafkaCluster with a client.
+    pub fn keys(&self) -> Vec<(String, String)> {
+        self.handles.lock().expect("clusters lock").keys().cloned().collect()
+    }
+
     pub fn remove(&self, namespace: &str, name: &str) {
         self.handles.lock().expect("clusters lock").remove(&(namespace.to_string(), name.to_string()));
     }

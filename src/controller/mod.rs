@@ -6,6 +6,7 @@ pub mod fault;
 pub mod kafka_cluster;
 pub mod processor;
 pub mod progress;
+pub mod quotas;
 pub mod topic;
 pub mod view_version;
 
@@ -98,6 +99,8 @@ pub struct Context {
     pub monitor: progress::Monitor,
     /// Per ViewVersion uid, the names of its pods at the last reconcile.
     pub pods_seen: PodsSeen,
+    /// Replay budgets Kafka holds, as last seen.
+    pub quotas: quotas::Quotas,
     failures: Failures,
 }
 
@@ -435,6 +438,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         stores: stores.clone(),
         monitor,
         pods_seen: PodsSeen::default(),
+        quotas: quotas::Quotas::default(),
         failures: Failures::default(),
     });
 
@@ -457,6 +461,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
                 loop {
                     tokio::time::sleep(ctx.settings.resync).await;
                     ctx.forget_the_gone().await;
+                    quotas::sweep(&ctx).await;
                 }
             };
             tokio::select! {

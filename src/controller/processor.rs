@@ -27,15 +27,15 @@ use tracing::{info, instrument};
 use super::{
     Context, apply_status, apply_status_fields,
     clusters::ClusterHandle,
-    fault, kafka_cluster, measured, progress, release_finalizer,
+    fault, kafka_cluster, measured, progress, quotas, release_finalizer,
     view_version::{self, input_topics, inputs_problem},
     watched_api,
 };
 use crate::{
     Result,
     api::{
-        CascadeMode, Cond, DeletionPolicy, KafkaCluster, MANAGER, Processor, ProcessorStatus, RollbackTarget, Topic, UpstreamStatus,
-        VersionPhase, ViewVersion, ViewVersionSpec, ViewVersionStatus, annotations, conditions, finalizers, labels,
+        CascadeMode, Cond, DeletionPolicy, KafkaCluster, MANAGER, Processor, ProcessorStatus, ReplayStatus, RollbackTarget, Topic,
+        UpstreamStatus, VersionPhase, ViewVersion, ViewVersionSpec, ViewVersionStatus, annotations, conditions, finalizers, labels,
     },
     kafka::{KafkaError, Removal, ResponseError, lag},
     metrics::OutcomeLabels,
@@ -397,7 +397,11 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
     };
     let plan = rollout::plan(&obs);
     ctx.metrics.phase(&ns, &name, &rollout::Phase::names(), Some(plan.phase.as_str()));
-    let mut status = processor_status(&p, &plan, &world, &desired);
+    // Replay budgets follow the versions as cached (a version created or
+    // caught up in this reconcile is seen at the next one, before its pods run).
+    quotas::sync(&ctx, &ns, &p.spec.cluster_ref, false).await;
+    let budget = |vv: &ViewVersion| ctx.quotas.held(&ns, &p.spec.cluster_ref, resources::client_id(vv));
+    let mut status = processor_status(&p, &plan, &world, &desired, budget);
     pipeline_status(&mut status, &p, &ctx, &graph, &world);
     // Offered to the stages downstream while it is a candidate of a cascade.
     status.cascade_candidate = (cascade.is_some() && plan.candidate.as_deref() == Some(desired.as_str())).then(|| desired.clone());
@@ -880,11 +884,38 @@ fn status_without_plan(p: &Processor, reason: &str, message: &str) -> ProcessorS
     st
 }
 
-fn processor_status(p: &Processor, plan: &rollout::Plan, w: &World, desired: &str) -> ProcessorStatus {
+fn processor_status(
+    p: &Processor,
+    plan: &rollout::Plan,
+    w: &World,
+    desired: &str,
+    budget: impl Fn(&ViewVersion) -> Option<i64>,
+) -> ProcessorStatus {
     let find = |id: &Option<String>| id.as_ref().and_then(|id| w.versions.iter().find(|v| &v.spec.version == id));
     let active = find(&plan.active);
     let candidate = find(&plan.candidate);
     let previous = p.status.clone().unwrap_or_default();
+    // While the candidate replays (until it has caught up).
+    let replay = candidate.filter(|_| plan.phase == rollout::Phase::Replaying).map(|c| {
+        let st = c.status.clone().unwrap_or_default();
+        let replicas = plan
+            .actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Scale { version, replicas } if *version == c.spec.version => Some(*replicas),
+                _ => None,
+            })
+            .unwrap_or(0);
+        let rate = st.records_per_second.filter(|r| *r > 0);
+        ReplayStatus {
+            version: c.spec.version.clone(),
+            replicas,
+            records_per_second: st.records_per_second,
+            eta_seconds: st.lag.zip(rate).map(|(lag, r)| (lag + r - 1) / r),
+            byte_rate: budget(c),
+            throttled: budget(c).is_some(),
+        }
+    });
     ProcessorStatus {
         observed_generation: p.metadata.generation,
         conditions: conditions::merge(&previous.conditions, &plan.conditions, p.metadata.generation, Timestamp::now()),
@@ -904,6 +935,7 @@ fn processor_status(p: &Processor, plan: &rollout::Plan, w: &World, desired: &st
         downstreams: vec![],
         built_on: None,
         cascade_candidate: None,
+        replay,
     }
 }
 

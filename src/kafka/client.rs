@@ -84,8 +84,15 @@ const APIS: [(ApiKey, i16, i16); 13] = [
 /// the operator): Fetch v4-v12 (v13 names topics by id).
 const READ_APIS: [(ApiKey, i16, i16); 1] = [(ApiKey::Fetch, 4, 12)];
 
+/// APIs used only for `spec.rollout.replayByteRate` (Kafka 2.6 and later):
+/// a cluster without them runs everything else.
+const QUOTA_APIS: [(ApiKey, i16, i16); 2] = [(ApiKey::DescribeClientQuotas, 0, 1), (ApiKey::AlterClientQuotas, 0, 1)];
+
+/// The quota key Kafka throttles consumer fetches by.
+const CONSUMER_BYTE_RATE: &str = "consumer_byte_rate";
+
 fn versions(key: ApiKey) -> (i16, i16) {
-    APIS.iter().chain(&READ_APIS).find(|(k, _, _)| *k == key).map_or((0, 0), |(_, min, preferred)| (*min, *preferred))
+    APIS.iter().chain(&READ_APIS).chain(&QUOTA_APIS).find(|(k, _, _)| *k == key).map_or((0, 0), |(_, min, preferred)| (*min, *preferred))
 }
 
 /// Brokers as the last Metadata answer named them.
@@ -1039,6 +1046,70 @@ impl Kafka for WireKafka {
                     .collect()
             },
         )
+        .boxed()
+    }
+
+    fn consumer_quotas<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<BTreeMap<String, i64>>> {
+        use kafka_protocol::messages::{DescribeClientQuotasRequest, describe_client_quotas_request::ComponentData};
+        async move {
+            // Match type 2: every entity that names a client id.
+            let component = ComponentData::default().with_entity_type(s("client-id")).with_match_type(2).with_match(None);
+            let resp = self
+                .call_any(ApiKey::DescribeClientQuotas, |_| {
+                    DescribeClientQuotasRequest::default().with_components(vec![component.clone()]).with_strict(true)
+                })
+                .await?;
+            if let Some(e) = item_error(resp.error_code, resp.error_message.as_ref()) {
+                return Err(KafkaError::Api { api: "DescribeClientQuotas", code: format!("{:?}", e.code), message: e.to_string() });
+            }
+            let mut out = BTreeMap::new();
+            for entry in resp.entries.unwrap_or_default() {
+                let client = entry.entity.iter().find(|e| e.entity_type.as_str() == "client-id").and_then(|e| e.entity_name.clone());
+                let rate = entry.values.iter().find(|v| v.key.as_str() == CONSUMER_BYTE_RATE).map(|v| v.value as i64);
+                if let (Some(client), Some(rate)) = (client, rate)
+                    && client.starts_with(prefix)
+                {
+                    out.insert(client.to_string(), rate);
+                }
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn set_consumer_quotas<'a>(&'a self, quotas: &'a BTreeMap<String, Option<i64>>) -> BoxFuture<'a, Result<BTreeMap<String, ItemResult>>> {
+        use kafka_protocol::messages::{
+            AlterClientQuotasRequest,
+            alter_client_quotas_request::{EntityData, EntryData, OpData},
+        };
+        async move {
+            if quotas.is_empty() {
+                return Ok(BTreeMap::new());
+            }
+            let entries: Vec<EntryData> = quotas
+                .iter()
+                .map(|(client, rate)| {
+                    let op = OpData::default().with_key(s(CONSUMER_BYTE_RATE));
+                    let op = match rate {
+                        Some(r) => op.with_value(*r as f64),
+                        None => op.with_remove(true),
+                    };
+                    EntryData::default()
+                        .with_entity(vec![EntityData::default().with_entity_type(s("client-id")).with_entity_name(Some(s(client)))])
+                        .with_ops(vec![op])
+                })
+                .collect();
+            let resp =
+                self.call_any(ApiKey::AlterClientQuotas, |_| AlterClientQuotasRequest::default().with_entries(entries.clone())).await?;
+            Ok(resp
+                .entries
+                .into_iter()
+                .filter_map(|e| {
+                    let client = e.entity.iter().find(|x| x.entity_type.as_str() == "client-id")?.entity_name.clone()?;
+                    Some((client.to_string(), as_result(e.error_code, e.error_message.as_ref())))
+                })
+                .collect())
+        }
         .boxed()
     }
 

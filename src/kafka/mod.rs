@@ -107,6 +107,7 @@ pub fn feature(api: &str) -> &'static str {
         "DescribeGroups" | "LeaveGroup" => "members that did not leave are waited out, not removed",
         "ListOffsets" | "OffsetFetch" | "FindCoordinator" => "progress cannot be read: no version is promoted",
         "DescribeQuorum" => "the active KRaft controller is not named",
+        "DescribeClientQuotas" | "AlterClientQuotas" => "spec.rollout.replayByteRate cannot be applied",
         _ => "the operator cannot use this broker",
     }
 }
@@ -320,6 +321,12 @@ pub trait Kafka: Send + Sync + 'static {
         groups: &'a [String],
         which: &'a Removal,
     ) -> BoxFuture<'a, Result<BTreeMap<String, std::result::Result<usize, ItemError>>>>;
+    /// The consumer byte-rate quotas (`consumer_byte_rate`) set on client
+    /// ids that start with `prefix` (one DescribeClientQuotas).
+    fn consumer_quotas<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<BTreeMap<String, i64>>>;
+    /// Sets (`Some`) or removes (`None`) the consumer byte-rate quota of
+    /// client ids (one AlterClientQuotas); per client id, done or why not.
+    fn set_consumer_quotas<'a>(&'a self, quotas: &'a BTreeMap<String, Option<i64>>) -> BoxFuture<'a, Result<BTreeMap<String, ItemResult>>>;
     /// Requests sent so far, for metrics and benchmarks.
     fn requests_sent(&self) -> u64;
     /// Requests sent so far by API, for metrics.

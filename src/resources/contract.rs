@@ -62,6 +62,13 @@ fn security_protocol(kafka: &KafkaClusterSpec) -> &'static str {
     }
 }
 
+/// The client id a version's consumers use (`KAPPA_CLIENT_ID`): its
+/// consumer group's name, unique to the version. Kafka's client quotas
+/// (`spec.rollout.replayByteRate`) are set on it.
+pub fn client_id(vv: &ViewVersion) -> &str {
+    &vv.spec.consumer_group
+}
+
 /// `KAPPA_*` variables for one version (with `prefix` `KAPPA_` or
 /// `KAPPA_ACTIVE_` for the version a verification compares against), plus
 /// the security settings and the volumes they need.
@@ -70,6 +77,7 @@ pub fn contract_env(vv: &ViewVersion, kafka: &KafkaClusterSpec, prefix: &str) ->
     let mut env = vec![
         var(&format!("{prefix}OUTPUT_TOPIC"), &s.output_topic),
         var(&format!("{prefix}CONSUMER_GROUP"), &s.consumer_group),
+        var(&format!("{prefix}CLIENT_ID"), client_id(vv)),
         var(&format!("{prefix}VIEW_VERSION"), &s.version),
     ];
     if prefix != "KAPPA_" {
@@ -181,6 +189,7 @@ pub fn client_properties(vv: &ViewVersion, spec: &KafkaClusterSpec, settings: &k
     let mut props: Vec<(&str, String)> = vec![
         ("bootstrap.servers", spec.bootstrap_servers.clone()),
         ("group.id", vv.spec.consumer_group.clone()),
+        ("client.id", client_id(vv).to_string()),
         ("auto.offset.reset", "earliest".into()),
         ("security.protocol", security_protocol(spec).into()),
     ];
@@ -250,6 +259,7 @@ mod tests {
         let lines: Vec<&str> = props.lines().collect();
         assert!(lines.contains(&"bootstrap.servers=k:9093"));
         assert!(lines.contains(&format!("group.id={}", vv.spec.consumer_group).as_str()));
+        assert!(lines.contains(&format!("client.id={}", vv.spec.consumer_group).as_str()), "the client id the replay quota is set on");
         assert!(lines.contains(&"sasl.mechanism=SCRAM-SHA-512"));
         // JAAS escapes the quote and the backslash; the properties file escapes the backslashes again.
         assert!(

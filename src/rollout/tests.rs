@@ -620,6 +620,7 @@ fn world_policy() -> impl Strategy<Value = RolloutPolicy> {
             verify: verify.then(|| VerifySpec { image: "v".into(), ..Default::default() }),
             cascade: Default::default(),
             replay_replicas,
+            replay_byte_rate: None,
         },
     )
 }

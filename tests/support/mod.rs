@@ -203,8 +203,14 @@ impl Ns {
         K::DynamicType: Default,
     {
         let api: Api<K> = Api::namespaced(self.client.clone(), &self.name);
-        let held: Vec<K> =
-            api.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default().into_iter().filter(|o| !o.finalizers().is_empty()).collect();
+        let held: Vec<K> = api
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|o| !o.finalizers().is_empty())
+            .collect();
         if remove {
             for o in &held {
                 let patch = serde_json::json!({"metadata": {"finalizers": null}});

@@ -41,6 +41,9 @@ pub struct Contract {
     pub inputs: Vec<String>,
     pub output: String,
     pub group: String,
+    /// `KAPPA_CLIENT_ID`: the id a replay quota is set on (the group's name
+    /// when an older operator does not set it).
+    pub client_id: String,
     pub version: String,
     pub start_from: String,
 }
@@ -53,6 +56,7 @@ impl Contract {
             inputs: var("KAPPA_INPUT_TOPICS")?.split(',').map(str::to_string).filter(|s| !s.is_empty()).collect(),
             output: var("KAPPA_OUTPUT_TOPIC")?,
             group: var("KAPPA_CONSUMER_GROUP")?,
+            client_id: std::env::var("KAPPA_CLIENT_ID").or_else(|_| var("KAPPA_CONSUMER_GROUP"))?,
             version: var("KAPPA_VIEW_VERSION")?,
             start_from: std::env::var("KAPPA_START_FROM").unwrap_or_else(|_| "earliest".into()),
         })
@@ -141,6 +145,7 @@ pub fn run(c: &Contract, o: Options, field: &str, state: State, stats: Arc<Stats
     let logic = o.logic;
     let consumer: BaseConsumer<Rebalances> = kafka::config(&c.bootstrap)
         .set("group.id", &c.group)
+        .set("client.id", &c.client_id)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", &c.start_from)
         .set("enable.partition.eof", "false")
