@@ -1158,8 +1158,15 @@ async fn retire(ctx: &Context, vv: &ViewVersion, w: &World) -> Result<Option<Dur
         return Ok(Some(Duration::from_secs(5)));
     }
     let topics: Api<Topic> = Api::namespaced(ctx.client.clone(), &ns);
-    if topics.get_opt(&vv.name_any()).await?.is_some_and(|t| t.spec.deletion_policy != DeletionPolicy::Delete) {
-        topics.patch(&vv.name_any(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"deletionPolicy": "Delete"}}))).await?;
+    if let Some(t) = topics.get_opt(&vv.name_any()).await? {
+        if t.spec.deletion_policy != DeletionPolicy::Delete {
+            topics.patch(&vv.name_any(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"deletionPolicy": "Delete"}}))).await?;
+        }
+        // Held before the ViewVersion goes, or the garbage collector could
+        // delete the view Topic before it holds its Kafka topic's deletion.
+        if !t.finalizers().iter().any(|f| f == finalizers::TOPIC) {
+            super::topic::hold(&topics, &vv.name_any()).await?;
+        }
     }
     let versions: Api<ViewVersion> = Api::namespaced(ctx.client.clone(), &ns);
     release_finalizer(&versions, &vv.name_any(), finalizers::VIEW_VERSION).await?;

@@ -147,17 +147,23 @@ async fn reconcile_inner(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action>
             // finalizers for Delete only): nothing will be done at deletion.
             release_finalizer(&api, &topic.name_any(), FINALIZER).await?;
         } else if !ours && needs_finalizer(&topic) {
-            // Server-side apply of our one finalizer: idempotent, so a cache
-            // that has not seen an earlier add yet costs nothing but a write.
-            let patch = serde_json::json!({
-                "apiVersion": "kappa.dev/v1alpha1", "kind": "Topic",
-                "metadata": {"name": topic.name_any(), "finalizers": [FINALIZER]}
-            });
-            api.patch(&topic.name_any(), &PatchParams::apply(FINALIZER_MANAGER).force(), &Patch::Apply(&patch)).await?;
+            hold(&api, &topic.name_any()).await?;
         }
         apply(topic, &ctx).await
     })
     .await
+}
+
+/// Adds the operator's finalizer to Topic `name`, by server-side apply of
+/// that one entry: idempotent, so a cache that has not seen an earlier add
+/// yet costs nothing but a write.
+pub async fn hold(api: &Api<Topic>, name: &str) -> Result<()> {
+    let patch = serde_json::json!({
+        "apiVersion": "kappa.dev/v1alpha1", "kind": "Topic",
+        "metadata": {"name": name, "finalizers": [FINALIZER]}
+    });
+    api.patch(name, &PatchParams::apply(FINALIZER_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(())
 }
 
 /// Only a Topic whose deletion may delete the Kafka topic holds its
