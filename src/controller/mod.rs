@@ -4,6 +4,7 @@ pub mod clusters;
 pub mod events;
 pub mod fault;
 pub mod kafka_cluster;
+pub mod owned;
 pub mod processor;
 pub mod progress;
 pub mod quotas;
@@ -68,6 +69,10 @@ pub struct Stores {
     pub topics: Store<Topic>,
     pub processors: Store<Processor>,
     pub versions: Store<ViewVersion>,
+    /// What the operator made for Processors.
+    pub owned: owned::Owned,
+    /// The highest resourceVersion each watch has delivered.
+    pub seen: Arc<owned::Seen>,
     listed: Listed,
 }
 
@@ -78,8 +83,8 @@ pub struct Stores {
 /// for two minutes; a Topic being deleted could likewise have found no
 /// reader. A watch channel, because it wakes every waiter (a reflector's
 /// own readiness signal wakes only one, and the controller is that one).
-type Listed = Arc<watch::Sender<usize>>;
-const CACHES: usize = 4;
+pub type Listed = Arc<watch::Sender<usize>>;
+const CACHES: usize = 4 + owned::CACHES;
 
 impl Stores {
     /// Returns once every cache has had its first full list.
@@ -101,6 +106,8 @@ pub struct Context {
     pub pods_seen: PodsSeen,
     /// Replay budgets Kafka holds, as last seen.
     pub quotas: quotas::Quotas,
+    /// Writes of each Processor's reconcile its caches must show.
+    pub expectations: owned::Expectations,
     failures: Failures,
 }
 
@@ -185,6 +192,9 @@ impl Context {
         let versions: std::collections::HashSet<String> =
             self.stores.versions.state().iter().filter_map(|v| v.metadata.uid.clone()).collect();
         self.pods_seen.retain(|uid| versions.contains(uid));
+        let processors: std::collections::HashSet<String> =
+            self.stores.processors.state().iter().map(|p| owned::key(&p.namespace().unwrap_or_default(), &p.name_any())).collect();
+        self.expectations.forget(|k| processors.contains(k));
     }
 
     /// Publishes an Event about `obj`; failing to record one is logged, not fatal.
@@ -251,7 +261,7 @@ where
 /// Applies some status fields under their own field manager, so that
 /// several writers (the planner, the lag poller, a kind's own controller)
 /// each own their fields of one status.
-pub async fn apply_status_fields<K>(client: &Client, obj: &K, manager: &str, fields: serde_json::Value) -> Result<()>
+pub async fn apply_status_fields<K>(client: &Client, obj: &K, manager: &str, fields: serde_json::Value) -> Result<K>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
 {
@@ -264,8 +274,7 @@ where
     }
     debug!(kind = %K::kind(&()), name = %obj.name_any(), manager, fields = ?fields.as_object().map(|m| m.keys().collect::<Vec<_>>()), "status write");
     let patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": fields});
-    api.patch_status(&obj.name_any(), &PatchParams::apply(manager).force(), &Patch::Apply(&patch)).await?;
-    Ok(())
+    Ok(api.patch_status(&obj.name_any(), &PatchParams::apply(manager).force(), &Patch::Apply(&patch)).await?)
 }
 
 /// Removes `finalizer` from the object as it is now on the server (a cache
@@ -323,22 +332,31 @@ pub fn error_policy<K: Resource>(kind: &'static str) -> impl Fn(Arc<K>, &Error, 
 /// `concurrency` bounds the reconciles in flight: each holds a connection to
 /// the API server, so it bounds the operator's memory too. The first full
 /// list into the cache is counted in `listed`.
-fn controller_for<K>(client: &Client, settings: &Settings, concurrency: u16, listed: Listed) -> kube::runtime::Controller<K>
+fn controller_for<K>(
+    client: &Client,
+    settings: &Settings,
+    concurrency: u16,
+    listed: Listed,
+    seen: Arc<owned::Seen>,
+) -> kube::runtime::Controller<K>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     use kube::runtime::{WatchStreamExt, reflector, utils::PredicateConfig, watcher};
     let (reader, writer) = reflector::store();
     let mut first = true;
+    let kind = K::kind(&()).into_owned();
     let stream = watcher(watched_api::<K>(client, settings.namespace.as_deref()), watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(|o: &mut K| o.meta_mut().managed_fields = None)
         .reflect(writer)
-        .inspect(move |e| {
-            if first && matches!(e, Ok(watcher::Event::InitDone)) {
+        .inspect(move |e| match e {
+            Ok(watcher::Event::InitDone) if first => {
                 first = false;
                 listed.send_modify(|n| *n += 1);
             }
+            Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o)) => seen.observe(&kind, o),
+            _ => {}
         })
         .applied_objects()
         .predicate_filter(wanted_changes::<K>, PredicateConfig::default());
@@ -419,15 +437,24 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
     let events = events::Events::new(client.clone(), instance);
 
     let listed: Listed = Arc::new(watch::Sender::new(0));
-    let kc = controller_for::<KafkaCluster>(&client, &settings, 16, listed.clone());
+    let seen = Arc::new(owned::Seen::default());
+    let kc = controller_for::<KafkaCluster>(&client, &settings, 16, listed.clone(), seen.clone());
     // 64 Topics in flight keep the API server (the bound on the lab) as busy
     // as 256 did, with a sixth less memory at 1,000 Topics and a quarter
     // less at 3,000 (hack/bench.sh topics).
-    let topics = controller_for::<Topic>(&client, &settings, 64, listed.clone());
-    let processors = controller_for::<Processor>(&client, &settings, 32, listed.clone());
-    let versions = controller_for::<ViewVersion>(&client, &settings, 64, listed.clone());
-    let stores =
-        Stores { clusters: kc.store(), topics: topics.store(), processors: processors.store(), versions: versions.store(), listed };
+    let topics = controller_for::<Topic>(&client, &settings, 64, listed.clone(), seen.clone());
+    let processors = controller_for::<Processor>(&client, &settings, 32, listed.clone(), seen.clone());
+    let versions = controller_for::<ViewVersion>(&client, &settings, 64, listed.clone(), seen.clone());
+    let (owned, streams) = owned::Owned::new(&client, &settings, &listed, &seen);
+    let stores = Stores {
+        clusters: kc.store(),
+        topics: topics.store(),
+        processors: processors.store(),
+        versions: versions.store(),
+        owned,
+        seen,
+        listed,
+    };
     let (monitor, woken) = progress::Monitor::new();
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -439,6 +466,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         monitor,
         pods_seen: PodsSeen::default(),
         quotas: quotas::Quotas::default(),
+        expectations: owned::Expectations::default(),
         failures: Failures::default(),
     });
 
@@ -451,7 +479,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
     info!(namespace = ?settings.namespace, "starting controllers");
     let kc = kafka_cluster::run(kc, &client, &ctx, stop()).for_each(report);
     let topics = topic::run(topics, &client, &ctx, stop()).for_each(report);
-    let processors = processor::run(processors, &client, &ctx, woken, stop()).for_each(report);
+    let processors = processor::run(processors, &client, &ctx, streams, woken, stop()).for_each(report);
     let versions = view_version::run(versions, &client, &ctx, stop()).for_each(report);
     let progress = progress::run(ctx.clone(), stop());
     let housekeeping = {
@@ -526,6 +554,8 @@ mod tests {
             topics: kube::runtime::reflector::store().0,
             processors: kube::runtime::reflector::store().0,
             versions: kube::runtime::reflector::store().0,
+            owned: owned::Owned::empty(),
+            seen: Arc::default(),
             listed: listed.clone(),
         };
         // Several waiters, as several reconciles are: each is woken.
@@ -541,7 +571,7 @@ mod tests {
             listed.send_modify(|n| *n += 1);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(waiters.iter().all(|w| !w.is_finished()), "three caches of four are not enough");
+        assert!(waiters.iter().all(|w| !w.is_finished()), "all caches but one are not enough");
         listed.send_modify(|n| *n += 1);
         for w in waiters {
             tokio::time::timeout(Duration::from_secs(5), w).await.expect("woken once all are listed").unwrap();

@@ -27,7 +27,9 @@ use tracing::{info, instrument};
 use super::{
     Context, apply_status, apply_status_fields,
     clusters::ClusterHandle,
-    fault, kafka_cluster, measured, progress, quotas, release_finalizer,
+    fault, kafka_cluster, measured,
+    owned::{self, wrote},
+    progress, quotas, release_finalizer,
     view_version::{self, input_topics, inputs_problem},
     watched_api,
 };
@@ -63,23 +65,22 @@ pub fn run(
     ctrl: Controller<Processor>,
     client: &Client,
     ctx: &Arc<Context>,
+    owned: super::owned::Streams,
     woken: impl Stream<Item = ObjectRef<Processor>> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> impl Stream<Item = super::Reconciled<Processor>> {
     let ns = ctx.settings.namespace.clone();
     let store = ctrl.store();
-    let (s1, s2, s3, s4, s5, s6) = (store.clone(), store.clone(), store.clone(), store.clone(), store.clone(), store);
-    let labelled = watcher::Config::default().labels(labels::PROCESSOR);
+    let (s1, s2, s3, s4, s5, s6, s7, s8) =
+        (store.clone(), store.clone(), store.clone(), store.clone(), store.clone(), store.clone(), store.clone(), store);
+    // What the operator made for a Processor, from the caches the
+    // reconciles read (a change to one, by anyone, wakes its Processor).
     ctrl.owns(watched_api::<ViewVersion>(client, ns.as_deref()), watcher::Config::default())
-        .watches(watched_api::<Deployment>(client, ns.as_deref()), labelled.clone(), move |d| {
-            by_label(&s1, d.namespace(), d.labels().get(labels::PROCESSOR))
-        })
-        .watches(watched_api::<Pod>(client, ns.as_deref()), labelled.clone(), move |p| {
-            by_label(&s2, p.namespace(), p.labels().get(labels::PROCESSOR))
-        })
-        .watches(watched_api::<Job>(client, ns.as_deref()), labelled, move |j| {
-            by_label(&s3, j.namespace(), j.labels().get(labels::PROCESSOR))
-        })
+        .watches_stream(owned.deployments, move |d| by_label(&s1, d.namespace(), d.labels().get(labels::PROCESSOR)))
+        .watches_stream(owned.pods, move |p| by_label(&s2, p.namespace(), p.labels().get(labels::PROCESSOR)))
+        .watches_stream(owned.jobs, move |j| by_label(&s3, j.namespace(), j.labels().get(labels::PROCESSOR)))
+        .watches_stream(owned.config_maps, move |c| by_label(&s7, c.namespace(), c.labels().get(labels::PROCESSOR)))
+        .watches_stream(owned.services, move |v| by_label(&s8, v.namespace(), v.labels().get(labels::PROCESSOR)))
         .watches(watched_api::<Topic>(client, ns.as_deref()), watcher::Config::default(), move |t| {
             let (ns, name) = (t.namespace(), t.name_any());
             // (a version's view Topic is an input of the Processors downstream)
@@ -146,9 +147,11 @@ struct World {
 
 async fn observe(p: &Processor, ctx: &Context) -> Result<World> {
     let ns = p.namespace().unwrap_or_default();
-    // Read from the API server, not a cache: the event that woke this
-    // reconcile may be ahead of the ViewVersion controller's cache, and a
-    // create must never be done twice.
+    if ctx.expectations.met(&owned::key(&ns, &p.name_any()), &ctx.stores.seen) {
+        return Ok(cached(p, ctx));
+    }
+    // Read from the API server: the caches have not shown this Processor's
+    // last writes yet, and a create (or a promotion) must never be done twice.
     let lp = ListParams::default().labels(&format!("{}={}", labels::PROCESSOR, naming::label_value(&p.name_any())));
     let versions: Vec<Arc<ViewVersion>> = Api::<ViewVersion>::namespaced(ctx.client.clone(), &ns)
         .list(&lp)
@@ -171,6 +174,28 @@ async fn observe(p: &Processor, ctx: &Context) -> Result<World> {
     let jobs =
         Api::<Job>::namespaced(ctx.client.clone(), &ns).list(&lp).await?.items.into_iter().map(|j| (by_version(j.labels()), j)).collect();
     Ok(World { versions, deployments, pods, jobs })
+}
+
+/// The world from the caches (see [`owned`]): no API request.
+fn cached(p: &Processor, ctx: &Context) -> World {
+    let ns = p.namespace().unwrap_or_default();
+    let label = naming::label_value(&p.name_any());
+    let versions = ctx
+        .stores
+        .versions
+        .state()
+        .into_iter()
+        .filter(|v| v.namespace().as_deref() == Some(ns.as_str()) && v.spec.processor == p.name_any())
+        .filter(|v| v.owner_references().iter().any(|o| Some(&o.uid) == p.metadata.uid.as_ref()))
+        .collect();
+    let by_version = |l: &BTreeMap<String, String>| l.get(labels::VERSION).cloned().unwrap_or_default();
+    let owned = &ctx.stores.owned;
+    World {
+        versions,
+        deployments: owned::of(&owned.deployments, &ns, &label).into_iter().map(|d| (by_version(d.labels()), (*d).clone())).collect(),
+        pods: owned::of(&owned.pods, &ns, &label).into_iter().map(|p| (*p).clone()).collect(),
+        jobs: owned::of(&owned.jobs, &ns, &label).into_iter().map(|j| (by_version(j.labels()), (*j).clone())).collect(),
+    }
 }
 
 const IMAGE_ERRORS: [&str; 7] = [
@@ -455,7 +480,7 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
                 if let (Some(c), Some(a), Some(spec)) = (find(candidate), find(active), p.spec.rollout.verify.as_ref()) {
                     let job = resources::verification_job(spec, &c, &a, &kc.spec);
                     match Api::<Job>::namespaced(ctx.client.clone(), &ns).create(&PostParams::default(), &job).await {
-                        Ok(_) => {}
+                        Ok(created) => wrote(&ctx.expectations, &ns, &name, &created),
                         Err(kube::Error::Api(s)) if s.code == 409 => {}
                         Err(e) => return Err(e.into()),
                     }
@@ -717,9 +742,11 @@ async fn commit_cascade(p: &Processor, ctx: &Context, vv: &ViewVersion, members:
     }
     let record: Vec<String> = members.iter().map(|(d, v)| format!("{d}={v}")).collect();
     let patch = json!({"metadata": {"annotations": {annotations::CASCADE: record.join(",")}}});
-    Api::<ViewVersion>::namespaced(ctx.client.clone(), &vv.namespace().unwrap_or_default())
+    let ns = vv.namespace().unwrap_or_default();
+    let written = Api::<ViewVersion>::namespaced(ctx.client.clone(), &ns)
         .patch(&vv.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
+    wrote(&ctx.expectations, &ns, &p.name_any(), &written);
     let stages: Vec<String> = members.iter().map(|(d, v)| format!("Processor {d} version {v}")).collect();
     let message =
         format!("the cascade from version {} commits: {} cut over with it, the last stage first", vv.spec.version, stages.join(", "));
@@ -824,9 +851,11 @@ async fn commit(ctx: &Context, vv: &ViewVersion, promotion: u64) -> Result<()> {
         return Ok(());
     }
     let patch = json!({"metadata": {"annotations": {annotations::PROMOTION: promotion.to_string()}}});
-    Api::<ViewVersion>::namespaced(ctx.client.clone(), &vv.namespace().unwrap_or_default())
+    let ns = vv.namespace().unwrap_or_default();
+    let written = Api::<ViewVersion>::namespaced(ctx.client.clone(), &ns)
         .patch(&vv.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
+    wrote(&ctx.expectations, &ns, &vv.spec.processor, &written);
     Ok(())
 }
 
@@ -991,7 +1020,8 @@ async fn create_version(
     // or when its Processor goes.
     vv.metadata.finalizers = Some(vec![finalizers::VIEW_VERSION.into()]);
     match Api::<ViewVersion>::namespaced(ctx.client.clone(), &ns).create(&PostParams::default(), &vv).await {
-        Ok(_) => {
+        Ok(created) => {
+            wrote(&ctx.expectations, &ns, &p.name_any(), &created);
             info!(version = %id, "created version");
             if p.status.as_ref().and_then(|s| s.active_version.as_ref()).is_some() {
                 ctx.metrics.rollout(&ns, &p.name_any(), "started");
@@ -1058,9 +1088,10 @@ async fn scale(
             .await?;
     }
     d.metadata.annotations = Some([(SPEC_HASH.to_string(), hash)].into());
-    Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
+    let written = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
         .patch(&vv.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&d))
         .await?;
+    wrote(&ctx.expectations, &ns, &vv.spec.processor, &written);
     if replicas == 0 {
         fault::point("scaling-down").await;
     } else if existing.is_none() {
@@ -1102,7 +1133,7 @@ async fn set_phase(ctx: &Context, vv: &ViewVersion, phase: VersionPhase, message
         _ => {}
     }
     let next = ViewVersionStatus { phase: Some(phase), message: message.clone(), caught_up_at: caught_up_at.clone(), ..st };
-    apply_status_fields(
+    let written = apply_status_fields(
         &ctx.client,
         vv,
         MANAGER,
@@ -1118,7 +1149,9 @@ async fn set_phase(ctx: &Context, vv: &ViewVersion, phase: VersionPhase, message
             "finishedAt": finished_at,
         }),
     )
-    .await
+    .await?;
+    wrote(&ctx.expectations, &vv.namespace().unwrap_or_default(), &vv.spec.processor, &written);
+    Ok(())
 }
 
 /// Retires a version in order: pods gone, consumer group deleted, view topic
@@ -1132,9 +1165,10 @@ async fn retire(ctx: &Context, vv: &ViewVersion, w: &World) -> Result<Option<Dur
         set_phase(ctx, vv, VersionPhase::Retired, Some("beyond retainVersions, superseded, or deleted".into()), false).await?;
     }
     if w.deployments.get(id).and_then(|d| d.spec.as_ref()?.replicas).unwrap_or(0) > 0 {
-        Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
+        let written = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
             .patch(&vv.name_any(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 0}})))
             .await?;
+        wrote(&ctx.expectations, &ns, &vv.spec.processor, &written);
         fault::point("scaling-down").await;
         return Ok(Some(Duration::from_secs(2)));
     }
@@ -1171,7 +1205,12 @@ async fn retire(ctx: &Context, vv: &ViewVersion, w: &World) -> Result<Option<Dur
     let versions: Api<ViewVersion> = Api::namespaced(ctx.client.clone(), &ns);
     release_finalizer(&versions, &vv.name_any(), finalizers::VIEW_VERSION).await?;
     match versions.delete(&vv.name_any(), &DeleteParams::background()).await {
-        Ok(_) => {}
+        // Held by another finalizer: the deletion is a change the caches must show.
+        Ok(deleted) => {
+            if let Some(going) = deleted.left() {
+                wrote(&ctx.expectations, &ns, &vv.spec.processor, &going);
+            }
+        }
         Err(kube::Error::Api(s)) if s.code == 404 => {}
         Err(e) => return Err(e.into()),
     }
@@ -1268,20 +1307,25 @@ async fn publish(p: &Processor, ctx: &Context, active: &ViewVersion, candidate: 
     let ns = p.namespace().unwrap_or_default();
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let names = naming::processor_names(&p.name_any());
+    let owned = &ctx.stores.owned;
     if let Some(svc) = resources::service(p, &active.spec.version) {
-        apply_if_changed(&services, &names.service, &svc, same_service).await?;
+        apply_if_changed(&services, &owned.services, &names.service, &svc, same_service).await?;
     }
     match candidate.and_then(|c| resources::preview_service(p, c)) {
-        Some(svc) => apply_if_changed(&services, &names.preview_service, &svc, same_service).await?,
+        Some(svc) => apply_if_changed(&services, &owned.services, &names.preview_service, &svc, same_service).await?,
         None => {
-            if services.get_opt(&names.preview_service).await?.is_some() {
-                services.delete(&names.preview_service, &DeleteParams::default()).await?;
+            if owned.services.get(&ObjectRef::new(&names.preview_service).within(&ns)).is_some() {
+                match services.delete(&names.preview_service, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
     }
     let cm = resources::view_config_map(p, active, bootstrap);
     let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-    apply_if_changed(&maps, &names.config_map, &cm, |a, b| a.data == b.data).await
+    apply_if_changed(&maps, &owned.config_maps, &names.config_map, &cm, |a, b| a.data == b.data).await
 }
 
 /// Whether a Service already is what we apply: its selector and ports as we
@@ -1297,11 +1341,14 @@ fn same_service(a: &Service, b: &Service) -> bool {
     ours(a) == ours(b)
 }
 
-async fn apply_if_changed<K>(api: &Api<K>, name: &str, desired: &K, same: impl Fn(&K, &K) -> bool) -> Result<()>
+/// Applies `desired` unless the cache shows it as it is (a cache behind the
+/// last apply costs an apply that changes nothing).
+async fn apply_if_changed<K>(api: &Api<K>, cache: &Store<K>, name: &str, desired: &K, same: impl Fn(&K, &K) -> bool) -> Result<()>
 where
-    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
-    if api.get_opt(name).await?.is_some_and(|e| same(&e, desired)) {
+    let ns = desired.meta().namespace.clone().unwrap_or_default();
+    if cache.get(&ObjectRef::new(name).within(&ns)).is_some_and(|e| same(&e, desired)) {
         return Ok(());
     }
     api.patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(desired)).await?;

@@ -66,9 +66,16 @@ pub fn run(
         .run(reconcile, super::error_policy::<ViewVersion>(KIND), ctx.clone())
 }
 
-/// The input Topics, read from the API server rather than a cache: the
-/// watch that woke this reconcile may be ahead of another controller's cache.
+/// The input Topics: from the Topic cache when it shows them all usable
+/// (a steady reconcile reads nothing), otherwise from the API server, since
+/// the watch that woke this reconcile may be ahead of that cache, and
+/// waiting on a cache that lags would wait for an event already past.
 pub async fn input_topics(ctx: &Context, ns: &str, inputs: &[String]) -> Result<Vec<(String, Option<Topic>)>> {
+    let cached: Vec<(String, Option<Topic>)> =
+        inputs.iter().map(|name| (name.clone(), ctx.stores.topics.get(&ObjectRef::new(name).within(ns)).map(|t| (*t).clone()))).collect();
+    if inputs_problem(ns, &cached, "").is_none() {
+        return Ok(cached);
+    }
     let api: Api<Topic> = Api::namespaced(ctx.client.clone(), ns);
     let mut out = Vec::with_capacity(inputs.len());
     for name in inputs {

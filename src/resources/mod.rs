@@ -8,13 +8,13 @@ mod topic;
 mod verification;
 
 pub use contract::{client_id, client_properties, client_secret, contract_env};
+/// A Processor and its versions, for other modules' tests.
+#[cfg(test)]
+pub(crate) use deployment::tests as fixtures;
 pub use deployment::{PROPERTIES_DIGEST, deployment};
 pub use serving::{preview_service, service, view_config_map};
 pub use topic::view_topic;
 pub use verification::{verification_job, verification_job_name};
-/// A Processor and its versions, for other modules' tests.
-#[cfg(test)]
-pub(crate) use deployment::tests as fixtures;
 
 use std::collections::BTreeMap;
 

@@ -546,7 +546,7 @@ impl<'a> Planner<'a> {
             self.unknown = Some(format!("version {c} has caught up; waiting for its pods to be Ready"));
             return;
         }
-        if let Some(at) = v.caught_up_at.filter(|_| v.demoted_at.is_none())
+        if let Some(at) = v.caught_up_at.filter(|_| v.demoted_at.is_none() && replay != final_size)
             && elapsed(o.now, at) < secs(o.policy.stable_for_seconds)
         {
             // Scaled from its replay size: the final size must hold too.
@@ -892,11 +892,10 @@ impl<'a> Planner<'a> {
             self.actions.push(Action::Event { warning: true, reason: DELETION_BLOCKED, message: message.clone() });
             Cond::new(DELETION_BLOCKED, true, "VersionNeeded", message)
         };
-        if matches!(phase, Phase::Replaying | Phase::Verifying | Phase::RollingBack | Phase::Pending | Phase::AwaitingPromotion)
-            || (active_v.is_some() && !available.status)
-        {
+        if matches!(phase, Phase::Replaying | Phase::Verifying | Phase::RollingBack | Phase::Pending | Phase::AwaitingPromotion) {
             // The gate wakes the Processor when its answer changes; this is
-            // only a safety net.
+            // only a safety net, during a rollout. A live Processor is woken
+            // by changes alone (its pods, versions, inputs): no timer.
             self.wake.at(Duration::from_secs(60));
         }
         Plan {

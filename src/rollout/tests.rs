@@ -146,9 +146,12 @@ fn a_candidate_replays_with_replay_replicas_then_holds_at_its_final_size_before_
     // stableFor later, still caught up: promoted.
     let p = plan(&with(obs("v2", Some("v1"), vec![live("v1"), resized], 31)));
     assert_eq!(promotes(&p), Some((Some("v1".into()), "v2".into())));
-    // Without replayReplicas: no resize, and no hold.
+    // Without replayReplicas: no resize, and no hold (even once a phase
+    // such as Verifying has stamped caughtUpAt).
     let p = plan(&obs("v2", Some("v1"), vec![live("v1"), caught("v2")], 20));
     assert_eq!(promotes(&p), Some((Some("v1".into()), "v2".into())));
+    let stamped = Version { caught_up_at: Some(t(19)), ..caught("v2") };
+    assert_eq!(promotes(&plan(&obs("v2", Some("v1"), vec![live("v1"), stamped], 20))), Some((Some("v1".into()), "v2".into())));
     assert!(!p.actions.iter().any(|a| matches!(a, Action::Scale { version, replicas } if version == "v2" && *replicas != 2)));
 }
 

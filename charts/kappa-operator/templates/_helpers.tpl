@@ -46,13 +46,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch]
-# Readers' Service and ConfigMap.
+# Readers' Service and ConfigMap (watched by label, so a steady reconcile
+# reads them from a cache).
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, create, patch]
+  verbs: [get, list, watch, create, patch]
 # Verification Jobs.
 - apiGroups: [batch]
   resources: [jobs]

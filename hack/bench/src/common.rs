@@ -106,6 +106,27 @@ impl Operator {
         self.child.id()
     }
 
+    /// CPU seconds the operator has used (user and system).
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the command (which may hold spaces): utime is the 14th field overall.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).context("no ) in /proc/PID/stat")?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+        Ok(ticks / 100.0)
+    }
+
+    /// Resident memory now (VmRSS) in MiB.
+    pub fn rss_mib(&self) -> anyhow::Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmRSS in /proc/PID/status")?;
+        Ok(kb / 1024.0)
+    }
+
     /// Peak resident memory (VmHWM) in MiB.
     pub fn peak_rss_mib(&self) -> anyhow::Result<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
@@ -173,6 +194,16 @@ pub async fn operator_writes(client: &Client, kinds: &[(&str, &str)], events: bo
 
 /// The same, by `resource[/subresource] VERB`.
 pub async fn operator_writes_by(client: &Client, kinds: &[(&str, &str)], events: bool) -> anyhow::Result<BTreeMap<String, f64>> {
+    requests_by(client, &["POST", "PUT", "PATCH", "APPLY"], kinds, events).await
+}
+
+/// GET and LIST requests (not WATCH) the API server has served for the
+/// given kinds, by `resource[/subresource] VERB` (read as for writes).
+pub async fn reads_by(client: &Client, kinds: &[(&str, &str)]) -> anyhow::Result<BTreeMap<String, f64>> {
+    requests_by(client, &["GET", "LIST"], kinds, false).await
+}
+
+async fn requests_by(client: &Client, verbs: &[&str], kinds: &[(&str, &str)], events: bool) -> anyhow::Result<BTreeMap<String, f64>> {
     let req = http::Request::get("/metrics").body(Vec::new())?;
     let text = client.request_text(req).await?;
     let label = |labels: &str, name: &str| {
@@ -183,7 +214,7 @@ pub async fn operator_writes_by(client: &Client, kinds: &[(&str, &str)], events:
     for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
         let Some((series, value)) = line.rsplit_once(' ') else { continue };
         let labels = series.trim_start_matches("apiserver_request_total{");
-        let write = ["POST", "PUT", "PATCH", "APPLY"].contains(&label(labels, "verb").as_str());
+        let write = verbs.contains(&label(labels, "verb").as_str());
         let (group, resource, sub) = (label(labels, "group"), label(labels, "resource"), label(labels, "subresource"));
         let ours =
             kinds.iter().any(|(g, r)| group == *g && (*r == "*" || (resource == *r && sub.is_empty()))) || (events && resource == "events");

@@ -3,6 +3,7 @@
 
 mod chain;
 mod common;
+mod processors;
 mod replay;
 mod rollout;
 mod topics;
@@ -33,6 +34,16 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         idle_seconds: u64,
     },
+    /// Create N Processors (replicas 0, one shared input); time until all
+    /// have an active version, API writes per Processor; then a steady
+    /// state: API reads and writes per minute, operator CPU and RSS, Kafka
+    /// requests per lag poll per broker; then the namespace deleted.
+    Processors {
+        count: usize,
+        /// Seconds of steady state observed.
+        #[arg(long, default_value_t = 300)]
+        steady_seconds: u64,
+    },
     /// Produce N events; the reference processor's replay rate through the
     /// operator against a raw consumer's; the cost of one lag poll over
     /// 1,000 partitions.
@@ -55,6 +66,7 @@ async fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Topics { count, idle_seconds } => topics::run(&cli.operator, count, idle_seconds).await,
+        Command::Processors { count, steady_seconds } => processors::run(&cli.operator, count, steady_seconds).await,
         Command::Replay { count } => replay::run(&cli.operator, &cli.processor, count).await,
         Command::Rollout { records, stages: 1 } => rollout::run(&cli.operator, &cli.processor, records).await,
         Command::Rollout { records, stages } => chain::run(&cli.operator, &cli.processor, records, stages).await,

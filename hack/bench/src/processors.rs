@@ -1,0 +1,179 @@
+//! `processors N`: N Processors (replicas 0, one shared input) to an active
+//! version; then a steady state with nothing changing: API reads and writes
+//! per minute, operator CPU and memory, Kafka requests per lag poll; then
+//! the namespace deleted: what the operator still tries to write.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, stream};
+use kappa_operator::api::{Processor, Topic};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, PostParams},
+    runtime::watcher,
+};
+use serde_json::json;
+
+use crate::common::{self, Operator, progress};
+
+/// Everything the operator reads or writes for Processors: (API group, resource).
+const KINDS: [(&str, &str); 8] = [
+    ("kappa.dev", "*"),
+    ("apps", "deployments"),
+    ("", "pods"),
+    ("batch", "jobs"),
+    ("", "services"),
+    ("", "configmaps"),
+    ("", "secrets"),
+    ("", "namespaces"),
+];
+const LAG_POLL_SECONDS: u64 = 5;
+const BROKERS: f64 = 3.0;
+/// The Kafka APIs of a lag poll.
+const POLL_APIS: [&str; 3] = ["ListOffsets", "OffsetFetch", "FindCoordinator"];
+
+pub async fn run(operator: &Path, count: usize, steady_seconds: u64) -> anyhow::Result<serde_json::Value> {
+    let (client, ns, _, _) = common::namespace_with_input("bench-processors").await?;
+    let op = Operator::start(operator, &ns, &["--lag-poll-seconds", &LAG_POLL_SECONDS.to_string()])?;
+    let topics: Api<Topic> = Api::namespaced(client.clone(), &ns);
+    common::wait_until("the input Topic to be Ready", Duration::from_secs(60), || async {
+        Ok(topics.get("orders").await?.status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")))
+    })
+    .await?;
+    let processors: Api<Processor> = Api::namespaced(client.clone(), &ns);
+    progress(format!("namespace {ns}: {count} Processors"));
+
+    let writes_before = common::operator_writes(&client, &KINDS, true).await?;
+    let start = Instant::now();
+    let active = Arc::new(AtomicUsize::new(0));
+    let watching = {
+        let (processors, active) = (processors.clone(), active.clone());
+        tokio::spawn(async move {
+            let mut names = HashSet::new();
+            let mut events = watcher(processors, watcher::Config::default()).boxed();
+            while let Some(event) = events.next().await {
+                if let Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) = event
+                    && p.status.as_ref().is_some_and(|s| s.active_version.is_some())
+                {
+                    names.insert(p.name_any());
+                }
+                active.store(names.len(), Ordering::Relaxed);
+            }
+        })
+    };
+    stream::iter(0..count)
+        .map(|i| {
+            let processors = processors.clone();
+            async move {
+                let p: Processor = serde_json::from_value(json!({"metadata": {"name": format!("p{i}")}, "spec": {
+                    "inputs": ["orders"], "replicas": 0,
+                    "template": {"image": "ghcr.io/kappa-dev/kappa-processor:bench", "args": ["run", "--logic", "sum"]},
+                    "view": {"partitions": 1}
+                }}))?;
+                processors.create(&PostParams::default(), &p).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<()>>>()?;
+    let mut last = Instant::now();
+    let active_seconds = loop {
+        let n = active.load(Ordering::Relaxed);
+        if n >= count {
+            break start.elapsed().as_secs_f64();
+        }
+        if last.elapsed() > Duration::from_secs(5) {
+            progress(format!("{:>6.1}s: {n} of {count} with an active version", start.elapsed().as_secs_f64()));
+            last = Instant::now();
+        }
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(900), "not all Processors active after 900 s ({n}/{count})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    watching.abort();
+    progress(format!("all {count} have an active version after {active_seconds:.1} s"));
+    // The last status writes and events of the burst land.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let writes_to_active = common::operator_writes(&client, &KINDS, true).await? - writes_before;
+
+    progress(format!("steady for {steady_seconds} s"));
+    let writes0 = common::operator_writes_by(&client, &KINDS, true).await?;
+    let reads0 = common::reads_by(&client, &KINDS).await?;
+    let cpu0 = op.cpu_seconds()?;
+    let kafka0 = poll_requests(&op).await?;
+    let steady = Instant::now();
+    let mut rss_max: f64 = 0.0;
+    while steady.elapsed() < Duration::from_secs(steady_seconds) {
+        rss_max = rss_max.max(op.rss_mib()?);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let minutes = steady.elapsed().as_secs_f64() / 60.0;
+    let cpu = op.cpu_seconds()? - cpu0;
+    // The Kafka request gauge is refreshed by the KafkaCluster's check every 15 s.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let kafka = poll_requests(&op).await? - kafka0;
+    let writes = delta(&common::operator_writes_by(&client, &KINDS, true).await?, &writes0);
+    let reads = delta(&common::reads_by(&client, &KINDS).await?, &reads0);
+    let polls = (steady_seconds + 16) as f64 / LAG_POLL_SECONDS as f64;
+    progress(format!("steady: writes {writes:?}"));
+    progress(format!("steady: reads {reads:?}"));
+
+    progress("deleting the namespace: what does the operator still try to write?");
+    let before = common::operator_writes_by(&client, &KINDS, true).await?;
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).delete(&ns, &DeleteParams::background()).await?;
+    let gone = wait_gone(&client, &ns, Duration::from_secs(600)).await;
+    let during_deletion = delta(&common::operator_writes_by(&client, &KINDS, true).await?, &before);
+    progress(format!("namespace {}: writes while it went {during_deletion:?}", if gone { "gone" } else { "still terminating" }));
+    let peak_rss_mib = op.peak_rss_mib()?;
+    drop(op);
+
+    let per_minute = |m: &BTreeMap<String, f64>| (m.values().sum::<f64>() / minutes * 10.0).round() / 10.0;
+    let creates_or_applies: f64 =
+        during_deletion.iter().filter(|(k, _)| !k.starts_with("events ") && !k.contains("/status")).map(|(_, v)| v).sum();
+    Ok(json!({
+        "count": count,
+        "active_seconds": (active_seconds * 10.0).round() / 10.0,
+        "writes_per_processor": (writes_to_active / count as f64 * 10.0).round() / 10.0,
+        "steady_minutes": (minutes * 10.0).round() / 10.0,
+        "steady_writes_per_minute": per_minute(&writes),
+        "steady_reads_per_minute": per_minute(&reads),
+        "steady_cpu_seconds_per_minute": (cpu / minutes * 100.0).round() / 100.0,
+        "steady_max_rss_mib": (rss_max * 10.0).round() / 10.0,
+        "peak_rss_mib": (peak_rss_mib * 10.0).round() / 10.0,
+        "kafka_requests_per_lag_poll_per_broker": (kafka / polls / BROKERS * 100.0).round() / 100.0,
+        "deletion_creates_or_applies": creates_or_applies,
+        "deletion_writes": during_deletion,
+    }))
+}
+
+/// Kafka requests of lag polls the operator has sent.
+async fn poll_requests(op: &Operator) -> anyhow::Result<f64> {
+    let text = common::http_get(&op.metrics_addr, "/metrics").await?;
+    Ok(common::sum_metric(&text, "kappa_kafka_requests", |labels| POLL_APIS.iter().any(|a| labels.contains(&format!("api=\"{a}\"")))))
+}
+
+fn delta(now: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    now.iter().map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0))).filter(|(_, v)| *v > 0.0).collect()
+}
+
+async fn wait_gone(client: &Client, ns: &str, limit: Duration) -> bool {
+    let api = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if matches!(api.get_opt(ns).await, Ok(None)) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    false
+}

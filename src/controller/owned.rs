@@ -1,0 +1,223 @@
+//! Caches of the objects the operator makes for Processors (Deployments,
+//! Pods, Jobs, ConfigMaps, Services, all labelled `kappa.dev/processor`),
+//! and the expectations that say when a reconcile may trust them.
+//!
+//! A steady Processor's reconcile reads only caches: no API request. But a
+//! cache may lag the operator's own last write (a promotion, a created
+//! version, a scale), and a reconcile acting on such a cache could do it
+//! twice. So every write a Processor's reconcile makes to the objects it
+//! plans with records the resourceVersion Kubernetes answered with, and the
+//! next reconcile reads from the caches only once each kind's watch has
+//! delivered that version (the expectations pattern of Kubernetes' own
+//! ReplicaSet and Job controllers, by resourceVersion instead of by count);
+//! until then it reads fresh from the API server.
+
+use std::{
+    collections::HashMap,
+    fmt::Debug,
+    sync::{Arc, Mutex},
+};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    batch::v1::Job,
+    core::v1::{ConfigMap, Pod, Service},
+};
+use kube::{
+    Client, Resource, ResourceExt,
+    runtime::{WatchStreamExt, reflector, reflector::Store, watcher},
+};
+use serde::de::DeserializeOwned;
+
+use super::{Listed, Settings, watched_api};
+use crate::api::labels;
+
+/// The highest resourceVersion each kind's watch has delivered.
+#[derive(Default)]
+pub struct Seen(Mutex<HashMap<String, u64>>);
+
+impl Seen {
+    fn saw(&self, kind: &str, rv: Option<&str>) {
+        if let Some(rv) = rv.and_then(|r| r.parse::<u64>().ok()) {
+            let mut seen = self.0.lock().expect("seen lock");
+            let at = seen.entry(kind.to_string()).or_default();
+            *at = (*at).max(rv);
+        }
+    }
+
+    fn reached(&self, kind: &str, rv: u64) -> bool {
+        self.0.lock().expect("seen lock").get(kind).is_some_and(|at| *at >= rv)
+    }
+
+    /// Records what a watch delivered (for a cache kept elsewhere).
+    pub fn observe<K: Resource>(&self, kind: &str, obj: &K) {
+        self.saw(kind, obj.meta().resource_version.as_deref());
+    }
+}
+
+/// Per Processor (`namespace/name`), the resourceVersion of its latest
+/// write of each kind that its caches must show.
+#[derive(Default)]
+pub struct Expectations(Mutex<HashMap<String, HashMap<String, u64>>>);
+
+impl Expectations {
+    /// A write by `processor`'s reconcile, answered with `rv`. An object
+    /// deleted at once has none (and a delete is safe to repeat); a version
+    /// that is not a number is never met: that Processor reads fresh.
+    pub fn wrote(&self, processor: &str, kind: &str, rv: Option<&str>) {
+        let Some(rv) = rv else { return };
+        let rv = rv.parse::<u64>().unwrap_or(u64::MAX);
+        let mut all = self.0.lock().expect("expectations lock");
+        let at = all.entry(processor.to_string()).or_default().entry(kind.to_string()).or_default();
+        *at = (*at).max(rv);
+    }
+
+    /// Whether every write of `processor`'s is in the caches (forgotten once it is).
+    pub fn met(&self, processor: &str, seen: &Seen) -> bool {
+        let mut all = self.0.lock().expect("expectations lock");
+        let met = all.get(processor).is_none_or(|kinds| kinds.iter().all(|(kind, rv)| seen.reached(kind, *rv)));
+        if met {
+            all.remove(processor);
+        }
+        met
+    }
+
+    /// Forgets a Processor that is gone.
+    pub fn forget(&self, keep: impl Fn(&str) -> bool) {
+        self.0.lock().expect("expectations lock").retain(|k, _| keep(k));
+    }
+}
+
+/// The key of a Processor in [`Expectations`].
+pub fn key(namespace: &str, processor: &str) -> String {
+    format!("{namespace}/{processor}")
+}
+
+/// Records a write made by Processor `processor`'s reconcile (the object
+/// as Kubernetes answered) that its caches must show.
+pub fn wrote<K: Resource<DynamicType = ()>>(expectations: &Expectations, namespace: &str, processor: &str, obj: &K) {
+    expectations.wrote(&key(namespace, processor), &K::kind(&()), obj.meta().resource_version.as_deref());
+}
+
+/// The caches of objects made for Processors.
+#[derive(Clone)]
+pub struct Owned {
+    pub deployments: Store<Deployment>,
+    pub pods: Store<Pod>,
+    pub jobs: Store<Job>,
+    pub config_maps: Store<ConfigMap>,
+    pub services: Store<Service>,
+}
+
+/// The watch streams that fill [`Owned`]: the Processor controller polls
+/// them (and reconciles the Processor an object belongs to).
+pub struct Streams {
+    pub deployments: futures::stream::BoxStream<'static, Result<Deployment, watcher::Error>>,
+    pub pods: futures::stream::BoxStream<'static, Result<Pod, watcher::Error>>,
+    pub jobs: futures::stream::BoxStream<'static, Result<Job, watcher::Error>>,
+    pub config_maps: futures::stream::BoxStream<'static, Result<ConfigMap, watcher::Error>>,
+    pub services: futures::stream::BoxStream<'static, Result<Service, watcher::Error>>,
+}
+
+/// How many caches [`Owned`] adds to the ones reconciles wait for.
+pub const CACHES: usize = 5;
+
+impl Owned {
+    pub fn new(client: &Client, settings: &Settings, listed: &Listed, seen: &Arc<Seen>) -> (Owned, Streams) {
+        let (deployments, d) = cache::<Deployment>(client, settings, listed, seen);
+        let (pods, p) = cache::<Pod>(client, settings, listed, seen);
+        let (jobs, j) = cache::<Job>(client, settings, listed, seen);
+        let (config_maps, c) = cache::<ConfigMap>(client, settings, listed, seen);
+        let (services, s) = cache::<Service>(client, settings, listed, seen);
+        (
+            Owned { deployments, pods, jobs, config_maps, services },
+            Streams { deployments: d, pods: p, jobs: j, config_maps: c, services: s },
+        )
+    }
+
+    #[cfg(test)]
+    pub fn empty() -> Owned {
+        Owned {
+            deployments: reflector::store().0,
+            pods: reflector::store().0,
+            jobs: reflector::store().0,
+            config_maps: reflector::store().0,
+            services: reflector::store().0,
+        }
+    }
+}
+
+/// The objects of `store` in `ns` labelled for Processor `label`.
+pub fn of<K: Resource + Clone>(store: &Store<K>, ns: &str, label: &str) -> Vec<Arc<K>>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store
+        .state()
+        .into_iter()
+        .filter(|o| o.meta().namespace.as_deref() == Some(ns) && o.labels().get(labels::PROCESSOR).map(String::as_str) == Some(label))
+        .collect()
+}
+
+fn cache<K>(
+    client: &Client,
+    settings: &Settings,
+    listed: &Listed,
+    seen: &Arc<Seen>,
+) -> (Store<K>, futures::stream::BoxStream<'static, Result<K, watcher::Error>>)
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let kind = K::kind(&()).into_owned();
+    let (listed, seen) = (listed.clone(), seen.clone());
+    let mut first = true;
+    let stream = watcher(watched_api::<K>(client, settings.namespace.as_deref()), watcher::Config::default().labels(labels::PROCESSOR))
+        .default_backoff()
+        .modify(|o: &mut K| o.meta_mut().managed_fields = None)
+        .reflect(writer)
+        .inspect(move |e| match e {
+            Ok(watcher::Event::InitDone) if first => {
+                first = false;
+                listed.send_modify(|n| *n += 1);
+            }
+            Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o)) => {
+                seen.saw(&kind, o.meta().resource_version.as_deref())
+            }
+            _ => {}
+        })
+        .applied_objects();
+    (reader, boxed(stream))
+}
+
+fn boxed<T: Send + 'static>(s: impl Stream<Item = T> + Send + 'static) -> futures::stream::BoxStream<'static, T> {
+    s.boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_is_trusted_once_its_watch_delivered_the_operators_last_write() {
+        let (seen, expect) = (Seen::default(), Expectations::default());
+        assert!(expect.met("ns/a", &seen), "nothing written: the caches are trusted");
+        expect.wrote("ns/a", "ViewVersion", Some("120"));
+        expect.wrote("ns/a", "Deployment", Some("118"));
+        seen.saw("ViewVersion", Some("119"));
+        seen.saw("Deployment", Some("130"));
+        assert!(!expect.met("ns/a", &seen), "the ViewVersion cache has not shown the write at 120");
+        assert!(expect.met("ns/b", &seen), "another Processor's writes do not hold this one");
+        seen.saw("ViewVersion", Some("121"));
+        assert!(expect.met("ns/a", &seen));
+        seen.saw("ViewVersion", Some("5"));
+        expect.wrote("ns/a", "ViewVersion", Some("125"));
+        assert!(!expect.met("ns/a", &seen), "what was seen never goes back");
+        expect.wrote("ns/a", "Job", Some("not-a-number"));
+        seen.saw("ViewVersion", Some("200"));
+        assert!(!expect.met("ns/a", &seen), "a version that cannot be compared is trusted only fresh");
+        expect.forget(|k| k != "ns/a");
+        assert!(expect.met("ns/a", &seen));
+    }
+}
