@@ -149,20 +149,40 @@ async fn raw_list<K: Resource<DynamicType = ()>>(ns: &Ns) -> Vec<Value> {
 }
 
 /// Samples every object of the namespace's pipeline every 200 ms, as a
-/// GitOps tool polling them would see them.
+/// GitOps tool polling them would see them (the Processors, as a tool
+/// watching them would: every write).
 struct Recorder {
     samples: Arc<Mutex<Vec<Value>>>,
     task: tokio::task::JoinHandle<()>,
+    watch: tokio::task::JoinHandle<()>,
 }
 
 impl Recorder {
     fn start(ns: &Ns) -> Recorder {
         let samples = Arc::new(Mutex::new(Vec::new()));
+        // The Processors from a watch: every status write is a sample, so a
+        // phase as short as CuttingOver (one reconcile) is never missed.
+        let watch = {
+            use futures::StreamExt;
+            let (api, into) = (
+                Api::<DynamicObject>::namespaced_with(ns.client.clone(), &ns.name, &ApiResource::erase::<Processor>(&())),
+                samples.clone(),
+            );
+            tokio::spawn(async move {
+                let mut events = kube::runtime::watcher(api, kube::runtime::watcher::Config::default()).boxed();
+                while let Some(event) = events.next().await {
+                    if let Ok(kube::runtime::watcher::Event::Apply(o) | kube::runtime::watcher::Event::InitApply(o)) = event {
+                        let mut v = serde_json::to_value(o).unwrap();
+                        v["metadata"].as_object_mut().unwrap().remove("managedFields");
+                        into.lock().unwrap().push(v);
+                    }
+                }
+            })
+        };
         let (ns, into) = (ns.clone(), samples.clone());
         let task = tokio::spawn(async move {
             loop {
                 let mut batch: Vec<Value> = Vec::new();
-                batch.extend(raw_list::<Processor>(&ns).await);
                 batch.extend(raw_list::<ViewVersion>(&ns).await);
                 batch.extend(raw::<Topic>(&ns, "orders").await);
                 batch.extend(raw::<KafkaCluster>(&ns, "default").await);
@@ -170,7 +190,7 @@ impl Recorder {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
-        Recorder { samples, task }
+        Recorder { samples, task, watch }
     }
 
     /// Waits until a sample of `kind_` in `phase_` is on the record: a
@@ -185,6 +205,7 @@ impl Recorder {
 
     fn stop(self) -> Vec<Value> {
         self.task.abort();
+        self.watch.abort();
         let mut samples = self.samples.lock().unwrap().clone();
         // Identical readings say nothing new.
         samples.dedup();

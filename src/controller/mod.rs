@@ -326,8 +326,6 @@ pub fn error_policy<K: Resource>(kind: &'static str) -> impl Fn(Arc<K>, &Error, 
 /// watch only triggers a reconcile when the spec (generation), the
 /// deletion or a `kappa.dev/` annotation changes, never for a status write
 /// or the Topic finalizer it adds (a reconcile goes on after adding it).
-/// Managed fields are dropped from the cache (they are most of an applied
-/// object's size).
 ///
 /// `concurrency` bounds the reconciles in flight: each holds a connection to
 /// the API server, so it bounds the operator's memory too. The first full
@@ -342,24 +340,9 @@ fn controller_for<K>(
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    use kube::runtime::{WatchStreamExt, reflector, utils::PredicateConfig, watcher};
-    let (reader, writer) = reflector::store();
-    let mut first = true;
-    let kind = K::kind(&()).into_owned();
-    let stream = watcher(watched_api::<K>(client, settings.namespace.as_deref()), watcher::Config::default().any_semantic())
-        .default_backoff()
-        .modify(|o: &mut K| o.meta_mut().managed_fields = None)
-        .reflect(writer)
-        .inspect(move |e| match e {
-            Ok(watcher::Event::InitDone) if first => {
-                first = false;
-                listed.send_modify(|n| *n += 1);
-            }
-            Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o)) => seen.observe(&kind, o),
-            _ => {}
-        })
-        .applied_objects()
-        .predicate_filter(wanted_changes::<K>, PredicateConfig::default());
+    use kube::runtime::{WatchStreamExt, utils::PredicateConfig, watcher};
+    let (reader, stream) = owned::reflected::<K>(client, settings, watcher::Config::default().any_semantic(), &listed, &seen);
+    let stream = stream.applied_objects().predicate_filter(wanted_changes::<K>, PredicateConfig::default());
     kube::runtime::Controller::for_stream(stream, reader).with_config(kube::runtime::Config::default().concurrency(concurrency))
 }
 

@@ -49,11 +49,6 @@ impl Seen {
     fn reached(&self, kind: &str, rv: u64) -> bool {
         self.0.lock().expect("seen lock").get(kind).is_some_and(|at| *at >= rv)
     }
-
-    /// Records what a watch delivered (for a cache kept elsewhere).
-    pub fn observe<K: Resource>(&self, kind: &str, obj: &K) {
-        self.saw(kind, obj.meta().resource_version.as_deref());
-    }
 }
 
 /// Per Processor (`namespace/name`), the resourceVersion of its latest
@@ -169,11 +164,28 @@ fn cache<K>(
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
+    let (reader, stream) = reflected::<K>(client, settings, watcher::Config::default().labels(labels::PROCESSOR), listed, seen);
+    (reader, boxed(stream.applied_objects()))
+}
+
+/// A watch of `K` (managed fields dropped: they are most of an applied
+/// object's size) into a cache, counting its first full list in `listed`
+/// and every resourceVersion it delivers in `seen`.
+pub fn reflected<K>(
+    client: &Client,
+    settings: &Settings,
+    config: watcher::Config,
+    listed: &Listed,
+    seen: &Arc<Seen>,
+) -> (Store<K>, impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static)
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
     let (reader, writer) = reflector::store();
     let kind = K::kind(&()).into_owned();
     let (listed, seen) = (listed.clone(), seen.clone());
     let mut first = true;
-    let stream = watcher(watched_api::<K>(client, settings.namespace.as_deref()), watcher::Config::default().labels(labels::PROCESSOR))
+    let stream = watcher(watched_api::<K>(client, settings.namespace.as_deref()), config)
         .default_backoff()
         .modify(|o: &mut K| o.meta_mut().managed_fields = None)
         .reflect(writer)
@@ -186,9 +198,8 @@ where
                 seen.saw(&kind, o.meta().resource_version.as_deref())
             }
             _ => {}
-        })
-        .applied_objects();
-    (reader, boxed(stream))
+        });
+    (reader, stream)
 }
 
 fn boxed<T: Send + 'static>(s: impl Stream<Item = T> + Send + 'static) -> futures::stream::BoxStream<'static, T> {
