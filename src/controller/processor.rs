@@ -147,12 +147,11 @@ struct World {
 
 async fn observe(p: &Processor, ctx: &Context) -> Result<World> {
     let ns = p.namespace().unwrap_or_default();
-    if ctx.expectations.met(&owned::key(&ns, &p.name_any()), &ctx.stores.seen) {
-        return Ok(cached(p, ctx));
-    }
-    // Read from the API server: the caches have not shown this Processor's
-    // last writes yet, and a create (or a promotion) must never be done twice.
     let lp = ListParams::default().labels(&format!("{}={}", labels::PROCESSOR, naming::label_value(&p.name_any())));
+    // The ViewVersions are read from the API server: the event that woke
+    // this reconcile (a version's status) comes from another watch than the
+    // ViewVersion cache, which may lag it, and a stale phase or lag mirrored
+    // into the status would wait for an event already past.
     let versions: Vec<Arc<ViewVersion>> = Api::<ViewVersion>::namespaced(ctx.client.clone(), &ns)
         .list(&lp)
         .await?
@@ -163,6 +162,19 @@ async fn observe(p: &Processor, ctx: &Context) -> Result<World> {
         .map(Arc::new)
         .collect();
     let by_version = |l: &BTreeMap<String, String>| l.get(labels::VERSION).cloned().unwrap_or_default();
+    if ctx.expectations.met(&owned::key(&ns, &p.name_any()), &ctx.stores.seen) {
+        // What it made: from the caches whose watches wake it (see [`owned`]).
+        let label = naming::label_value(&p.name_any());
+        let owned = &ctx.stores.owned;
+        return Ok(World {
+            versions,
+            deployments: owned::of(&owned.deployments, &ns, &label).into_iter().map(|d| (by_version(d.labels()), (*d).clone())).collect(),
+            pods: owned::of(&owned.pods, &ns, &label).into_iter().map(|p| (*p).clone()).collect(),
+            jobs: owned::of(&owned.jobs, &ns, &label).into_iter().map(|j| (by_version(j.labels()), (*j).clone())).collect(),
+        });
+    }
+    // The caches have not shown this Processor's last writes yet: a create
+    // (or a scale) decided on them could be done twice.
     let deployments = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
         .list(&lp)
         .await?
@@ -174,28 +186,6 @@ async fn observe(p: &Processor, ctx: &Context) -> Result<World> {
     let jobs =
         Api::<Job>::namespaced(ctx.client.clone(), &ns).list(&lp).await?.items.into_iter().map(|j| (by_version(j.labels()), j)).collect();
     Ok(World { versions, deployments, pods, jobs })
-}
-
-/// The world from the caches (see [`owned`]): no API request.
-fn cached(p: &Processor, ctx: &Context) -> World {
-    let ns = p.namespace().unwrap_or_default();
-    let label = naming::label_value(&p.name_any());
-    let versions = ctx
-        .stores
-        .versions
-        .state()
-        .into_iter()
-        .filter(|v| v.namespace().as_deref() == Some(ns.as_str()) && v.spec.processor == p.name_any())
-        .filter(|v| v.owner_references().iter().any(|o| Some(&o.uid) == p.metadata.uid.as_ref()))
-        .collect();
-    let by_version = |l: &BTreeMap<String, String>| l.get(labels::VERSION).cloned().unwrap_or_default();
-    let owned = &ctx.stores.owned;
-    World {
-        versions,
-        deployments: owned::of(&owned.deployments, &ns, &label).into_iter().map(|d| (by_version(d.labels()), (*d).clone())).collect(),
-        pods: owned::of(&owned.pods, &ns, &label).into_iter().map(|p| (*p).clone()).collect(),
-        jobs: owned::of(&owned.jobs, &ns, &label).into_iter().map(|j| (by_version(j.labels()), (*j).clone())).collect(),
-    }
 }
 
 const IMAGE_ERRORS: [&str; 7] = [

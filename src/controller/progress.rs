@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use k8s_openapi::jiff::Timestamp;
 use kube::{ResourceExt, runtime::reflector::ObjectRef};
 use serde_json::json;
@@ -232,14 +232,21 @@ async fn poll_cluster(ctx: &Context, ns: &str, cluster: &str, versions: &[Arc<Vi
     if let Err(why) = &read {
         warn!(namespace = %ns, cluster = %cluster, error = %why, "reading progress failed");
     }
-    for vv in versions {
-        let outcome = match &read {
-            Ok((committed, offsets)) => lag::reading(at, &vv.spec.input_topics, &vv.spec.consumer_group, offsets, committed),
-            Err(why) => Err(why.clone()),
-        };
-        observe(ctx, ns, vv, outcome).await;
-    }
+    // Side by side: a burst of projections (every version's gate changing
+    // at once) must not hold the next poll back.
+    futures::stream::iter(versions)
+        .for_each_concurrent(PROJECTIONS_IN_FLIGHT, |vv| {
+            let outcome = match &read {
+                Ok((committed, offsets)) => lag::reading(at, &vv.spec.input_topics, &vv.spec.consumer_group, offsets, committed),
+                Err(why) => Err(why.clone()),
+            };
+            observe(ctx, ns, vv, outcome, at)
+        })
+        .await;
 }
+
+/// Status writes of one poll in flight at once.
+const PROJECTIONS_IN_FLIGHT: usize = 16;
 
 /// Committed offsets first, then the offsets of every partition they and
 /// the inputs cover: the ends are read after the positions, so lag is never
@@ -260,9 +267,12 @@ async fn read_cluster(
     Ok((committed, offsets))
 }
 
-/// Folds one reading into a version's track; wakes its Processor if the
-/// gate's answer changed; projects its figures if worth it.
-async fn observe(ctx: &Context, ns: &str, vv: &ViewVersion, outcome: Result<(gate::Reading, Figures), String>) {
+/// Folds one reading (taken at `at`) into a version's track; wakes its
+/// Processor if the gate's answer changed; projects its figures if worth it.
+/// The answer is the gate's as of the reading: judged later (after the
+/// poll's other writes), a fresh reading would look stale and the answer
+/// would flap to Unknown and back, a write each way.
+async fn observe(ctx: &Context, ns: &str, vv: &ViewVersion, outcome: Result<(gate::Reading, Figures), String>, at: Timestamp) {
     let processor = ctx.stores.processors.get(&ObjectRef::new(&vv.spec.processor).within(ns));
     let rollout_policy = processor.as_ref().map(|p| p.spec.rollout.clone()).unwrap_or_default();
     let policy = gate_policy(&rollout_policy, ctx.settings.lag_poll_interval);
@@ -286,7 +296,7 @@ async fn observe(ctx: &Context, ns: &str, vv: &ViewVersion, outcome: Result<(gat
             }
             Err(why) => e.track.advance(Err(why), attempt(vv), policy.max_lag),
         }
-        let gate = e.track.verdict(Timestamp::now(), &policy);
+        let gate = e.track.verdict(at, &policy);
         let changed = e.answer != Some(gate.answer());
         e.answer = Some(gate.answer());
         let target = status.replay_target.or(e.figures.as_ref().map(|f| f.available));

@@ -138,9 +138,11 @@ async fn reconcile_inner(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action>
             if !ours {
                 return Ok(Action::await_change());
             }
-            let action = cleanup(topic.clone(), &ctx).await?;
+            if let Some(wait) = cleanup(topic.clone(), &ctx).await? {
+                return Ok(wait);
+            }
             release_finalizer(&api, &topic.name_any(), FINALIZER).await?;
-            return Ok(action);
+            return Ok(Action::await_change());
         }
         if ours && !needs_finalizer(&topic) {
             // Switched to Retain (or made before this operator kept
@@ -437,16 +439,18 @@ fn readers(ctx: &Context, ns: &str, name: &str) -> Vec<String> {
     out
 }
 
-async fn cleanup(topic: Arc<Topic>, ctx: &Context) -> Result<Action> {
+/// What deletion does in Kafka: None once the finalizer may go; a wait
+/// while readers hold the Kafka topic.
+async fn cleanup(topic: Arc<Topic>, ctx: &Context) -> Result<Option<Action>> {
     let ns = topic.namespace().unwrap_or_default();
     let name = topic.kafka_name();
     if topic.annotations().get(annotations::FORCE_RELEASE).is_some_and(|v| v == "true") {
         info!(topic = %name, "finalizer released by annotation; Kafka not touched");
-        return Ok(Action::await_change());
+        return Ok(None);
     }
     if topic.spec.deletion_policy == DeletionPolicy::Retain || conflicting_owner(&topic, ctx).is_some() {
         // Nothing to do in Kafka: the data stays (or belongs to the other Topic).
-        return Ok(Action::await_change());
+        return Ok(None);
     }
     let readers = readers(ctx, &ns, &topic.name_any());
     if !readers.is_empty() {
@@ -455,8 +459,11 @@ async fn cleanup(topic: Arc<Topic>, ctx: &Context) -> Result<Action> {
              (a Processor drops it from spec.inputs, and its versions that read it are retired)",
             readers.join(", ")
         );
+        // Waiting, not failing: the readers' going wakes this, and a look
+        // every few seconds covers a cache that lags the event (a failure's
+        // back-off would grow to minutes with every event while they read).
         not_ready(&topic, ctx, "DeletionBlocked", message, false, Action::await_change()).await?;
-        return Err(Error::Finalizer(format!("Topic {ns}/{} is still read by {}", topic.name_any(), readers.join(", "))));
+        return Ok(Some(Action::requeue(Duration::from_secs(5))));
     }
     let Ok(cluster) = kafka_cluster::handle(ctx, &ns, &topic.spec.cluster_ref).await else {
         let message = format!(
@@ -472,7 +479,7 @@ async fn cleanup(topic: Arc<Topic>, ctx: &Context) -> Result<Action> {
             info!(topic = %name, "deleted Kafka topic");
             ctx.event(topic.as_ref(), false, "Deleted", "DeleteTopic", format!("deleted Kafka topic {name} (deletionPolicy: Delete)"))
                 .await;
-            Ok(Action::await_change())
+            Ok(None)
         }
         Err(e) => {
             let message = format!("Kafka refused to delete topic {name}: {e}");
