@@ -233,6 +233,15 @@ impl Context {
     }
 }
 
+/// Whether namespace `ns` is being deleted, read fresh. Its objects are
+/// going and it takes no new ones, so nothing is created there; asked only
+/// before a create. Not knowing (no permission, a failed read) counts as
+/// no: the create then speaks for itself.
+pub async fn namespace_terminating(client: &Client, ns: &str) -> bool {
+    use k8s_openapi::api::core::v1::Namespace;
+    matches!(Api::<Namespace>::all(client.clone()).get_metadata_opt(ns).await, Ok(Some(n)) if n.metadata.deletion_timestamp.is_some())
+}
+
 fn key<K: Resource>(obj: &K) -> String {
     format!("{}/{}", obj.meta().namespace.as_deref().unwrap_or_default(), obj.meta().name.as_deref().unwrap_or_default())
 }

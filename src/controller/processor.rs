@@ -1033,7 +1033,8 @@ async fn create_version(
 }
 
 /// Applies the version's Deployment unless it already is what we would
-/// apply. A version being deleted gets no new Deployment.
+/// apply. A version being deleted, or in a namespace being deleted, gets no
+/// new Deployment.
 async fn scale(
     p: &Processor,
     ctx: &Context,
@@ -1042,10 +1043,10 @@ async fn scale(
     kafka: &crate::api::KafkaClusterSpec,
     existing: Option<&Deployment>,
 ) -> Result<()> {
-    if existing.is_none() && vv.metadata.deletion_timestamp.is_some() {
+    let ns = vv.namespace().unwrap_or_default();
+    if existing.is_none() && (vv.metadata.deletion_timestamp.is_some() || super::namespace_terminating(&ctx.client, &ns).await) {
         return Ok(());
     }
-    let ns = vv.namespace().unwrap_or_default();
     let settings = match kafka_cluster::handle(ctx, &ns, &vv.spec.cluster_ref).await {
         Ok(h) => h.settings.clone(),
         // The Processor's conditions say why the cluster is not usable.

@@ -230,6 +230,11 @@ async fn poll_cluster(ctx: &Context, ns: &str, cluster: &str, versions: &[Arc<Vi
     let at = Timestamp::now();
     ctx.monitor.cluster_read(ns, cluster, read.as_ref().map(|_| ()).map_err(Clone::clone));
     if let Err(why) = &read {
+        // A namespace being deleted loses its KafkaCluster first: saying
+        // "unknown" on each of its versions, about to go, helps no one.
+        if super::namespace_terminating(&ctx.client, ns).await {
+            return;
+        }
         warn!(namespace = %ns, cluster = %cluster, error = %why, "reading progress failed");
     }
     // Side by side: a burst of projections (every version's gate changing

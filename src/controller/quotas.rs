@@ -57,16 +57,19 @@ fn replaying_from_zero(vv: &ViewVersion) -> bool {
 /// The budgets Kafka should hold for the versions of KafkaCluster `cluster`
 /// in `ns`. Pure.
 pub fn desired(ns: &str, cluster: &str, processors: &[Arc<Processor>], versions: &[Arc<ViewVersion>]) -> Budgets {
-    let rate = |name: &str| {
-        processors
-            .iter()
-            .find(|p| p.namespace().as_deref() == Some(ns) && p.name_any() == name)
-            .and_then(|p| p.spec.rollout.replay_byte_rate)
-    };
+    // (one pass over each: a namespace of thousands of Processors stays linear)
+    let rates: HashMap<String, i64> = processors
+        .iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns))
+        .filter_map(|p| Some((p.name_any(), p.spec.rollout.replay_byte_rate?)))
+        .collect();
+    if rates.is_empty() {
+        return Budgets::new();
+    }
     versions
         .iter()
         .filter(|v| v.namespace().as_deref() == Some(ns) && v.spec.cluster_ref == cluster && replaying_from_zero(v))
-        .filter_map(|v| Some((client_id(v).to_string(), rate(&v.spec.processor)?)))
+        .filter_map(|v| Some((client_id(v).to_string(), *rates.get(&v.spec.processor)?)))
         .collect()
 }
 

@@ -141,16 +141,18 @@ async fn reconcile(vv: Arc<ViewVersion>, ctx: Arc<Context>) -> Result<Action> {
         // (an upstream's view is its version's own topic: it exists)
         let topics: Vec<String> = vv.spec.inputs.iter().filter(|i| matches!(Input::parse(i), Input::Topic(_))).cloned().collect();
         let inputs = input_topics(&ctx, &ns, &topics).await?;
-        let ready = match inputs_problem(&ns, &inputs, &reader) {
+        let (ready, created) = match inputs_problem(&ns, &inputs, &reader) {
             // Nothing is created until the inputs are there.
-            Some((reason, message)) => Cond::new(VIEW_READY, false, reason, message),
+            Some((reason, message)) => (Cond::new(VIEW_READY, false, reason, message), false),
             None => view_topic(&ctx, &vv).await?,
         };
         let current: Vec<_> = vv.status.iter().flat_map(|s| s.conditions.iter()).filter(|c| c.type_ == VIEW_READY).cloned().collect();
         let merged = conditions::merge(&current, &[ready], vv.metadata.generation, Timestamp::now());
         // (observedGeneration is the rollout's to write, with the phase:
-        // until a version has one, it is not observed)
-        if merged != current {
+        // until a version has one, it is not observed.) A view topic just
+        // created is not said to be missing: its Ready, a moment later,
+        // wakes this version, and one write tells the outcome.
+        if merged != current && !(created && current.is_empty()) {
             apply_status_fields(&ctx.client, vv.as_ref(), CONDITIONS_MANAGER, json!({"conditions": merged})).await?;
         }
         Ok(Action::await_change())
@@ -224,29 +226,37 @@ async fn owner(ctx: &Context, vv: &ViewVersion) -> Result<Option<Arc<Processor>>
 }
 
 /// Applies the version's view Topic (unless it is what we would apply) and
-/// says whether it is Ready. A view Topic still being deleted (a version
-/// of the same id was retired) is waited for, not written to.
-async fn view_topic(ctx: &Context, vv: &ViewVersion) -> Result<Cond> {
-    let topics: Api<Topic> = Api::namespaced(ctx.client.clone(), &vv.namespace().unwrap_or_default());
+/// says whether it is Ready, and whether it was created just now. A view
+/// Topic still being deleted (a version of the same id was retired) is
+/// waited for, not written to.
+async fn view_topic(ctx: &Context, vv: &ViewVersion) -> Result<(Cond, bool)> {
+    let ns = vv.namespace().unwrap_or_default();
+    let topics: Api<Topic> = Api::namespaced(ctx.client.clone(), &ns);
     let existing = topics.get_opt(&vv.name_any()).await?;
     if existing.as_ref().is_some_and(|t| t.metadata.deletion_timestamp.is_some()) {
         let message = format!("view topic {} of an earlier incarnation is still being deleted", vv.spec.output_topic);
-        return Ok(Cond::new(VIEW_READY, false, "ViewTopicNotReady", message));
+        return Ok((Cond::new(VIEW_READY, false, "ViewTopicNotReady", message), false));
     }
     // Retiring switches the policy to Delete; never switch it back.
     let policy = existing.as_ref().map_or(DeletionPolicy::Retain, |t| t.spec.deletion_policy);
     let desired = resources::view_topic(vv, policy);
+    if existing.is_none() && super::namespace_terminating(&ctx.client, &ns).await {
+        // (its Topics are going with it; a create would be refused)
+        return Ok((Cond::new(VIEW_READY, false, "NamespaceTerminating", format!("namespace {ns} is being deleted")), false));
+    }
     if existing.as_ref().is_none_or(|t| t.spec != desired.spec) {
         topics.patch(&vv.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&desired)).await?;
     }
+    let created = existing.is_none();
     let view_ready = existing.and_then(|t| t.status.clone()).and_then(|s| conditions::find(&s.conditions, types::READY).cloned());
-    Ok(match view_ready {
+    let ready = match view_ready {
         Some(c) if c.status == "True" => Cond::new(VIEW_READY, true, "Ready", format!("view topic {} is Ready", vv.spec.output_topic)),
         Some(c) => {
             Cond::new(VIEW_READY, false, "ViewTopicNotReady", format!("view topic {}: {}: {}", vv.spec.output_topic, c.reason, c.message))
         }
         None => Cond::new(VIEW_READY, false, "ViewTopicNotReady", format!("creating view topic {}", vv.spec.output_topic)),
-    })
+    };
+    Ok((ready, created))
 }
 
 #[cfg(test)]

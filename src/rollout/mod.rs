@@ -892,7 +892,12 @@ impl<'a> Planner<'a> {
             self.actions.push(Action::Event { warning: true, reason: DELETION_BLOCKED, message: message.clone() });
             Cond::new(DELETION_BLOCKED, true, "VersionNeeded", message)
         };
-        if matches!(phase, Phase::Replaying | Phase::Verifying | Phase::RollingBack | Phase::Pending | Phase::AwaitingPromotion) {
+        // A first version replaying has nothing to decide (it serves
+        // already): its gate wakes the Processor when it catches up.
+        let first_replay = phase == Phase::Replaying && self.candidate.is_none();
+        if matches!(phase, Phase::Replaying | Phase::Verifying | Phase::RollingBack | Phase::Pending | Phase::AwaitingPromotion)
+            && !first_replay
+        {
             // The gate wakes the Processor when its answer changes; this is
             // only a safety net, during a rollout. A live Processor is woken
             // by changes alone (its pods, versions, inputs): no timer.

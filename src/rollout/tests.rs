@@ -107,6 +107,9 @@ fn the_first_version_is_created_then_active_at_once_but_not_ready_until_caught_u
     assert_eq!(cond(&p, "Ready").reason, "Replaying");
 
     let first = Version { phase: VersionPhase::Active, promotion: Some(1), replicas: Some(2), ready_replicas: 2, ..version("v1") };
+    let p = plan(&obs("v1", Some("v1"), vec![Version { gate: Gate::Behind { lag: 500 }, ..first.clone() }], 2));
+    assert_eq!(p.phase, Phase::Replaying);
+    assert_eq!(p.requeue_after, None, "a first version replaying decides nothing: its gate wakes it, no timer");
     let p = plan(&obs("v1", Some("v1"), vec![Version { gate: Gate::CaughtUp, ..first.clone() }], 2));
     assert!(has(&p, &Action::RecordCaughtUp("v1".into())), "the first time it is caught up is recorded");
     assert!(cond(&p, "Ready").status);

@@ -58,6 +58,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [list, watch, create]
+# Before re-creating a view Topic that went, whether its namespace is being
+# deleted (a Role in a namespace grants get on that namespace itself).
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [get]
 # Events for every decision a person cares about.
 - apiGroups: [events.k8s.io]
   resources: [events]
