@@ -18,6 +18,52 @@ pub struct Stats {
     pub view_writes: AtomicU64,
     pub commits: AtomicU64,
     pub restores: AtomicU64,
+    pub latency: Latency,
+}
+
+/// Upper bounds (seconds) of the latency histogram's buckets.
+const BOUNDS: [f64; 21] =
+    [0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0];
+
+/// End-to-end latency: from a record's timestamp (when it was produced) to
+/// the acknowledgement of the view write that carries it. A histogram, so
+/// percentiles over any window come from two readings.
+#[derive(Default)]
+pub struct Latency {
+    /// Per bucket (the last is above every bound), not cumulative.
+    counts: [AtomicU64; BOUNDS.len() + 1],
+    sum_ms: AtomicU64,
+}
+
+impl Latency {
+    /// Records the batch of records produced at `stamps` (milliseconds
+    /// since the epoch) as acknowledged at `now_ms`.
+    pub fn observe(&self, now_ms: i64, stamps: &[i64]) {
+        let mut local = [0u64; BOUNDS.len() + 1];
+        let mut sum = 0u64;
+        for &t in stamps {
+            let ms = (now_ms - t).max(0) as u64;
+            sum += ms;
+            local[BOUNDS.partition_point(|b| b * 1000.0 < ms as f64)] += 1;
+        }
+        for (c, n) in self.counts.iter().zip(local).filter(|(_, n)| *n > 0) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+        self.sum_ms.fetch_add(sum, Ordering::Relaxed);
+    }
+
+    fn metrics(&self) -> String {
+        let name = "kappa_processor_latency_seconds";
+        let mut out = format!("# HELP {name} From a record's timestamp to its view write acknowledged\n# TYPE {name} histogram\n");
+        let mut cumulative = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            cumulative += c.load(Ordering::Relaxed);
+            let le = BOUNDS.get(i).map_or("+Inf".to_string(), |b| b.to_string());
+            out.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {cumulative}\n"));
+        }
+        out.push_str(&format!("{name}_sum {}\n{name}_count {cumulative}\n", self.sum_ms.load(Ordering::Relaxed) as f64 / 1000.0));
+        out
+    }
 }
 
 impl Stats {
@@ -31,6 +77,7 @@ impl Stats {
             line("kappa_processor_view_writes_total", "Aggregates written to the view topic", &self.view_writes),
             line("kappa_processor_commits_total", "Offset commits", &self.commits),
             line("kappa_processor_restores_total", "State rebuilds from the view topic", &self.restores),
+            self.latency.metrics(),
         ]
         .concat()
     }
@@ -73,4 +120,20 @@ pub fn serve(port: u16, stats: Arc<Stats>, state: State, logic: Logic, version: 
             let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_fall_in_cumulative_buckets() {
+        let l = Latency::default();
+        l.observe(10_000, &[10_000, 9_999, 9_990, 9_000, 0]);
+        let text = l.metrics();
+        for (le, n) in [("0.001", 2), ("0.01", 3), ("1", 4), ("5", 4), ("10", 5), ("+Inf", 5)] {
+            assert!(text.contains(&format!("kappa_processor_latency_seconds_bucket{{le=\"{le}\"}} {n}\n")), "le {le}: {text}");
+        }
+        assert!(text.contains("kappa_processor_latency_seconds_count 5\n"));
+    }
 }

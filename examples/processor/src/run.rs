@@ -207,6 +207,8 @@ fn consume(
     let mut outage = Outage::default();
     let mut chunk = Chunk::default();
     let mut value = Vec::new();
+    // The batch's record timestamps, for the latency histogram.
+    let mut stamps: Vec<i64> = Vec::new();
     let single_input = c.inputs.len() == 1;
     while !STOP.load(Ordering::SeqCst) {
         let started = Instant::now();
@@ -221,6 +223,7 @@ fn consume(
             let polled = consumer.poll(Duration::from_millis(50));
             if consumer.context().revoked.swap(false, Ordering::SeqCst) {
                 chunk = Chunk::default();
+                stamps.clear();
                 aggregator.send(Work::Revoked)?;
                 parts.clear();
                 eprintln!("partitions revoked: the batch in progress is dropped, its records will be read again");
@@ -259,6 +262,9 @@ fn consume(
                 }
             };
             parts[i].next = Some(m.offset() + 1);
+            if let Some(t) = m.timestamp().to_millis() {
+                stamps.push(t);
+            }
             chunk.push(&parts[i].source, m.offset(), m.key(), m.payload());
             if chunk.is_full() {
                 aggregator.send_chunk(&mut chunk)?;
@@ -287,6 +293,8 @@ fn consume(
         // A view write that failed for good stops the processor without
         // committing, and the next start redoes the batch.
         kafka::wait_delivered(producer, None, "the view")?;
+        stats.latency.observe(now_ms(), &stamps);
+        stamps.clear();
         let mut tpl = TopicPartitionList::new();
         for p in &mut parts {
             if let Some(o) = p.next.take() {
@@ -303,6 +311,10 @@ fn consume(
         }
     }
     Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Says (once a minute at most) why consuming is waiting, instead of exiting.

@@ -84,13 +84,15 @@ pub async fn delete_namespace(client: &Client, name: &str, limit: Duration) -> a
 pub struct Operator {
     child: Child,
     pub metrics_addr: String,
+    log: std::path::PathBuf,
 }
 
 impl Operator {
     pub fn start(binary: &Path, ns: &str, extra: &[&str]) -> anyhow::Result<Operator> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let metrics_addr = format!("127.0.0.1:{port}");
-        let log = std::fs::File::create(std::env::temp_dir().join(format!("kappa-bench-operator-{ns}.log")))?;
+        let log_path = std::env::temp_dir().join(format!("kappa-bench-operator-{ns}.log"));
+        let log = std::fs::File::create(&log_path)?;
         let child = Command::new(binary)
             .args(["run", "--namespace", ns, "--http-addr", &metrics_addr])
             .args(extra)
@@ -99,7 +101,12 @@ impl Operator {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        Ok(Operator { child, metrics_addr })
+        Ok(Operator { child, metrics_addr, log: log_path })
+    }
+
+    /// Its log (warnings and errors).
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 
     pub fn pid(&self) -> u32 {

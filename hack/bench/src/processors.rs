@@ -1,7 +1,9 @@
 //! `processors N`: N Processors (replicas 0, one shared input) to an active
 //! version; then a steady state with nothing changing: API reads and writes
 //! per minute, operator CPU and memory, Kafka requests per lag poll; then
-//! the namespace deleted: what the operator still tries to write.
+//! one rollout among them (seconds from its gate to its promotion, beyond
+//! stableFor); then the namespace deleted: what the operator still tries to
+//! write.
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -14,15 +16,21 @@ use std::{
 };
 
 use futures::{StreamExt, stream};
-use kappa_operator::api::{Processor, Topic};
+use kappa_operator::{
+    api::{Processor, Topic},
+    kafka::{Settings, client::WireKafka},
+};
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
     runtime::watcher,
 };
 use serde_json::json;
 
-use crate::common::{self, Operator, progress};
+use crate::{
+    common::{self, Operator, progress},
+    rollout,
+};
 
 /// Everything the operator reads or writes for Processors: (API group, resource).
 const KINDS: [(&str, &str); 8] = [
@@ -36,22 +44,26 @@ const KINDS: [(&str, &str); 8] = [
     ("", "namespaces"),
 ];
 const LAG_POLL_SECONDS: u64 = 5;
+const INPUT_RECORDS: u64 = 1_000;
+const STABLE_FOR: u64 = 5;
 const BROKERS: f64 = 3.0;
 /// The Kafka APIs of a lag poll.
 const POLL_APIS: [&str; 3] = ["ListOffsets", "OffsetFetch", "FindCoordinator"];
 
-pub async fn run(operator: &Path, count: usize, steady_seconds: u64) -> anyhow::Result<serde_json::Value> {
-    let (client, ns, _, _) = common::namespace_with_input("bench-processors").await?;
+pub async fn run(operator: &Path, processor: &Path, count: usize, steady_seconds: u64) -> anyhow::Result<serde_json::Value> {
+    let (client, ns, bootstrap, input) = common::namespace_with_input("bench-processors").await?;
     let op = Operator::start(operator, &ns, &["--lag-poll-seconds", &LAG_POLL_SECONDS.to_string()])?;
     let topics: Api<Topic> = Api::namespaced(client.clone(), &ns);
     common::wait_until("the input Topic to be Ready", Duration::from_secs(60), || async {
         Ok(topics.get("orders").await?.status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")))
     })
     .await?;
+    // Every version has a real lag (nothing runs at replicas 0, so it stays).
+    rollout::produce(processor, &bootstrap, &input, INPUT_RECORDS, 1)?;
     let processors: Api<Processor> = Api::namespaced(client.clone(), &ns);
     progress(format!("namespace {ns}: {count} Processors"));
 
-    let writes_before = common::operator_writes(&client, &KINDS, true).await?;
+    let writes_before = common::operator_writes_by(&client, &KINDS, true).await?;
     let start = Instant::now();
     let active = Arc::new(AtomicUsize::new(0));
     let watching = {
@@ -104,7 +116,9 @@ pub async fn run(operator: &Path, count: usize, steady_seconds: u64) -> anyhow::
     progress(format!("all {count} have an active version after {active_seconds:.1} s"));
     // The last status writes and events of the burst land.
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let writes_to_active = common::operator_writes(&client, &KINDS, true).await? - writes_before;
+    let to_active = delta(&common::operator_writes_by(&client, &KINDS, true).await?, &writes_before);
+    progress(format!("writes to get there: {to_active:?}"));
+    let writes_to_active: f64 = to_active.values().sum();
 
     progress(format!("steady for {steady_seconds} s"));
     let writes0 = common::operator_writes_by(&client, &KINDS, true).await?;
@@ -127,6 +141,19 @@ pub async fn run(operator: &Path, count: usize, steady_seconds: u64) -> anyhow::
     let polls = (steady_seconds + 16) as f64 / LAG_POLL_SECONDS as f64;
     progress(format!("steady: writes {writes:?}"));
     progress(format!("steady: reads {reads:?}"));
+
+    // One rollout among them: p0 runs a pod and changes its logic.
+    let patch = json!({"spec": {"replicas": 1, "template": {"args": ["run", "--logic", "count"]},
+        "rollout": {"stableForSeconds": STABLE_FOR}}});
+    processors.patch("p0", &PatchParams::default(), &Patch::Merge(patch)).await?;
+    let wire = WireKafka::new(Settings::plaintext(&bootstrap));
+    let (_, to_switch) = rollout::time_to_switch(&processors, &wire, &input, "p0", |c| {
+        let processors = processors.clone();
+        async move { Ok(processors.get("p0").await?.status.and_then(|s| s.active_version) == Some(c)) }
+    })
+    .await?;
+    let promote_latency = (to_switch - STABLE_FOR as f64).max(0.0);
+    progress(format!("p0 promoted {to_switch:.1} s after its gate ({promote_latency:.1} s beyond stableFor)"));
 
     progress("deleting the namespace: what does the operator still try to write?");
     let before = common::operator_writes_by(&client, &KINDS, true).await?;
@@ -151,6 +178,8 @@ pub async fn run(operator: &Path, count: usize, steady_seconds: u64) -> anyhow::
         "steady_max_rss_mib": (rss_max * 10.0).round() / 10.0,
         "peak_rss_mib": (peak_rss_mib * 10.0).round() / 10.0,
         "kafka_requests_per_lag_poll_per_broker": (kafka / polls / BROKERS * 100.0).round() / 100.0,
+        "promote_latency_seconds": (promote_latency * 10.0).round() / 10.0,
+        "stable_for_seconds": STABLE_FOR,
         "deletion_creates_or_applies": creates_or_applies,
         "deletion_writes": during_deletion,
     }))

@@ -54,33 +54,13 @@ pub async fn run(operator: &Path, processor: &Path, records: u64) -> anyhow::Res
     let events_before = operator_events(&client, &ns).await?;
     let logic = |l: &str| json!({"spec": {"template": {"args": ["run", "--logic", l]}}});
     processors.patch("totals", &PatchParams::default(), &Patch::Merge(logic("count"))).await?;
-    let started = Instant::now();
-    let mut v2 = None;
-    let (mut gate_met, mut switched) = (None::<Instant>, None::<Instant>);
-    while switched.is_none() {
-        if v2.is_none() {
-            v2 = processors.get("totals").await?.status.and_then(|s| s.candidate_version);
-        }
-        if let (Some(v), None) = (&v2, gate_met)
-            && kafka.group_lag(&common::consumer_group(&client, &ns, "totals", v).await?, &input).await? == Some(0)
-        {
-            gate_met = Some(Instant::now());
-            progress(format!("v2 ({v}) met the gate (lag 0) after {:.1} s", started.elapsed().as_secs_f64()));
-        }
-        let selected = selected_version(&services).await?;
-        if v2.is_some() && selected == v2 {
-            switched = Some(Instant::now());
-        }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(300), "no cutover within 5 minutes");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let v2 = v2.unwrap_or_default();
-    let gate = gate_met.unwrap_or(switched.unwrap());
-    let promote_latency = (switched.unwrap().duration_since(gate).as_secs_f64() - STABLE_FOR as f64).max(0.0);
-    progress(format!(
-        "Service switched to v2 {:.1} s after the gate ({promote_latency:.1} s beyond stableFor)",
-        switched.unwrap().duration_since(gate).as_secs_f64()
-    ));
+    let (v2, to_switch) = time_to_switch(&processors, &kafka, &input, "totals", |v2| {
+        let services = services.clone();
+        async move { Ok(selected_version(&services).await?.as_deref() == Some(v2.as_str())) }
+    })
+    .await?;
+    let promote_latency = (to_switch - STABLE_FOR as f64).max(0.0);
+    progress(format!("Service switched to v2 {to_switch:.1} s after the gate ({promote_latency:.1} s beyond stableFor)"));
     common::wait_until("v1 to scale down to a standby", Duration::from_secs(120), || async {
         let deploy: k8s_openapi::api::apps::v1::Deployment = Api::namespaced(client.clone(), &ns).get(&format!("totals-{v1}")).await?;
         Ok(deploy.status.and_then(|s| s.replicas).unwrap_or(0) == 0)
@@ -123,6 +103,43 @@ pub async fn run(operator: &Path, processor: &Path, records: u64) -> anyhow::Res
         "rollback_seconds": (rollback_seconds * 10.0).round() / 10.0,
         "records": records + 10_000,
     }))
+}
+
+/// Waits for Processor `name`'s candidate to meet the gate (its group's lag
+/// 0, read from Kafka), then for `switched(candidate)`: the candidate and
+/// the seconds from the gate to the switch.
+pub(crate) async fn time_to_switch<F, Fut>(
+    processors: &Api<Processor>,
+    kafka: &WireKafka,
+    input: &str,
+    name: &str,
+    switched: F,
+) -> anyhow::Result<(String, f64)>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let client = kube::Client::from(processors.clone());
+    let ns = processors.namespace().unwrap_or_default();
+    let started = Instant::now();
+    let (mut candidate, mut gate_met) = (None::<String>, None::<Instant>);
+    loop {
+        if candidate.is_none() {
+            candidate = processors.get(name).await?.status.and_then(|s| s.candidate_version);
+        }
+        if let Some(c) = &candidate {
+            if gate_met.is_none() && kafka.group_lag(&common::consumer_group(&client, ns, name, c).await?, input).await? == Some(0) {
+                gate_met = Some(Instant::now());
+                progress(format!("{name}'s candidate {c} met the gate (lag 0) after {:.1} s", started.elapsed().as_secs_f64()));
+            }
+            if switched(c.clone()).await? {
+                let gate = gate_met.unwrap_or_else(Instant::now);
+                return Ok((c.clone(), gate.elapsed().as_secs_f64()));
+            }
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(300), "no cutover of {name} within 5 minutes");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 pub(crate) fn produce(processor: &Path, bootstrap: &str, topic: &str, count: u64, seed: u64) -> anyhow::Result<()> {

@@ -1,4 +1,5 @@
-//! `topics N`: N Topic resources to Ready, then a quiet minute.
+//! `topics N`: N Topic resources to Ready, against the time the API server
+//! alone takes to accept the same creates; then a quiet minute.
 
 use std::{
     collections::HashSet,
@@ -12,7 +13,10 @@ use std::{
 
 use anyhow::Context as _;
 use futures::{StreamExt, stream};
-use kappa_operator::api::{KafkaCluster, Topic};
+use kappa_operator::{
+    api::{KafkaCluster, Topic},
+    kafka::{Kafka as _, Settings, client::WireKafka},
+};
 use kube::{
     Api, ResourceExt,
     api::{ListParams, PostParams},
@@ -24,7 +28,9 @@ use crate::common::{self, Operator, progress};
 
 const RESYNC_SECONDS: u64 = 20;
 
-pub async fn run(operator: &Path, count: usize, idle_seconds: u64) -> anyhow::Result<serde_json::Value> {
+/// `retain`: Topics with deletionPolicy Retain (no finalizer) instead of Delete.
+pub async fn run(operator: &Path, count: usize, idle_seconds: u64, retain: bool) -> anyhow::Result<serde_json::Value> {
+    let policy = if retain { "Retain" } else { "Delete" };
     let client = common::client().await?;
     common::install_crds(&client).await?;
     let ns = common::create_namespace(&client, "bench-topics").await?;
@@ -45,33 +51,21 @@ pub async fn run(operator: &Path, count: usize, idle_seconds: u64) -> anyhow::Re
     })
     .await?;
 
+    // The floor: the same creates in a second namespace no operator
+    // watches, so only the API server works; gone before the real run.
+    let floor_ns = common::create_namespace(&client, "bench-topics-floor").await?;
+    let floor_start = Instant::now();
+    let floor_topics: Api<Topic> = Api::namespaced(client.clone(), &floor_ns);
+    create(floor_topics, "floor".into(), count, policy, Arc::default()).await?;
+    let create_floor_seconds = floor_start.elapsed().as_secs_f64();
+    progress(format!("floor: the API server alone took {create_floor_seconds:.1} s to accept {count} creates"));
+    common::delete_namespace(&client, &floor_ns, Duration::from_secs(300)).await?;
+
     let topics: Api<Topic> = Api::namespaced(client.clone(), &ns);
     let prefix = format!("bench-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos() % 1000);
     let start = Instant::now();
     let created = Arc::new(AtomicUsize::new(0));
-    let creating = {
-        let (topics, prefix, created) = (topics.clone(), prefix.clone(), created.clone());
-        tokio::spawn(async move {
-            stream::iter(0..count)
-                .map(|i| {
-                    let (topics, prefix, created) = (topics.clone(), prefix.clone(), created.clone());
-                    async move {
-                        let t: Topic = serde_json::from_value(json!({
-                            "metadata": {"name": format!("t{i}")},
-                            "spec": {"topicName": format!("{prefix}-{i}"), "partitions": 1, "deletionPolicy": "Delete"}
-                        }))?;
-                        topics.create(&PostParams::default(), &t).await?;
-                        created.fetch_add(1, Ordering::Relaxed);
-                        anyhow::Ok(())
-                    }
-                })
-                .buffer_unordered(32)
-                .collect::<Vec<_>>()
-                .await
-                .into_iter()
-                .collect::<anyhow::Result<Vec<()>>>()
-        })
-    };
+    let creating = tokio::spawn(create(topics.clone(), prefix.clone(), count, policy, created.clone()));
     // Ready is counted from a watch: listing 10,000 Topics twice a second
     // would load the API server more than the operator does.
     let ready = Arc::new(AtomicUsize::new(0));
@@ -124,7 +118,16 @@ pub async fn run(operator: &Path, count: usize, idle_seconds: u64) -> anyhow::Re
     let peak_rss_mib = op.peak_rss_mib()?;
     progress(format!("peak RSS {peak_rss_mib:.1} MiB (pid {}), {idle_writes} writes while idle", op.pid()));
 
-    progress("cleaning up (the operator deletes the Kafka topics)");
+    if policy == "Retain" {
+        // Retained: deleting the resources leaves Kafka alone, so the
+        // bench deletes its own topics.
+        let kafka = WireKafka::new(Settings::plaintext(&common::env("KAPPA_KAFKA_BOOTSTRAP")?));
+        let names: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
+        for chunk in names.chunks(1000) {
+            kafka.delete_topics(chunk).await?;
+        }
+    }
+    progress("cleaning up");
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let left = topics.list_metadata(&ListParams::default()).await?.items;
@@ -146,13 +149,40 @@ pub async fn run(operator: &Path, count: usize, idle_seconds: u64) -> anyhow::Re
 
     Ok(json!({
         "count": count,
+        "deletion_policy": policy,
         "ready_seconds": (ready_seconds * 10.0).round() / 10.0,
+        "create_floor_seconds": (create_floor_seconds * 10.0).round() / 10.0,
+        "ready_over_floor": (ready_seconds / create_floor_seconds * 100.0).round() / 100.0,
         "topics_per_second": (count as f64 / ready_seconds).round(),
         "peak_rss_mib": (peak_rss_mib * 10.0).round() / 10.0,
         "idle_writes": idle_writes,
         "idle_seconds": idle_seconds,
         "kafka_requests_per_resync": if resyncs > 0.0 { (requests / resyncs * 10.0).round() / 10.0 } else { -1.0 },
     }))
+}
+
+/// Creates Topics `t0`..`t{count-1}` (Kafka names `{prefix}-{i}`), 32 at a
+/// time, counting them in `created`.
+async fn create(topics: Api<Topic>, prefix: String, count: usize, policy: &'static str, created: Arc<AtomicUsize>) -> anyhow::Result<()> {
+    stream::iter(0..count)
+        .map(|i| {
+            let (topics, prefix, created) = (topics.clone(), prefix.clone(), created.clone());
+            async move {
+                let t: Topic = serde_json::from_value(json!({
+                    "metadata": {"name": format!("t{i}")},
+                    "spec": {"topicName": format!("{prefix}-{i}"), "partitions": 1, "deletionPolicy": policy}
+                }))?;
+                topics.create(&PostParams::default(), &t).await?;
+                created.fetch_add(1, Ordering::Relaxed);
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<()>>>()?;
+    Ok(())
 }
 
 fn is_ready(t: &Topic) -> bool {
