@@ -21,25 +21,38 @@ pub struct Stats {
     pub latency: Latency,
 }
 
-/// Upper bounds (seconds) of the latency histogram's buckets.
-const BOUNDS: [f64; 21] =
-    [0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0];
+/// Buckets of the latency histogram: upper bounds 1 ms x 1.1^i, up to
+/// about 30 s; a percentile read from them is within 10%.
+const BUCKETS: usize = 109;
+static BOUNDS: std::sync::LazyLock<[f64; BUCKETS]> = std::sync::LazyLock::new(|| {
+    let mut b = [0.0; BUCKETS];
+    for (i, x) in b.iter_mut().enumerate() {
+        // (rounded to the microsecond: the labels stay short)
+        *x = (0.001 * 1.1f64.powi(i as i32) * 1e6).round() / 1e6;
+    }
+    b
+});
 
 /// End-to-end latency: from a record's timestamp (when it was produced) to
 /// the acknowledgement of the view write that carries it. A histogram, so
 /// percentiles over any window come from two readings.
-#[derive(Default)]
 pub struct Latency {
     /// Per bucket (the last is above every bound), not cumulative.
-    counts: [AtomicU64; BOUNDS.len() + 1],
+    counts: [AtomicU64; BUCKETS + 1],
     sum_ms: AtomicU64,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency { counts: std::array::from_fn(|_| AtomicU64::new(0)), sum_ms: AtomicU64::new(0) }
+    }
 }
 
 impl Latency {
     /// Records the batch of records produced at `stamps` (milliseconds
     /// since the epoch) as acknowledged at `now_ms`.
     pub fn observe(&self, now_ms: i64, stamps: &[i64]) {
-        let mut local = [0u64; BOUNDS.len() + 1];
+        let mut local = [0u64; BUCKETS + 1];
         let mut sum = 0u64;
         for &t in stamps {
             let ms = (now_ms - t).max(0) as u64;
@@ -131,7 +144,9 @@ mod tests {
         let l = Latency::default();
         l.observe(10_000, &[10_000, 9_999, 9_990, 9_000, 0]);
         let text = l.metrics();
-        for (le, n) in [("0.001", 2), ("0.01", 3), ("1", 4), ("5", 4), ("10", 5), ("+Inf", 5)] {
+        // Bounds 1 ms x 1.1^i: 9.85 ms (24), 10.8 ms (25), 1.05 s (73), 9.4 s (96), 10.4 s (97).
+        let le = |i: usize| BOUNDS[i].to_string();
+        for (le, n) in [(le(0), 2), (le(24), 2), (le(25), 3), (le(73), 4), (le(96), 4), (le(97), 5), ("+Inf".to_string(), 5)] {
             assert!(text.contains(&format!("kappa_processor_latency_seconds_bucket{{le=\"{le}\"}} {n}\n")), "le {le}: {text}");
         }
         assert!(text.contains("kappa_processor_latency_seconds_count 5\n"));

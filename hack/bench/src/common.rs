@@ -80,6 +80,27 @@ pub async fn delete_namespace(client: &Client, name: &str, limit: Duration) -> a
     Ok(())
 }
 
+/// Removes the kappa finalizers left in namespace `ns` (one the operator
+/// no longer watches would otherwise stay terminating).
+pub async fn release_finalizers(client: &Client, ns: &str) -> anyhow::Result<()> {
+    use kappa_operator::api::{Processor, Topic, ViewVersion};
+    async fn release<K>(api: Api<K>) -> anyhow::Result<()>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + k8s_openapi::serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let patch = kube::api::Patch::Merge(json!({"metadata": {"finalizers": null}}));
+        for o in api.list_metadata(&kube::api::ListParams::default()).await?.items {
+            if o.metadata.finalizers.as_ref().is_some_and(|f| !f.is_empty()) {
+                let _ = api.patch_metadata(&kube::ResourceExt::name_any(&o), &kube::api::PatchParams::default(), &patch).await;
+            }
+        }
+        Ok(())
+    }
+    release(Api::<ViewVersion>::namespaced(client.clone(), ns)).await?;
+    release(Api::<Topic>::namespaced(client.clone(), ns)).await?;
+    release(Api::<Processor>::namespaced(client.clone(), ns)).await
+}
+
 /// The operator as a local process watching one namespace.
 pub struct Operator {
     child: Child,

@@ -135,7 +135,9 @@ pub async fn run(operator: &Path, processor: &Path, count: usize, steady_seconds
     let cpu = op.cpu_seconds()? - cpu0;
     // The Kafka request gauge is refreshed by the KafkaCluster's check every 15 s.
     tokio::time::sleep(Duration::from_secs(16)).await;
-    let kafka = poll_requests(&op).await? - kafka0;
+    let kafka_by_api = delta(&poll_requests(&op).await?, &kafka0);
+    progress(format!("steady: Kafka requests of lag polls {kafka_by_api:?}"));
+    let kafka: f64 = kafka_by_api.values().sum();
     let writes = delta(&common::operator_writes_by(&client, &KINDS, true).await?, &writes0);
     let reads = delta(&common::reads_by(&client, &KINDS).await?, &reads0);
     let polls = (steady_seconds + 16) as f64 / LAG_POLL_SECONDS as f64;
@@ -160,13 +162,21 @@ pub async fn run(operator: &Path, processor: &Path, count: usize, steady_seconds
     Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).delete(&ns, &DeleteParams::background()).await?;
     let gone = wait_gone(&client, &ns, Duration::from_secs(600)).await;
     let during_deletion = delta(&common::operator_writes_by(&client, &KINDS, true).await?, &before);
+    if !gone {
+        // (the operator stops with the bench: nothing would release them)
+        common::release_finalizers(&client, &ns).await?;
+    }
     progress(format!("namespace {}: writes while it went {during_deletion:?}", if gone { "gone" } else { "still terminating" }));
     let peak_rss_mib = op.peak_rss_mib()?;
     drop(op);
 
     let per_minute = |m: &BTreeMap<String, f64>| (m.values().sum::<f64>() / minutes * 10.0).round() / 10.0;
-    let creates_or_applies: f64 =
-        during_deletion.iter().filter(|(k, _)| !k.starts_with("events ") && !k.contains("/status")).map(|(_, v)| v).sum();
+    // (PATCHes are finalizer releases; status applies and Events are told apart)
+    let creates_or_applies: f64 = during_deletion
+        .iter()
+        .filter(|(k, _)| !k.starts_with("events ") && !k.contains("/status") && (k.ends_with(" POST") || k.ends_with(" APPLY")))
+        .map(|(_, v)| v)
+        .sum();
     Ok(json!({
         "count": count,
         "active_seconds": (active_seconds * 10.0).round() / 10.0,
@@ -185,10 +195,13 @@ pub async fn run(operator: &Path, processor: &Path, count: usize, steady_seconds
     }))
 }
 
-/// Kafka requests of lag polls the operator has sent.
-async fn poll_requests(op: &Operator) -> anyhow::Result<f64> {
+/// Kafka requests of lag polls the operator has sent, by API.
+async fn poll_requests(op: &Operator) -> anyhow::Result<BTreeMap<String, f64>> {
     let text = common::http_get(&op.metrics_addr, "/metrics").await?;
-    Ok(common::sum_metric(&text, "kappa_kafka_requests", |labels| POLL_APIS.iter().any(|a| labels.contains(&format!("api=\"{a}\"")))))
+    Ok(POLL_APIS
+        .iter()
+        .map(|a| (a.to_string(), common::sum_metric(&text, "kappa_kafka_requests", |labels| labels.contains(&format!("api=\"{a}\"")))))
+        .collect())
 }
 
 fn delta(now: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
