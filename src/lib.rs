@@ -43,7 +43,8 @@ impl Error {
     /// names the verb, resource and namespace).
     pub fn forbidden(&self) -> Option<&str> {
         match self {
-            Error::Kube(kube::Error::Api(s)) if s.code == 403 => Some(&s.message),
+            // (a namespace being deleted refuses creates with 403 too: not a permission)
+            Error::Kube(kube::Error::Api(s)) if s.code == 403 && !s.message.contains("being terminated") => Some(&s.message),
             _ => None,
         }
     }

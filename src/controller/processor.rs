@@ -1300,10 +1300,10 @@ async fn publish(p: &Processor, ctx: &Context, active: &ViewVersion, candidate: 
     let names = naming::processor_names(&p.name_any());
     let owned = &ctx.stores.owned;
     if let Some(svc) = resources::service(p, &active.spec.version) {
-        apply_if_changed(&services, &owned.services, &names.service, &svc, same_service).await?;
+        apply_if_changed(ctx, &services, &owned.services, &names.service, &svc, same_service).await?;
     }
     match candidate.and_then(|c| resources::preview_service(p, c)) {
-        Some(svc) => apply_if_changed(&services, &owned.services, &names.preview_service, &svc, same_service).await?,
+        Some(svc) => apply_if_changed(ctx, &services, &owned.services, &names.preview_service, &svc, same_service).await?,
         None => {
             if owned.services.get(&ObjectRef::new(&names.preview_service).within(&ns)).is_some() {
                 match services.delete(&names.preview_service, &DeleteParams::default()).await {
@@ -1316,7 +1316,7 @@ async fn publish(p: &Processor, ctx: &Context, active: &ViewVersion, candidate: 
     }
     let cm = resources::view_config_map(p, active, bootstrap);
     let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-    apply_if_changed(&maps, &owned.config_maps, &names.config_map, &cm, |a, b| a.data == b.data).await
+    apply_if_changed(ctx, &maps, &owned.config_maps, &names.config_map, &cm, |a, b| a.data == b.data).await
 }
 
 /// Whether a Service already is what we apply: its selector and ports as we
@@ -1333,14 +1333,24 @@ fn same_service(a: &Service, b: &Service) -> bool {
 }
 
 /// Applies `desired` unless the cache shows it as it is (a cache behind the
-/// last apply costs an apply that changes nothing).
-async fn apply_if_changed<K>(api: &Api<K>, cache: &Store<K>, name: &str, desired: &K, same: impl Fn(&K, &K) -> bool) -> Result<()>
+/// last apply costs an apply that changes nothing). Nothing is created in a
+/// namespace being deleted.
+async fn apply_if_changed<K>(
+    ctx: &Context,
+    api: &Api<K>,
+    cache: &Store<K>,
+    name: &str,
+    desired: &K,
+    same: impl Fn(&K, &K) -> bool,
+) -> Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
     let ns = desired.meta().namespace.clone().unwrap_or_default();
-    if cache.get(&ObjectRef::new(name).within(&ns)).is_some_and(|e| same(&e, desired)) {
-        return Ok(());
+    match cache.get(&ObjectRef::new(name).within(&ns)) {
+        Some(e) if same(&e, desired) => return Ok(()),
+        None if super::namespace_terminating(&ctx.client, &ns).await => return Ok(()),
+        _ => {}
     }
     api.patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(desired)).await?;
     Ok(())

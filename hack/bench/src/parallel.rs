@@ -60,6 +60,12 @@ pub async fn run(operator: &Path, processor: &Path, count: u64, replicas: i32, b
     .await?;
     progress(format!("producing {count} events to {input} ({partitions} partitions)"));
     crate::rollout::produce(processor, &bootstrap, &input, count, 1)?;
+    // What the brokers deliver to one raw consumer, for scale.
+    let raw = {
+        let (bootstrap, input) = (bootstrap.clone(), input.clone());
+        tokio::task::spawn_blocking(move || crate::replay::raw_read(&bootstrap, &input, count)).await??
+    };
+    progress(format!("a raw consumer read them at {raw:.0} records/s"));
 
     let processors: Api<Processor> = Api::namespaced(client.clone(), &ns);
     processors
@@ -139,6 +145,7 @@ pub async fn run(operator: &Path, processor: &Path, count: u64, replicas: i32, b
         "records": count,
         "replicas": replicas,
         "partitions": partitions,
+        "raw_consumer_records_per_second": raw.round(),
         "single_pod_records_per_second": single.round(),
         "replicas_records_per_second": parallel.round(),
         "speedup": (parallel / single * 100.0).round() / 100.0,

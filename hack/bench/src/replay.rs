@@ -207,7 +207,7 @@ async fn kafka_streams_replay(client: &kube::Client, kafka: &WireKafka, ns: &str
 
 /// Reads `count` records from the beginning as fast as librdkafka allows;
 /// records per second from the first record to the last.
-fn raw_read(bootstrap: &str, topic: &str, count: u64) -> anyhow::Result<f64> {
+pub(crate) fn raw_read(bootstrap: &str, topic: &str, count: u64) -> anyhow::Result<f64> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("bench-raw-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos()))
