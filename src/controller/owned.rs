@@ -49,6 +49,41 @@ impl Seen {
     fn reached(&self, kind: &str, rv: u64) -> bool {
         self.0.lock().expect("seen lock").get(kind).is_some_and(|at| *at >= rv)
     }
+
+    /// Whether the cache of `kind` has had every event that any watch
+    /// waking reconciles has delivered (recorded under [`woke`]`(kind)`):
+    /// a reconcile woken by such an event finds it in the cache.
+    pub fn caught_up_with_wakes(&self, kind: &str) -> bool {
+        let seen = self.0.lock().expect("seen lock");
+        let woke = seen.get(&woke(kind)).copied().unwrap_or(0);
+        seen.get(kind).is_some_and(|at| *at >= woke)
+    }
+}
+
+/// The key under which a watch that wakes reconciles records what it
+/// delivered of `kind`.
+fn woke(kind: &str) -> String {
+    format!("{kind}/woke")
+}
+
+/// A watch stream that wakes reconciles with `kind` events: records each
+/// resourceVersion it delivers, so that [`Seen::caught_up_with_wakes`] can
+/// tell whether the cache has it too.
+pub fn waking<T, E>(
+    stream: impl Stream<Item = Result<watcher::Event<T>, E>> + Send + 'static,
+    kind: &str,
+    seen: &Arc<Seen>,
+) -> impl Stream<Item = Result<watcher::Event<T>, E>> + Send + 'static
+where
+    T: Resource + Send + 'static,
+    E: Send + 'static,
+{
+    let (key, seen) = (woke(kind), seen.clone());
+    stream.inspect(move |e| {
+        if let Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) = e {
+            seen.saw(&key, o.meta().resource_version.as_deref());
+        }
+    })
 }
 
 /// Per Processor (`namespace/name`), the resourceVersion of its latest
@@ -185,18 +220,28 @@ where
     let kind = K::kind(&()).into_owned();
     let (listed, seen) = (listed.clone(), seen.clone());
     let mut first = true;
+    // A (re)list's objects are in the cache only once it is done.
+    let mut listing: Option<String> = None;
     let stream = watcher(watched_api::<K>(client, settings.namespace.as_deref()), config)
         .default_backoff()
         .modify(|o: &mut K| o.meta_mut().managed_fields = None)
         .reflect(writer)
         .inspect(move |e| match e {
-            Ok(watcher::Event::InitDone) if first => {
-                first = false;
-                listed.send_modify(|n| *n += 1);
+            Ok(watcher::Event::InitDone) => {
+                seen.saw(&kind, listing.take().as_deref());
+                if first {
+                    first = false;
+                    listed.send_modify(|n| *n += 1);
+                }
             }
-            Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o)) => {
-                seen.saw(&kind, o.meta().resource_version.as_deref())
+            Ok(watcher::Event::InitApply(o)) => {
+                let rv = o.meta().resource_version.as_deref().and_then(|r| r.parse::<u64>().ok());
+                let at = listing.as_deref().and_then(|r| r.parse::<u64>().ok());
+                if rv > at {
+                    listing = rv.map(|r| r.to_string());
+                }
             }
+            Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => seen.saw(&kind, o.meta().resource_version.as_deref()),
             _ => {}
         });
     (reader, stream)
@@ -209,6 +254,26 @@ fn boxed<T: Send + 'static>(s: impl Stream<Item = T> + Send + 'static) -> future
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_cache_is_read_only_once_it_has_every_event_that_woke_a_reconcile() {
+        let seen = Arc::new(Seen::default());
+        assert!(!seen.caught_up_with_wakes("ViewVersion"), "a cache that delivered nothing yet is not read");
+        seen.saw("ViewVersion", Some("10"));
+        assert!(seen.caught_up_with_wakes("ViewVersion"));
+        let object = |rv: &str| {
+            let mut c = ConfigMap::default();
+            c.metadata.resource_version = Some(rv.into());
+            c
+        };
+        let events = vec![Ok::<_, ()>(watcher::Event::Apply(object("12"))), Ok(watcher::Event::Delete(object("11")))];
+        let delivered: Vec<_> = waking(futures::stream::iter(events), "ViewVersion", &seen).collect().await;
+        assert_eq!(delivered.len(), 2, "the events go on to the controller");
+        assert!(!seen.caught_up_with_wakes("ViewVersion"), "an event at 12 woke a reconcile; the cache is at 10");
+        seen.saw("ViewVersion", Some("12"));
+        assert!(seen.caught_up_with_wakes("ViewVersion"));
+        assert!(!seen.caught_up_with_wakes("Deployment"), "each kind for itself");
+    }
 
     #[test]
     fn a_cache_is_trusted_once_its_watch_delivered_the_operators_last_write() {

@@ -18,7 +18,7 @@ use k8s_openapi::{
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
-    runtime::{Controller, controller::Action as Requeue, reflector::ObjectRef, reflector::Store, watcher},
+    runtime::{Controller, WatchStreamExt, controller::Action as Requeue, reflector::ObjectRef, reflector::Store, watcher},
 };
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -28,7 +28,7 @@ use super::{
     Context, apply_status, apply_status_fields,
     clusters::ClusterHandle,
     fault, kafka_cluster, measured,
-    owned::{self, wrote},
+    owned::{self, waking, wrote},
     progress, quotas, release_finalizer,
     view_version::{self, input_topics, inputs_problem},
     watched_api,
@@ -75,7 +75,15 @@ pub fn run(
         (store.clone(), store.clone(), store.clone(), store.clone(), store.clone(), store.clone(), store.clone(), store);
     // What the operator made for a Processor, from the caches the
     // reconciles read (a change to one, by anyone, wakes its Processor).
-    ctrl.owns(watched_api::<ViewVersion>(client, ns.as_deref()), watcher::Config::default())
+    // (the ViewVersion watches record what they deliver: a reconcile reads
+    // versions from the cache once it holds every event that woke one)
+    let seen = &ctx.stores.seen;
+    let vv_kind = ViewVersion::kind(&()).into_owned();
+    let metadata = watched_api::<kube::core::PartialObjectMeta<ViewVersion>>(client, ns.as_deref());
+    let owned_versions = waking(watcher(metadata, watcher::Config::default()).default_backoff(), &vv_kind, seen);
+    let versions = watched_api::<ViewVersion>(client, ns.as_deref());
+    let all_versions = waking(watcher(versions, watcher::Config::default()).default_backoff(), &vv_kind, seen);
+    ctrl.owns_stream(owned_versions.touched_objects())
         .watches_stream(owned.deployments, move |d| by_label(&s1, d.namespace(), d.labels().get(labels::PROCESSOR)))
         .watches_stream(owned.pods, move |p| by_label(&s2, p.namespace(), p.labels().get(labels::PROCESSOR)))
         .watches_stream(owned.jobs, move |j| by_label(&s3, j.namespace(), j.labels().get(labels::PROCESSOR)))
@@ -114,7 +122,7 @@ pub fn run(
         })
         // ... and a downstream version that read an upstream's view went:
         // the upstream may retire that version now.
-        .watches(watched_api::<ViewVersion>(client, ns.as_deref()), watcher::Config::default(), |v| {
+        .watches_stream(all_versions.touched_objects(), |v| {
             let ns = v.namespace().unwrap_or_default();
             v.spec.upstreams.keys().map(|up| ObjectRef::new(up).within(&ns)).collect::<Vec<_>>()
         })
@@ -148,21 +156,22 @@ struct World {
 async fn observe(p: &Processor, ctx: &Context) -> Result<World> {
     let ns = p.namespace().unwrap_or_default();
     let lp = ListParams::default().labels(&format!("{}={}", labels::PROCESSOR, naming::label_value(&p.name_any())));
-    // The ViewVersions are read from the API server: the event that woke
-    // this reconcile (a version's status) comes from another watch than the
-    // ViewVersion cache, which may lag it, and a stale phase or lag mirrored
-    // into the status would wait for an event already past.
-    let versions: Vec<Arc<ViewVersion>> = Api::<ViewVersion>::namespaced(ctx.client.clone(), &ns)
-        .list(&lp)
-        .await?
-        .items
-        .into_iter()
-        .filter(|v| v.spec.processor == p.name_any())
-        .filter(|v| v.owner_references().iter().any(|o| Some(&o.uid) == p.metadata.uid.as_ref()))
-        .map(Arc::new)
-        .collect();
+    let ours =
+        |v: &ViewVersion| v.spec.processor == p.name_any() && v.owner_references().iter().any(|o| Some(&o.uid) == p.metadata.uid.as_ref());
+    // The ViewVersions come from their cache once it holds every event that
+    // woke a reconcile (they come from other watches: a stale phase or lag
+    // mirrored into the status would wait for an event already past) and
+    // this Processor's own last writes; else from the API server.
+    let kind = ViewVersion::kind(&());
+    let met = ctx.expectations.met(&owned::key(&ns, &p.name_any()), &ctx.stores.seen);
+    let versions: Vec<Arc<ViewVersion>> = if met && ctx.stores.seen.caught_up_with_wakes(&kind) {
+        ctx.stores.versions.state().into_iter().filter(|v| v.namespace().as_deref() == Some(ns.as_str()) && ours(v)).collect()
+    } else {
+        let fresh = Api::<ViewVersion>::namespaced(ctx.client.clone(), &ns).list(&lp).await?.items;
+        fresh.into_iter().filter(|v| ours(v)).map(Arc::new).collect()
+    };
     let by_version = |l: &BTreeMap<String, String>| l.get(labels::VERSION).cloned().unwrap_or_default();
-    if ctx.expectations.met(&owned::key(&ns, &p.name_any()), &ctx.stores.seen) {
+    if met {
         // What it made: from the caches whose watches wake it (see [`owned`]).
         let label = naming::label_value(&p.name_any());
         let owned = &ctx.stores.owned;
