@@ -964,6 +964,7 @@ impl Kafka for WireKafka {
                 .map(|(l, tps)| (*l, tps.iter().filter(|tp| !starts.contains_key(*tp)).cloned().collect()))
                 .collect();
             let (read, mut ends) = futures::join!(self.list_offsets(&unknown, true), self.list_offsets(&layout.by_leader, false));
+            let mut just_read: Vec<Tp> = read.keys().cloned().collect();
             starts.extend(read);
             // A leader that moved since the metadata was read: once more,
             // with fresh metadata, for just those partitions.
@@ -988,14 +989,17 @@ impl Kafka for WireKafka {
                     .collect();
                 let (s2, e2) = futures::join!(self.list_offsets(&by_leader, true), self.list_offsets(&by_leader, false));
                 layout.leaderless.retain(|tp, _| !e2.get(tp).is_some_and(|o| o.is_ok()));
+                just_read.extend(s2.keys().cloned());
                 starts.extend(s2);
                 ends.extend(e2);
             }
             {
+                // Remembered from when they were read (an expired one was
+                // read again just now and is remembered anew).
                 let mut r = self.remembered.lock().expect("remembered lock");
-                for (tp, start) in &starts {
-                    if let Ok(o) = start {
-                        r.starts.entry(tp.clone()).or_insert((Instant::now(), *o));
+                for tp in just_read {
+                    if let Some(Ok(o)) = starts.get(&tp) {
+                        r.starts.insert(tp, (Instant::now(), *o));
                     }
                 }
             }
