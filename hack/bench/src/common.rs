@@ -20,16 +20,23 @@ use serde_json::json;
 /// Topic `orders` (3 partitions): (client, namespace, bootstrap, Kafka name
 /// of the input).
 pub async fn namespace_with_input(prefix: &str) -> anyhow::Result<(Client, String, String, String)> {
+    namespace_with_topic(prefix, "orders", 3).await
+}
+
+/// A namespace with a KafkaCluster `default` and an input Topic `name`
+/// (Kafka topic `{namespace}-{name}`, deletionPolicy Delete): the client,
+/// the namespace, the bootstrap servers and the Kafka topic.
+pub async fn namespace_with_topic(prefix: &str, name: &str, partitions: i32) -> anyhow::Result<(Client, String, String, String)> {
     let bootstrap = env("KAPPA_KAFKA_BOOTSTRAP")?;
     let client = client().await?;
     install_crds(&client).await?;
     let ns = create_namespace(&client, prefix).await?;
-    let input = format!("{ns}-orders");
+    let input = format!("{ns}-{name}");
     let pp = PostParams::default();
     Api::<kappa_operator::api::KafkaCluster>::namespaced(client.clone(), &ns)
         .create(&pp, &serde_json::from_value(json!({"metadata": {"name": "default"}, "spec": {"bootstrapServers": bootstrap}}))?)
         .await?;
-    let topic = json!({"metadata": {"name": "orders"}, "spec": {"topicName": input, "partitions": 3, "deletionPolicy": "Delete"}});
+    let topic = json!({"metadata": {"name": name}, "spec": {"topicName": input, "partitions": partitions, "deletionPolicy": "Delete"}});
     Api::<kappa_operator::api::Topic>::namespaced(client.clone(), &ns).create(&pp, &serde_json::from_value(topic)?).await?;
     Ok((client, ns, bootstrap, input))
 }

@@ -17,7 +17,7 @@ use std::{
 };
 
 use kappa_operator::{
-    api::{KafkaCluster, Processor, Topic},
+    api::Processor,
     kafka::{Kafka, Settings, client::WireKafka},
 };
 use kube::{
@@ -34,25 +34,10 @@ const WINDOW: Duration = Duration::from_secs(20);
 const HISTOGRAM: &str = "kappa_processor_latency_seconds";
 
 pub async fn run(operator: &Path, processor: &Path, count: u64, replicas: i32, budget: i64) -> anyhow::Result<serde_json::Value> {
-    let bootstrap = common::env("KAPPA_KAFKA_BOOTSTRAP")?;
-    let client = common::client().await?;
-    common::install_crds(&client).await?;
-    let ns = common::create_namespace(&client, "bench-parallel").await?;
-    let input = format!("{ns}-events");
     let partitions = replicas.max(3);
+    let (client, ns, bootstrap, input) = common::namespace_with_topic("bench-parallel", "events", partitions).await?;
     let kafka = WireKafka::new(Settings::plaintext(&bootstrap));
     let pp = PostParams::default();
-    Api::<KafkaCluster>::namespaced(client.clone(), &ns)
-        .create(&pp, &serde_json::from_value(json!({"metadata": {"name": "default"}, "spec": {"bootstrapServers": bootstrap}}))?)
-        .await?;
-    Api::<Topic>::namespaced(client.clone(), &ns)
-        .create(
-            &pp,
-            &serde_json::from_value(
-                json!({"metadata": {"name": "events"}, "spec": {"topicName": input, "partitions": partitions, "deletionPolicy": "Delete"}}),
-            )?,
-        )
-        .await?;
     let op = Operator::start(operator, &ns, &["--lag-poll-seconds", "1"])?;
     common::wait_until("the input topic to exist", Duration::from_secs(60), || async {
         Ok(!kafka.topics(std::slice::from_ref(&input)).await?.is_empty())

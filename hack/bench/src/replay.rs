@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::Context as _;
 use kappa_operator::{
-    api::{KafkaCluster, Processor, Topic},
+    api::Processor,
     kafka::{Kafka, NewTopic, Settings, client::WireKafka, lag},
 };
 use kube::{Api, api::PostParams};
@@ -26,27 +26,8 @@ use crate::common::{self, Operator, progress};
 const PARTITIONS: i32 = 3;
 
 pub async fn run(operator: &Path, processor: &Path, count: u64) -> anyhow::Result<serde_json::Value> {
-    let bootstrap = common::env("KAPPA_KAFKA_BOOTSTRAP")?;
-    let client = common::client().await?;
-    common::install_crds(&client).await?;
-    let ns = common::create_namespace(&client, "bench-replay").await?;
-    let input = format!("{ns}-events");
+    let (client, ns, bootstrap, input) = common::namespace_with_topic("bench-replay", "events", PARTITIONS).await?;
     let kafka = WireKafka::new(Settings::plaintext(&bootstrap));
-
-    Api::<KafkaCluster>::namespaced(client.clone(), &ns)
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "default"}, "spec": {"bootstrapServers": bootstrap}}))?,
-        )
-        .await?;
-    Api::<Topic>::namespaced(client.clone(), &ns)
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(
-                json!({"metadata": {"name": "events"}, "spec": {"topicName": input, "partitions": PARTITIONS, "deletionPolicy": "Delete"}}),
-            )?,
-        )
-        .await?;
     let op = Operator::start(operator, &ns, &["--lag-poll-seconds", "1"])?;
     common::wait_until("the input topic to exist", Duration::from_secs(60), || async {
         Ok(!kafka.topics(std::slice::from_ref(&input)).await?.is_empty())
