@@ -87,6 +87,34 @@ pub async fn delete_namespace(client: &Client, name: &str, limit: Duration) -> a
     Ok(())
 }
 
+/// Creates the objects `object(i)` for each `i` of `indices`, `concurrency`
+/// at a time, counting them in `created`.
+pub async fn create_each<K>(
+    api: &Api<K>,
+    indices: std::ops::Range<usize>,
+    concurrency: usize,
+    object: impl Fn(usize) -> serde_json::Value,
+    created: &std::sync::atomic::AtomicUsize,
+) -> anyhow::Result<()>
+where
+    K: kube::Resource + Clone + k8s_openapi::serde::de::DeserializeOwned + k8s_openapi::serde::Serialize + std::fmt::Debug,
+{
+    use futures::{StreamExt, TryStreamExt};
+    futures::stream::iter(indices)
+        .map(|i| {
+            let o = serde_json::from_value::<K>(object(i));
+            async move {
+                api.create(&PostParams::default(), &o?).await?;
+                created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
 /// Removes the kappa finalizers left in namespace `ns` (one the operator
 /// no longer watches would otherwise stay terminating).
 pub async fn release_finalizers(client: &Client, ns: &str) -> anyhow::Result<()> {

@@ -15,14 +15,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{StreamExt, stream};
+use futures::StreamExt;
 use kappa_operator::{
     api::{Processor, Topic},
     kafka::{Settings, client::WireKafka},
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams},
     runtime::watcher,
 };
 use serde_json::json;
@@ -81,24 +81,14 @@ pub async fn run(operator: &Path, processor: &Path, count: usize, steady_seconds
             }
         })
     };
-    stream::iter(0..count)
-        .map(|i| {
-            let processors = processors.clone();
-            async move {
-                let p: Processor = serde_json::from_value(json!({"metadata": {"name": format!("p{i}")}, "spec": {
-                    "inputs": ["orders"], "replicas": 0,
-                    "template": {"image": "ghcr.io/kappa-dev/kappa-processor:bench", "args": ["run", "--logic", "sum"]},
-                    "view": {"partitions": 1}
-                }}))?;
-                processors.create(&PostParams::default(), &p).await?;
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(32)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<anyhow::Result<Vec<()>>>()?;
+    let processor = |i| {
+        json!({"metadata": {"name": format!("p{i}")}, "spec": {
+            "inputs": ["orders"], "replicas": 0,
+            "template": {"image": "ghcr.io/kappa-dev/kappa-processor:bench", "args": ["run", "--logic", "sum"]},
+            "view": {"partitions": 1}
+        }})
+    };
+    common::create_each(&processors, 0..count, 32, processor, &AtomicUsize::new(0)).await?;
     let mut last = Instant::now();
     let active_seconds = loop {
         let n = active.load(Ordering::Relaxed);

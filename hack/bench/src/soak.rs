@@ -11,11 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{StreamExt, TryStreamExt, stream};
 use kappa_operator::api::{Processor, Topic};
 use kube::{
     Api, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams},
 };
 use serde_json::json;
 
@@ -136,41 +135,23 @@ pub async fn run(operator: &Path, minutes: u64) -> anyhow::Result<serde_json::Va
 
 async fn create_topics(topics: &Api<Topic>, range: std::ops::Range<usize>) -> anyhow::Result<()> {
     let ns = topics.namespace().unwrap_or_default().to_string();
-    stream::iter(range)
-        .map(|i| {
-            let (topics, ns) = (topics.clone(), ns.clone());
-            async move {
-                let t: Topic = serde_json::from_value(json!({"metadata": {"name": format!("t{i}")},
-                    "spec": {"topicName": format!("{ns}-t{i}"), "partitions": 1, "deletionPolicy": "Delete"}}))?;
-                topics.create(&PostParams::default(), &t).await?;
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(16)
-        .try_collect::<Vec<()>>()
-        .await?;
-    Ok(())
+    let topic = |i| {
+        json!({"metadata": {"name": format!("t{i}")},
+            "spec": {"topicName": format!("{ns}-t{i}"), "partitions": 1, "deletionPolicy": "Delete"}})
+    };
+    common::create_each(topics, range, 16, topic, &Default::default()).await
 }
 
 async fn create_processors(processors: &Api<Processor>, range: std::ops::Range<usize>) -> anyhow::Result<()> {
-    stream::iter(range)
-        .map(|i| {
-            let processors = processors.clone();
-            async move {
-                let p: Processor = serde_json::from_value(json!({"metadata": {"name": format!("p{i}")}, "spec": {
-                    "inputs": ["orders"], "replicas": 0, "deletionPolicy": "Delete",
-                    "template": {"image": "ghcr.io/kappa-dev/kappa-processor:bench", "args": ["run", "--logic", "sum"]},
-                    "view": {"partitions": 1},
-                    "rollout": {"stableForSeconds": 1, "scaleDownDelaySeconds": 1, "retainVersions": 1}
-                }}))?;
-                processors.create(&PostParams::default(), &p).await?;
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(16)
-        .try_collect::<Vec<()>>()
-        .await?;
-    Ok(())
+    let processor = |i| {
+        json!({"metadata": {"name": format!("p{i}")}, "spec": {
+            "inputs": ["orders"], "replicas": 0, "deletionPolicy": "Delete",
+            "template": {"image": "ghcr.io/kappa-dev/kappa-processor:bench", "args": ["run", "--logic", "sum"]},
+            "view": {"partitions": 1},
+            "rollout": {"stableForSeconds": 1, "scaleDownDelaySeconds": 1, "retainVersions": 1}
+        }})
+    };
+    common::create_each(processors, range, 16, processor, &Default::default()).await
 }
 
 /// Waits until every Topic is Ready and every Processor is Live on its

@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use futures::{StreamExt, stream};
+use futures::StreamExt;
 use kappa_operator::{
     api::{KafkaCluster, Topic},
     kafka::{Kafka as _, Settings, client::WireKafka},
@@ -176,25 +176,11 @@ pub async fn run(operator: &Path, count: usize, idle_seconds: u64, retain: bool)
 /// Creates Topics `t0`..`t{count-1}` (Kafka names `{prefix}-{i}`), 32 at a
 /// time, counting them in `created`.
 async fn create(topics: Api<Topic>, prefix: String, count: usize, policy: &'static str, created: Arc<AtomicUsize>) -> anyhow::Result<()> {
-    stream::iter(0..count)
-        .map(|i| {
-            let (topics, prefix, created) = (topics.clone(), prefix.clone(), created.clone());
-            async move {
-                let t: Topic = serde_json::from_value(json!({
-                    "metadata": {"name": format!("t{i}")},
-                    "spec": {"topicName": format!("{prefix}-{i}"), "partitions": 1, "deletionPolicy": policy}
-                }))?;
-                topics.create(&PostParams::default(), &t).await?;
-                created.fetch_add(1, Ordering::Relaxed);
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(32)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<anyhow::Result<Vec<()>>>()?;
-    Ok(())
+    let topic = |i| {
+        json!({"metadata": {"name": format!("t{i}")},
+            "spec": {"topicName": format!("{prefix}-{i}"), "partitions": 1, "deletionPolicy": policy}})
+    };
+    common::create_each(&topics, 0..count, 32, topic, &created).await
 }
 
 fn is_ready(t: &Topic) -> bool {
