@@ -39,15 +39,11 @@ pub struct Seen(Mutex<HashMap<String, u64>>);
 
 impl Seen {
     fn saw(&self, kind: &str, rv: Option<&str>) {
-        if let Some(rv) = number(rv) {
-            self.saw_number(kind, rv);
+        if let Some(rv) = rv.and_then(|r| r.parse::<u64>().ok()) {
+            let mut seen = self.0.lock().expect("seen lock");
+            let at = seen.entry(kind.to_string()).or_default();
+            *at = (*at).max(rv);
         }
-    }
-
-    fn saw_number(&self, kind: &str, rv: u64) {
-        let mut seen = self.0.lock().expect("seen lock");
-        let at = seen.entry(kind.to_string()).or_default();
-        *at = (*at).max(rv);
     }
 
     fn reached(&self, kind: &str, rv: u64) -> bool {
@@ -62,11 +58,6 @@ impl Seen {
         let woke = seen.get(&woke(kind)).copied().unwrap_or(0);
         seen.get(kind).is_some_and(|at| *at >= woke)
     }
-}
-
-/// A resourceVersion as a number, when it is one.
-fn number(rv: Option<&str>) -> Option<u64> {
-    rv.and_then(|r| r.parse().ok())
 }
 
 /// The key under which a watch that wakes reconciles records what it
@@ -230,22 +221,26 @@ where
     let (listed, seen) = (listed.clone(), seen.clone());
     let mut first = true;
     // A (re)list's objects are in the cache only once it is done.
-    let mut listing: Option<u64> = None;
+    let mut listing: Option<String> = None;
     let stream = watcher(watched_api::<K>(client, settings.namespace.as_deref()), config)
         .default_backoff()
         .modify(|o: &mut K| o.meta_mut().managed_fields = None)
         .reflect(writer)
         .inspect(move |e| match e {
             Ok(watcher::Event::InitDone) => {
-                if let Some(rv) = listing.take() {
-                    seen.saw_number(&kind, rv);
-                }
+                seen.saw(&kind, listing.take().as_deref());
                 if first {
                     first = false;
                     listed.send_modify(|n| *n += 1);
                 }
             }
-            Ok(watcher::Event::InitApply(o)) => listing = listing.max(number(o.meta().resource_version.as_deref())),
+            Ok(watcher::Event::InitApply(o)) => {
+                let rv = o.meta().resource_version.as_deref().and_then(|r| r.parse::<u64>().ok());
+                let at = listing.as_deref().and_then(|r| r.parse::<u64>().ok());
+                if rv > at {
+                    listing = rv.map(|r| r.to_string());
+                }
+            }
             Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => seen.saw(&kind, o.meta().resource_version.as_deref()),
             _ => {}
         });
