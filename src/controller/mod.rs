@@ -286,6 +286,30 @@ where
     Ok(api.patch_status(&obj.name_any(), &PatchParams::apply(manager).force(), &Patch::Apply(&patch)).await?)
 }
 
+/// The field manager that owns the operator's finalizer entries (apart
+/// from the specs and statuses it applies, so neither drops the other).
+const FINALIZER_MANAGER: &str = "kappa-operator-finalizer";
+
+/// Adds `finalizer` to `obj` by server-side apply of that one entry:
+/// idempotent, so a cache that has not seen an earlier add yet costs no
+/// more than a write. The apply names the object's uid, so it never
+/// creates: an object deleted (or replaced) since it was read is left as
+/// it is, and the next reconcile sees what became of it.
+pub async fn hold<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let patch = json!({
+        "apiVersion": K::api_version(&()), "kind": K::kind(&()),
+        "metadata": {"name": obj.name_any(), "uid": obj.meta().uid, "finalizers": [finalizer]}
+    });
+    match api.patch(&obj.name_any(), &PatchParams::apply(FINALIZER_MANAGER).force(), &Patch::Apply(&patch)).await {
+        // (409: "uid mismatch", the only conflict a forced apply has)
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        result => result.map(|_| ()).map_err(Into::into),
+    }
+}
+
 /// Removes `finalizer` from the object as it is now on the server (a cache
 /// may be behind), with a test that fails rather than drop another
 /// controller's finalizer. Gone already is fine.

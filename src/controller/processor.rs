@@ -48,7 +48,6 @@ use crate::{
 const KIND: &str = "Processor";
 const SPEC_HASH: &str = "kappa.dev/spec-hash";
 /// The field manager that owns the finalizer entry.
-const FINALIZER_MANAGER: &str = "kappa-operator-finalizer";
 
 /// Processors whose `kappa.dev/processor` label value is `label`.
 fn by_label(store: &Store<Processor>, ns: Option<String>, label: Option<&String>) -> Vec<ObjectRef<Processor>> {
@@ -806,13 +805,7 @@ async fn hold_for_deletion_policy(p: &Processor, ctx: &Context) -> Result<()> {
     let api: Api<Processor> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
     let held = p.finalizers().iter().any(|f| f == finalizers::PROCESSOR);
     match p.spec.deletion_policy {
-        DeletionPolicy::Delete if !held => {
-            let patch = json!({
-                "apiVersion": "kappa.dev/v1alpha1", "kind": "Processor",
-                "metadata": {"name": p.name_any(), "finalizers": [finalizers::PROCESSOR]}
-            });
-            api.patch(&p.name_any(), &PatchParams::apply(FINALIZER_MANAGER).force(), &Patch::Apply(&patch)).await?;
-        }
+        DeletionPolicy::Delete if !held => super::hold(&api, p, finalizers::PROCESSOR).await?,
         DeletionPolicy::Retain if held => release_finalizer(&api, &p.name_any(), finalizers::PROCESSOR).await?,
         _ => {}
     }
@@ -1199,13 +1192,15 @@ async fn retire(ctx: &Context, vv: &ViewVersion, w: &World) -> Result<Option<Dur
         // Held before the ViewVersion goes, or the garbage collector could
         // delete the view Topic before it holds its Kafka topic's deletion.
         if !t.finalizers().iter().any(|f| f == finalizers::TOPIC) {
-            super::topic::hold(&topics, &vv.name_any()).await?;
+            super::hold(&topics, &t, finalizers::TOPIC).await?;
         }
     }
+    // Deleted first, released after: in between, the version shows a
+    // deletionTimestamp, so its own controller sees it going rather than a
+    // version that lacks its finalizer (which it would add back).
     let versions: Api<ViewVersion> = Api::namespaced(ctx.client.clone(), &ns);
-    release_finalizer(&versions, &vv.name_any(), finalizers::VIEW_VERSION).await?;
     match versions.delete(&vv.name_any(), &DeleteParams::background()).await {
-        // Held by another finalizer: the deletion is a change the caches must show.
+        // Held by its finalizer: the deletion is a change the caches must show.
         Ok(deleted) => {
             if let Some(going) = deleted.left() {
                 wrote(&ctx.expectations, &ns, &vv.spec.processor, &going);
@@ -1214,6 +1209,7 @@ async fn retire(ctx: &Context, vv: &ViewVersion, w: &World) -> Result<Option<Dur
         Err(kube::Error::Api(s)) if s.code == 404 => {}
         Err(e) => return Err(e.into()),
     }
+    release_finalizer(&versions, &vv.name_any(), finalizers::VIEW_VERSION).await?;
     info!(version = %id, "retired version");
     ctx.event(
         vv,

@@ -8,12 +8,11 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Client, ResourceExt,
-    api::{Patch, PatchParams},
     runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
 };
 use tracing::{info, instrument};
 
-use super::{Context, apply_status, kafka_cluster, measured, release_finalizer, watched_api};
+use super::{Context, apply_status, hold, kafka_cluster, measured, release_finalizer, watched_api};
 use crate::{
     Error, Result,
     api::{
@@ -25,8 +24,6 @@ use crate::{
 };
 
 const KIND: &str = "Topic";
-/// The field manager that owns the finalizer entry.
-const FINALIZER_MANAGER: &str = "kappa-operator-finalizer";
 
 pub fn run(
     ctrl: Controller<Topic>,
@@ -149,23 +146,11 @@ async fn reconcile_inner(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action>
             // finalizers for Delete only): nothing will be done at deletion.
             release_finalizer(&api, &topic.name_any(), FINALIZER).await?;
         } else if !ours && needs_finalizer(&topic) {
-            hold(&api, &topic.name_any()).await?;
+            hold(&api, topic.as_ref(), FINALIZER).await?;
         }
         apply(topic, &ctx).await
     })
     .await
-}
-
-/// Adds the operator's finalizer to Topic `name`, by server-side apply of
-/// that one entry: idempotent, so a cache that has not seen an earlier add
-/// yet costs nothing but a write.
-pub async fn hold(api: &Api<Topic>, name: &str) -> Result<()> {
-    let patch = serde_json::json!({
-        "apiVersion": "kappa.dev/v1alpha1", "kind": "Topic",
-        "metadata": {"name": name, "finalizers": [FINALIZER]}
-    });
-    api.patch(name, &PatchParams::apply(FINALIZER_MANAGER).force(), &Patch::Apply(&patch)).await?;
-    Ok(())
 }
 
 /// Only a Topic whose deletion may delete the Kafka topic holds its

@@ -29,8 +29,6 @@ use crate::{
 
 const KIND: &str = "ViewVersion";
 const CONDITIONS_MANAGER: &str = "kappa-operator-viewversion";
-/// The field manager that owns the finalizer entry.
-const FINALIZER_MANAGER: &str = "kappa-operator-finalizer";
 
 pub fn run(
     ctrl: Controller<ViewVersion>,
@@ -131,11 +129,7 @@ async fn reconcile(vv: Arc<ViewVersion>, ctx: Arc<Context>) -> Result<Action> {
         }
         if !vv.finalizers().iter().any(|f| f == finalizers::VIEW_VERSION) {
             // Versions made before the finalizer existed get it.
-            let patch = json!({
-                "apiVersion": "kappa.dev/v1alpha1", "kind": "ViewVersion",
-                "metadata": {"name": vv.name_any(), "finalizers": [finalizers::VIEW_VERSION]}
-            });
-            api.patch(&vv.name_any(), &PatchParams::apply(FINALIZER_MANAGER).force(), &Patch::Apply(&patch)).await?;
+            super::hold(&api, vv.as_ref(), finalizers::VIEW_VERSION).await?;
         }
         let reader = format!("ViewVersion {}", vv.name_any());
         // (an upstream's view is its version's own topic: it exists)
