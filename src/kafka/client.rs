@@ -16,6 +16,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     future::Future,
+    hash::Hash,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -102,11 +103,18 @@ struct Brokers {
     controller: Option<i32>,
 }
 
-/// How long the offsets path trusts what it read of where partitions lead,
-/// where groups are coordinated, and where logs start: a steady lag poll
-/// then costs one ListOffsets per leader and one OffsetFetch per
-/// coordinator. An error that says something moved forgets it at once.
+/// How long the offsets path trusts what it read of where partitions lead.
+/// An error that says something moved forgets it at once.
 const REMEMBER_FOR: Duration = Duration::from_secs(30);
+
+/// How long it trusts where groups are coordinated and where logs start:
+/// a coordinator that moves says so (NOT_COORDINATOR), and a log start
+/// moves when retention deletes a segment, which Kafka checks every 5
+/// minutes by default. Read again all together (see [`all_fresh`]), a
+/// steady lag poll costs one ListOffsets per leader and one OffsetFetch per
+/// coordinator, and once in this long a FindCoordinator and a ListOffsets
+/// of the starts per leader.
+const REMEMBER_STABLE_FOR: Duration = Duration::from_secs(300);
 
 /// One topic as a Metadata answer had it: its shape, and each partition's
 /// leader or why it has none.
@@ -126,6 +134,22 @@ struct Remembered {
 
 fn fresh<T: Clone>(entry: Option<&(Instant, T)>) -> Option<T> {
     entry.filter(|(at, _)| at.elapsed() < REMEMBER_FOR).map(|(_, v)| v.clone())
+}
+
+/// The remembered values of all `keys`, or none when any one of them is
+/// not remembered or older than `ttl`. Read again together, they expire
+/// together: a steady poll reads them once per `ttl`, where entries
+/// remembered one by one (read at different times) would each expire at
+/// its own time, and some poll or other would read a few every time.
+fn all_fresh<K: Clone + Ord + Hash, T: Clone>(remembered: &HashMap<K, (Instant, T)>, keys: &[K], ttl: Duration) -> BTreeMap<K, T> {
+    let mut out = BTreeMap::new();
+    for k in keys {
+        match remembered.get(k).filter(|(at, _)| at.elapsed() < ttl) {
+            Some((_, v)) => out.insert(k.clone(), v.clone()),
+            None => return BTreeMap::new(),
+        };
+    }
+    out
 }
 
 pub struct WireKafka {
@@ -524,7 +548,7 @@ impl WireKafka {
         let mut out: BTreeMap<String, std::result::Result<String, ItemError>> = BTreeMap::new();
         {
             let r = self.remembered.lock().expect("remembered lock");
-            out.extend(groups.iter().filter_map(|g| Some((g.clone(), Ok(fresh(r.coordinators.get(g))?)))));
+            out.extend(all_fresh(&r.coordinators, groups, REMEMBER_STABLE_FOR).into_iter().map(|(g, c)| (g, Ok(c))));
         }
         let missing: Vec<String> = groups.iter().filter(|g| !out.contains_key(*g)).cloned().collect();
         if missing.is_empty() {
@@ -956,7 +980,8 @@ impl Kafka for WireKafka {
             // Log starts move rarely (retention): read again only when not remembered.
             let mut starts: BTreeMap<Tp, std::result::Result<i64, ItemError>> = {
                 let r = self.remembered.lock().expect("remembered lock");
-                layout.by_leader.values().flatten().filter_map(|tp| Some((tp.clone(), Ok(fresh(r.starts.get(tp))?)))).collect()
+                let all: Vec<Tp> = layout.by_leader.values().flatten().cloned().collect();
+                all_fresh(&r.starts, &all, REMEMBER_STABLE_FOR).into_iter().map(|(tp, o)| (tp, Ok(o))).collect()
             };
             let unknown: BTreeMap<i32, Vec<Tp>> = layout
                 .by_leader
@@ -1209,6 +1234,20 @@ mod tests {
     };
 
     use super::*;
+
+    #[test]
+    fn remembered_entries_are_read_again_all_together() {
+        let now = Instant::now();
+        let old = now - Duration::from_secs(40);
+        let remembered: HashMap<String, (Instant, i64)> = [("a".to_string(), (now, 1)), ("b".to_string(), (old, 2))].into();
+        let keys = |ks: &[&str]| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+        let ttl = Duration::from_secs(30);
+        assert_eq!(all_fresh(&remembered, &keys(&["a"]), ttl), [("a".to_string(), 1)].into());
+        // One stale or unknown key, and none is taken: all are read in one go.
+        assert!(all_fresh(&remembered, &keys(&["a", "b"]), ttl).is_empty());
+        assert!(all_fresh(&remembered, &keys(&["a", "c"]), ttl).is_empty());
+        assert_eq!(all_fresh(&remembered, &keys(&["a", "b"]), Duration::from_secs(60)).len(), 2);
+    }
 
     /// A response as it comes off the wire: encoded by Kafka's schema, decoded
     /// by the client's.
