@@ -77,6 +77,7 @@ pub struct Metrics {
     pub leader: Gauge,
     pub topic_sync_requests: Family<ClusterLabels, Gauge>,
     pub topic_resyncs: Counter,
+    pub lag_polls: Counter,
 }
 
 impl Default for Metrics {
@@ -98,6 +99,7 @@ impl Default for Metrics {
         let leader = Gauge::default();
         let topic_sync_requests = Family::<ClusterLabels, Gauge>::default();
         let topic_resyncs = Counter::default();
+        let lag_polls = Counter::default();
         registry.register("reconciles", "Reconciliations by kind", reconciles.clone());
         registry.register("reconcile_errors", "Failed reconciliations by kind and error", reconcile_errors.clone());
         registry.register("reconcile_duration_seconds", "Time spent in one reconciliation", reconcile_duration.clone());
@@ -133,6 +135,7 @@ impl Default for Metrics {
             topic_sync_requests.clone(),
         );
         registry.register("topic_resyncs", "Periodic comparisons of every Topic with Kafka", topic_resyncs.clone());
+        registry.register("lag_polls", "Rounds of the progress monitor's lag poll (every cluster read once each)", lag_polls.clone());
         Metrics {
             registry,
             reconciles,
@@ -150,6 +153,7 @@ impl Default for Metrics {
             leader,
             topic_sync_requests,
             topic_resyncs,
+            lag_polls,
         }
     }
 }

@@ -114,6 +114,15 @@ pub async fn handle(ctx: &Context, ns: &str, name: &str) -> Result<Arc<ClusterHa
     Ok(ctx.clusters.ensure(ns, name, settings))
 }
 
+/// The Kafka requests sent to a cluster so far, by API, into the metrics:
+/// at each check, and after each lag poll.
+pub fn publish_requests(ctx: &Context, ns: &str, name: &str, handle: &ClusterHandle) {
+    for (api, n) in handle.kafka.requests_by_api() {
+        let labels = crate::metrics::KafkaApiLabels { namespace: ns.to_string(), cluster: name.to_string(), api };
+        ctx.metrics.kafka_requests.get_or_create(&labels).set(n as i64);
+    }
+}
+
 async fn apply(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action> {
     let ns = kc.namespace().unwrap_or_default();
     let name = kc.name_any();
@@ -125,10 +134,7 @@ async fn apply(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action> {
         Ok(settings) => {
             let handle = ctx.clusters.ensure(&ns, &name, settings);
             let result = handle.kafka.cluster().await;
-            for (api, n) in handle.kafka.requests_by_api() {
-                let labels = crate::metrics::KafkaApiLabels { namespace: ns.clone(), cluster: name.clone(), api };
-                ctx.metrics.kafka_requests.get_or_create(&labels).set(n as i64);
-            }
+            publish_requests(&ctx, &ns, &name, &handle);
             let labels = crate::metrics::ClusterLabels { namespace: ns.clone(), cluster: name.clone() };
             ctx.metrics.topic_sync_requests.get_or_create(&labels).set(handle.topics.requests_sent() as i64);
             let result = result.map_err(|e| (e.reason().to_string(), e.to_string()));

@@ -114,7 +114,7 @@ pub async fn run(operator: &Path, processor: &Path, count: usize, steady_seconds
     let writes0 = common::operator_writes_by(&client, &KINDS, true).await?;
     let reads0 = common::reads_by(&client, &KINDS).await?;
     let cpu0 = op.cpu_seconds()?;
-    let kafka0 = poll_requests(&op).await?;
+    let before = Counters::scrape(&op).await?;
     let steady = Instant::now();
     let mut rss_max: f64 = 0.0;
     while steady.elapsed() < Duration::from_secs(steady_seconds) {
@@ -123,14 +123,15 @@ pub async fn run(operator: &Path, processor: &Path, count: usize, steady_seconds
     }
     let minutes = steady.elapsed().as_secs_f64() / 60.0;
     let cpu = op.cpu_seconds()? - cpu0;
-    // The Kafka request gauge is refreshed by the KafkaCluster's check every 15 s.
-    tokio::time::sleep(Duration::from_secs(16)).await;
-    let kafka_by_api = delta(&poll_requests(&op).await?, &kafka0);
-    progress(format!("steady: Kafka requests of lag polls {kafka_by_api:?}"));
+    let after = Counters::scrape(&op).await?;
+    let polls = after.polls - before.polls;
+    let kafka_by_api = delta(&after.kafka, &before.kafka);
+    let reconciles = delta(&after.reconciles, &before.reconciles);
+    progress(format!("steady: Kafka requests of {polls} lag polls {kafka_by_api:?}"));
+    progress(format!("steady: reconciles {reconciles:?}"));
     let kafka: f64 = kafka_by_api.values().sum();
     let writes = delta(&common::operator_writes_by(&client, &KINDS, true).await?, &writes0);
     let reads = delta(&common::reads_by(&client, &KINDS).await?, &reads0);
-    let polls = (steady_seconds + 16) as f64 / LAG_POLL_SECONDS as f64;
     progress(format!("steady: writes {writes:?}"));
     progress(format!("steady: reads {reads:?}"));
 
@@ -175,9 +176,10 @@ pub async fn run(operator: &Path, processor: &Path, count: usize, steady_seconds
         "steady_writes_per_minute": per_minute(&writes),
         "steady_reads_per_minute": per_minute(&reads),
         "steady_cpu_seconds_per_minute": (cpu / minutes * 100.0).round() / 100.0,
+        "steady_reconciles_per_minute": per_minute(&reconciles),
         "steady_max_rss_mib": (rss_max * 10.0).round() / 10.0,
         "peak_rss_mib": (peak_rss_mib * 10.0).round() / 10.0,
-        "kafka_requests_per_lag_poll_per_broker": (kafka / polls / BROKERS * 100.0).round() / 100.0,
+        "kafka_requests_per_lag_poll_per_broker": (kafka / polls.max(1.0) / BROKERS * 100.0).round() / 100.0,
         "promote_latency_seconds": (promote_latency * 10.0).round() / 10.0,
         "stable_for_seconds": STABLE_FOR,
         "deletion_creates_or_applies": creates_or_applies,
@@ -185,13 +187,28 @@ pub async fn run(operator: &Path, processor: &Path, count: usize, steady_seconds
     }))
 }
 
-/// Kafka requests of lag polls the operator has sent, by API.
-async fn poll_requests(op: &Operator) -> anyhow::Result<BTreeMap<String, f64>> {
-    let text = common::http_get(&op.metrics_addr, "/metrics").await?;
-    Ok(POLL_APIS
-        .iter()
-        .map(|a| (a.to_string(), common::sum_metric(&text, "kappa_kafka_requests", |labels| labels.contains(&format!("api=\"{a}\"")))))
-        .collect())
+/// The operator's own counters, from one scrape.
+struct Counters {
+    /// Lag polls run.
+    polls: f64,
+    /// Kafka requests of lag polls, by API (published after each poll).
+    kafka: BTreeMap<String, f64>,
+    /// Reconciles, by kind.
+    reconciles: BTreeMap<String, f64>,
+}
+
+impl Counters {
+    async fn scrape(op: &Operator) -> anyhow::Result<Counters> {
+        let text = common::http_get(&op.metrics_addr, "/metrics").await?;
+        let labelled = |metric: &str, label: &str, values: &[&str]| -> BTreeMap<String, f64> {
+            values.iter().map(|v| (v.to_string(), common::sum_metric(&text, metric, |l| l.contains(&format!("{label}=\"{v}\""))))).collect()
+        };
+        Ok(Counters {
+            polls: common::sum_metric(&text, "kappa_lag_polls_total", |_| true),
+            kafka: labelled("kappa_kafka_requests", "api", &POLL_APIS),
+            reconciles: labelled("kappa_reconciles_total", "kind", &["Processor", "ViewVersion", "Topic", "KafkaCluster"]),
+        })
+    }
 }
 
 fn delta(now: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
