@@ -190,6 +190,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
             // Side by side: a cluster that does not answer holds up only itself.
             futures::future::join_all(by_cluster.iter().map(|((ns, cluster), versions)| poll_cluster(&ctx, ns, cluster, versions))).await;
             forget_the_gone(&ctx, &by_cluster);
+            ctx.metrics.lag_polls.inc();
         }
     };
     tokio::select! {
@@ -201,7 +202,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
 /// Drops what is known of versions that are gone (or retired), and their
 /// metric series.
 fn forget_the_gone(ctx: &Context, polled: &BTreeMap<(String, String), Vec<Arc<ViewVersion>>>) {
-    let live: Vec<&str> = polled.values().flatten().filter_map(|v| v.metadata.uid.as_deref()).collect();
+    let live: std::collections::HashSet<&str> = polled.values().flatten().filter_map(|v| v.metadata.uid.as_deref()).collect();
     let mut state = ctx.monitor.state.lock().expect("monitor lock");
     let gone: Vec<String> = state.versions.keys().filter(|uid| !live.contains(&uid.as_str())).cloned().collect();
     let mut gone_processors = Vec::new();
@@ -266,10 +267,15 @@ async fn read_cluster(
         .await
         .map_err(|(reason, message)| format!("KafkaCluster {cluster}: {reason}: {message}"))?;
     let groups: Vec<String> = versions.iter().map(|v| v.spec.consumer_group.clone()).collect();
-    let committed = handle.kafka.committed(&groups).await.map_err(|e| e.to_string())?;
-    let topics = lag::topics_to_read(versions.iter().flat_map(|v| v.spec.input_topics.iter()), &committed);
-    let offsets = handle.kafka.partition_offsets(&topics).await.map_err(|e| e.to_string())?;
-    Ok((committed, offsets))
+    let read = async {
+        let committed = handle.kafka.committed(&groups).await.map_err(|e| e.to_string())?;
+        let topics = lag::topics_to_read(versions.iter().flat_map(|v| v.spec.input_topics.iter()), &committed);
+        let offsets = handle.kafka.partition_offsets(&topics).await.map_err(|e| e.to_string())?;
+        Ok((committed, offsets))
+    }
+    .await;
+    kafka_cluster::publish_requests(ctx, ns, cluster, &handle);
+    read
 }
 
 /// Folds one reading (taken at `at`) into a version's track; wakes its
@@ -281,7 +287,8 @@ async fn observe(ctx: &Context, ns: &str, vv: &ViewVersion, outcome: Result<(gat
     let processor = ctx.stores.processors.get(&ObjectRef::new(&vv.spec.processor).within(ns));
     let rollout_policy = processor.as_ref().map(|p| p.spec.rollout.clone()).unwrap_or_default();
     let policy = gate_policy(&rollout_policy, ctx.settings.lag_poll_interval);
-    let status = vv.status.clone().unwrap_or_default();
+    let phase = vv.status.as_ref().and_then(|s| s.phase);
+    let replay_target = vv.status.as_ref().and_then(|s| s.replay_target);
     let uid = vv.metadata.uid.clone().unwrap_or_default();
     let labels = VersionLabels { namespace: ns.to_string(), processor: vv.spec.processor.clone(), version: vv.spec.version.clone() };
     let (gate, projection, changed, write) = {
@@ -304,7 +311,7 @@ async fn observe(ctx: &Context, ns: &str, vv: &ViewVersion, outcome: Result<(gat
         let gate = e.track.verdict(at, &policy);
         let changed = e.answer != Some(gate.answer());
         e.answer = Some(gate.answer());
-        let target = status.replay_target.or(e.figures.as_ref().map(|f| f.available));
+        let target = replay_target.or(e.figures.as_ref().map(|f| f.available));
         let projection = Projection {
             lag: e.figures.as_ref().map(|f| f.lag),
             lag_by_topic: e.figures.as_ref().map(|f| f.lag_by_topic.clone()).unwrap_or_default(),
@@ -314,7 +321,7 @@ async fn observe(ctx: &Context, ns: &str, vv: &ViewVersion, outcome: Result<(gat
             catch_up: catch_up(&gate),
         };
         let since = e.written_at.map_or(Duration::MAX, |w| w.elapsed());
-        let active = status.phase == Some(VersionPhase::Active);
+        let active = phase == Some(VersionPhase::Active);
         let write = worth_writing(e.written.as_ref(), &projection, active, since);
         if write {
             e.written = Some(projection.clone());
@@ -324,14 +331,14 @@ async fn observe(ctx: &Context, ns: &str, vv: &ViewVersion, outcome: Result<(gat
     };
     if let Some(f) = &projection.lag {
         ctx.metrics.version_lag.get_or_create(&labels).set(*f);
-        if status.phase == Some(VersionPhase::Active) {
+        if phase == Some(VersionPhase::Active) {
             let processor = ProcessorLabels { namespace: ns.to_string(), processor: vv.spec.processor.clone() };
             ctx.metrics.processor_lag.get_or_create(&processor).set(*f);
         }
         let rate = projection.records_per_second;
         ctx.metrics.version_records_per_second.get_or_create(&labels).set(rate);
         // An estimate only while it replays: behind and consuming.
-        let replaying = status.phase == Some(VersionPhase::Replaying) && *f > 0 && rate > 0;
+        let replaying = phase == Some(VersionPhase::Replaying) && *f > 0 && rate > 0;
         if replaying {
             ctx.metrics.version_eta_seconds.get_or_create(&labels).set((*f as f64 / rate as f64).ceil() as i64);
         } else {
