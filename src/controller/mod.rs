@@ -109,7 +109,12 @@ pub struct Context {
     /// Writes of each Processor's reconcile its caches must show.
     pub expectations: owned::Expectations,
     failures: Failures,
+    /// Per namespace, whether it was terminating when last read, and when.
+    namespaces: Mutex<HashMap<String, (bool, Instant)>>,
 }
+
+/// How long a namespace's state is trusted by [`Context::namespace_going`].
+const NAMESPACE_MEMORY: Duration = Duration::from_secs(5);
 
 /// Which pods each version had when last seen, in memory: a pod that has
 /// gone since may have left a static member behind in its group.
@@ -195,6 +200,22 @@ impl Context {
         let processors: std::collections::HashSet<String> =
             self.stores.processors.state().iter().map(|p| owned::key(&p.namespace().unwrap_or_default(), &p.name_any())).collect();
         self.expectations.forget(|k| processors.contains(k));
+        self.namespaces.lock().expect("namespaces lock").retain(|_, (_, at)| at.elapsed() < FAILURE_MEMORY);
+    }
+
+    /// Whether namespace `ns` is being deleted, read at most once in
+    /// [`NAMESPACE_MEMORY`] (a namespace of that name may be made again
+    /// once gone): for writes that only report, where a read each would
+    /// cost as much as the write saved. A create reads it fresh
+    /// ([`namespace_terminating`]).
+    pub async fn namespace_going(&self, ns: &str) -> bool {
+        let known = self.namespaces.lock().expect("namespaces lock").get(ns).copied();
+        if let Some((terminating, _)) = known.filter(|(_, at)| at.elapsed() < NAMESPACE_MEMORY) {
+            return terminating;
+        }
+        let terminating = namespace_terminating(&self.client, ns).await;
+        self.namespaces.lock().expect("namespaces lock").insert(ns.to_string(), (terminating, Instant::now()));
+        terminating
     }
 
     /// Publishes an Event about `obj`; failing to record one is logged, not fatal.
@@ -484,6 +505,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         quotas: quotas::Quotas::default(),
         expectations: owned::Expectations::default(),
         failures: Failures::default(),
+        namespaces: Mutex::default(),
     });
 
     let stop = move || {

@@ -47,7 +47,6 @@ use crate::{
 
 const KIND: &str = "Processor";
 const SPEC_HASH: &str = "kappa.dev/spec-hash";
-/// The field manager that owns the finalizer entry.
 
 /// Processors whose `kappa.dev/processor` label value is `label`.
 fn by_label(store: &Store<Processor>, ns: Option<String>, label: Option<&String>) -> Vec<ObjectRef<Processor>> {
@@ -883,7 +882,13 @@ async fn announce(p: &Processor, ctx: &Context, events: &mut Vec<(bool, &'static
     }
 }
 
+/// Writes the Processor's status if it changed, unless its namespace is
+/// being deleted: there the Processor goes too, and 1,000 Processors would
+/// each say that their KafkaCluster and versions went first.
 async fn write_status(p: &Processor, ctx: &Context, status: ProcessorStatus) -> Result<bool> {
+    if p.status.as_ref() == Some(&status) || ctx.namespace_going(&p.namespace().unwrap_or_default()).await {
+        return Ok(false);
+    }
     apply_status(&ctx.client, p, p.status.as_ref(), &status).await
 }
 
