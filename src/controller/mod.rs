@@ -315,8 +315,9 @@ const FINALIZER_MANAGER: &str = "kappa-operator-finalizer";
 /// idempotent, so a cache that has not seen an earlier add yet costs no
 /// more than a write. The apply names the object's uid, so it never
 /// creates: an object deleted (or replaced) since it was read is left as
-/// it is, and the next reconcile sees what became of it.
-pub async fn hold<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<()>
+/// it is, and false says so. The caller then does nothing more for it:
+/// the next reconcile sees what became of it.
+pub async fn hold<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<bool>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
@@ -325,9 +326,10 @@ where
         "metadata": {"name": obj.name_any(), "uid": obj.meta().uid, "finalizers": [finalizer]}
     });
     match api.patch(&obj.name_any(), &PatchParams::apply(FINALIZER_MANAGER).force(), &Patch::Apply(&patch)).await {
+        Ok(_) => Ok(true),
         // (409: "uid mismatch", the only conflict a forced apply has)
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
-        result => result.map(|_| ()).map_err(Into::into),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -375,7 +375,10 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
         }
         return retire_all(&p, &ctx).await;
     }
-    hold_for_deletion_policy(&p, &ctx).await?;
+    if !hold_for_deletion_policy(&p, &ctx).await? {
+        // Nothing is made for a Processor gone since it was read.
+        return Ok(Requeue::await_change());
+    }
     let Some(kc) = ctx.stores.clusters.get(&ObjectRef::new(&p.spec.cluster_ref).within(&ns)) else {
         let message = format!("KafkaCluster {} (spec.clusterRef) does not exist in namespace {ns}", p.spec.cluster_ref);
         write_status(&p, &ctx, status_without_plan(&p, "KafkaClusterMissing", &message)).await?;
@@ -800,15 +803,15 @@ async fn let_go(p: &Processor, ctx: &Context) -> Result<Requeue> {
 
 /// A Processor with `deletionPolicy: Delete` carries a finalizer, so its
 /// versions can be retired before it goes; one with `Retain` does not.
-async fn hold_for_deletion_policy(p: &Processor, ctx: &Context) -> Result<()> {
+/// False when it is gone since it was read.
+async fn hold_for_deletion_policy(p: &Processor, ctx: &Context) -> Result<bool> {
     let api: Api<Processor> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
     let held = p.finalizers().iter().any(|f| f == finalizers::PROCESSOR);
     match p.spec.deletion_policy {
-        DeletionPolicy::Delete if !held => super::hold(&api, p, finalizers::PROCESSOR).await?,
-        DeletionPolicy::Retain if held => release_finalizer(&api, &p.name_any(), finalizers::PROCESSOR).await?,
-        _ => {}
+        DeletionPolicy::Delete if !held => super::hold(&api, p, finalizers::PROCESSOR).await,
+        DeletionPolicy::Retain if held => release_finalizer(&api, &p.name_any(), finalizers::PROCESSOR).await.map(|()| true),
+        _ => Ok(true),
     }
-    Ok(())
 }
 
 /// A Processor deleted with `deletionPolicy: Delete`: every version is

@@ -145,8 +145,9 @@ async fn reconcile_inner(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action>
             // Switched to Retain (or made before this operator kept
             // finalizers for Delete only): nothing will be done at deletion.
             release_finalizer(&api, &topic.name_any(), FINALIZER).await?;
-        } else if !ours && needs_finalizer(&topic) {
-            hold(&api, topic.as_ref(), FINALIZER).await?;
+        } else if !ours && needs_finalizer(&topic) && !hold(&api, topic.as_ref(), FINALIZER).await? {
+            // Gone since it was read: no Kafka topic is made for it.
+            return Ok(Action::await_change());
         }
         apply(topic, &ctx).await
     })

@@ -127,9 +127,12 @@ async fn reconcile(vv: Arc<ViewVersion>, ctx: Arc<Context>) -> Result<Action> {
             // Nothing is created for an object whose owner is being deleted.
             return Ok(Action::await_change());
         }
-        if !vv.finalizers().iter().any(|f| f == finalizers::VIEW_VERSION) {
-            // Versions made before the finalizer existed get it.
-            super::hold(&api, vv.as_ref(), finalizers::VIEW_VERSION).await?;
+        // Versions made before the finalizer existed get it (one gone since
+        // it was read gets nothing made for it).
+        if !vv.finalizers().iter().any(|f| f == finalizers::VIEW_VERSION)
+            && !super::hold(&api, vv.as_ref(), finalizers::VIEW_VERSION).await?
+        {
+            return Ok(Action::await_change());
         }
         let reader = format!("ViewVersion {}", vv.name_any());
         // (an upstream's view is its version's own topic: it exists)
