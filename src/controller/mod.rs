@@ -284,14 +284,18 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(&obj.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
-    Ok(true)
+    match api.patch_status(&obj.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await {
+        Ok(_) => Ok(true),
+        // Gone since it was read: its deletion is the next change to see.
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Applies some status fields under their own field manager, so that
 /// several writers (the planner, the lag poller, a kind's own controller)
-/// each own their fields of one status.
-pub async fn apply_status_fields<K>(client: &Client, obj: &K, manager: &str, fields: serde_json::Value) -> Result<K>
+/// each own their fields of one status. None when the object is gone.
+pub async fn apply_status_fields<K>(client: &Client, obj: &K, manager: &str, fields: serde_json::Value) -> Result<Option<K>>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
 {
@@ -304,7 +308,11 @@ where
     }
     debug!(kind = %K::kind(&()), name = %obj.name_any(), manager, fields = ?fields.as_object().map(|m| m.keys().collect::<Vec<_>>()), "status write");
     let patch = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": fields});
-    Ok(api.patch_status(&obj.name_any(), &PatchParams::apply(manager).force(), &Patch::Apply(&patch)).await?)
+    match api.patch_status(&obj.name_any(), &PatchParams::apply(manager).force(), &Patch::Apply(&patch)).await {
+        Ok(written) => Ok(Some(written)),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The field manager that owns the operator's finalizer entries (apart

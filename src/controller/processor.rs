@@ -1151,7 +1151,9 @@ async fn set_phase(ctx: &Context, vv: &ViewVersion, phase: VersionPhase, message
         }),
     )
     .await?;
-    wrote(&ctx.expectations, &vv.namespace().unwrap_or_default(), &vv.spec.processor, &written);
+    if let Some(written) = written {
+        wrote(&ctx.expectations, &vv.namespace().unwrap_or_default(), &vv.spec.processor, &written);
+    }
     Ok(())
 }
 
