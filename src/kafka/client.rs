@@ -136,6 +136,13 @@ fn fresh<T: Clone>(entry: Option<&(Instant, T)>) -> Option<T> {
     entry.filter(|(at, _)| at.elapsed() < REMEMBER_FOR).map(|(_, v)| v.clone())
 }
 
+/// Drops what is older than `ttl`: read again if ever needed, and not kept
+/// for topics and groups that are gone (a soak churning thousands of them
+/// grew the operator's memory by megabytes).
+fn forget_expired<K, T>(remembered: &mut HashMap<K, (Instant, T)>, ttl: Duration) {
+    remembered.retain(|_, (at, _)| at.elapsed() < ttl);
+}
+
 /// The remembered values of all `keys`, or none when any one of them is
 /// not remembered or older than `ttl`. Read again together, they expire
 /// together: a steady poll reads them once per `ttl`, where entries
@@ -433,6 +440,7 @@ impl WireKafka {
                 read.insert(name, layout);
             }
             let mut r = self.remembered.lock().expect("remembered lock");
+            forget_expired(&mut r.layouts, REMEMBER_FOR);
             for (name, layout) in &read {
                 r.layouts.insert(name.clone(), (Instant::now(), layout.clone()));
             }
@@ -561,6 +569,7 @@ impl WireKafka {
             .await?;
         out.extend(missing.iter().map(|g| (g.clone(), Err(ItemError::no_answer("FindCoordinator did not answer for it")))));
         let mut r = self.remembered.lock().expect("remembered lock");
+        forget_expired(&mut r.coordinators, REMEMBER_STABLE_FOR);
         for c in resp.coordinators {
             let found = match item_error(c.error_code, c.error_message.as_ref()) {
                 Some(e) => Err(e),
@@ -1022,6 +1031,9 @@ impl Kafka for WireKafka {
                 // Remembered from when they were read (an expired one was
                 // read again just now and is remembered anew).
                 let mut r = self.remembered.lock().expect("remembered lock");
+                if !just_read.is_empty() {
+                    forget_expired(&mut r.starts, REMEMBER_STABLE_FOR);
+                }
                 for tp in just_read {
                     if let Some(Ok(o)) = starts.get(&tp) {
                         r.starts.insert(tp, (Instant::now(), *o));
@@ -1247,6 +1259,9 @@ mod tests {
         assert!(all_fresh(&remembered, &keys(&["a", "b"]), ttl).is_empty());
         assert!(all_fresh(&remembered, &keys(&["a", "c"]), ttl).is_empty());
         assert_eq!(all_fresh(&remembered, &keys(&["a", "b"]), Duration::from_secs(60)).len(), 2);
+        let mut remembered = remembered;
+        forget_expired(&mut remembered, ttl);
+        assert_eq!(remembered.keys().collect::<Vec<_>>(), ["a"], "what expired is not kept");
     }
 
     /// A response as it comes off the wire: encoded by Kafka's schema, decoded
