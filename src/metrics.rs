@@ -60,6 +60,11 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// What a rollout is counted by.
+pub const ROLLOUT_OUTCOMES: [&str; 3] = ["started", "promoted", "failed"];
+/// Why readers switched.
+pub const CUTOVER_REASONS: [&str; 2] = ["CutOver", "RolledBack"];
+
 pub struct Metrics {
     pub registry: Registry,
     pub reconciles: Family<KindLabels, Counter>,
@@ -168,9 +173,16 @@ impl Metrics {
         self.reconcile_errors.get_or_create(&ErrorLabels { kind, error }).inc();
     }
 
-    /// Counts a rollout outcome of a Processor.
+    /// Counts a rollout outcome of a Processor (one of [`ROLLOUT_OUTCOMES`]).
     pub fn rollout(&self, namespace: &str, processor: &str, outcome: &'static str) {
+        debug_assert!(ROLLOUT_OUTCOMES.contains(&outcome), "{outcome}");
         self.rollouts.get_or_create(&OutcomeLabels { namespace: namespace.into(), processor: processor.into(), outcome }).inc();
+    }
+
+    /// Counts a switch of readers (one of [`CUTOVER_REASONS`]).
+    pub fn cutover(&self, namespace: &str, processor: &str, outcome: &'static str) {
+        debug_assert!(CUTOVER_REASONS.contains(&outcome), "{outcome}");
+        self.cutovers.get_or_create(&OutcomeLabels { namespace: namespace.into(), processor: processor.into(), outcome }).inc();
     }
 
     /// Sets a Processor's phase series to `to`, dropping the others of `all`.
@@ -182,7 +194,16 @@ impl Metrics {
         if let Some(to) = to {
             self.processor_phase.get_or_create(&labels(to)).set(1);
         } else {
+            // The Processor is gone: so are its series, counters included
+            // (a name used once each would grow them without end).
             self.processor_lag.remove(&ProcessorLabels { namespace: namespace.into(), processor: processor.into() });
+            let outcome = |outcome| OutcomeLabels { namespace: namespace.into(), processor: processor.into(), outcome };
+            for o in ROLLOUT_OUTCOMES {
+                self.rollouts.remove(&outcome(o));
+            }
+            for o in CUTOVER_REASONS {
+                self.cutovers.remove(&outcome(o));
+            }
         }
     }
 
@@ -208,6 +229,19 @@ mod tests {
     /// The alerting rules and the dashboard the chart ships read only
     /// metrics the operator registers.
     #[test]
+    fn a_processor_gone_takes_its_series_counters_included() {
+        let m = Metrics::default();
+        m.phase("ns", "p", &["Live"], Some("Live"));
+        m.rollout("ns", "p", "started");
+        m.cutover("ns", "p", "RolledBack");
+        m.rollout("ns", "q", "started");
+        m.phase("ns", "p", &["Live"], None);
+        let exported = m.encode();
+        assert!(!exported.contains("processor=\"p\""), "{exported}");
+        assert!(exported.contains("processor=\"q\""), "{exported}");
+    }
+
+    #[test]
     fn the_charts_rules_and_dashboard_read_registered_metrics() {
         let m = Metrics::default();
         let (ns, p) = ("ns".to_string(), "p".to_string());
@@ -221,7 +255,7 @@ mod tests {
         m.processor_lag.get_or_create(&processor).set(1);
         m.phase(&ns, &p, &["Live"], Some("Live"));
         m.rollout(&ns, &p, "started");
-        m.cutovers.get_or_create(&OutcomeLabels { namespace: ns.clone(), processor: p.clone(), outcome: "CutOver" }).inc();
+        m.cutover(&ns, &p, "CutOver");
         m.kafka_requests.get_or_create(&KafkaApiLabels { namespace: ns.clone(), cluster: "c".into(), api: "Metadata" }).set(1);
         m.topic_sync_requests.get_or_create(&ClusterLabels { namespace: ns, cluster: "c".into() }).set(1);
         let exported = m.encode();

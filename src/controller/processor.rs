@@ -40,7 +40,6 @@ use crate::{
         UpstreamStatus, VersionPhase, ViewVersion, ViewVersionSpec, ViewVersionStatus, annotations, conditions, finalizers, labels,
     },
     kafka::{KafkaError, Removal, ResponseError, lag},
-    metrics::OutcomeLabels,
     naming, pipeline, resources,
     rollout::{self, Action, Broken, Gate, Inputs, Observation, Truncation, Verification},
 };
@@ -498,8 +497,7 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
                 announce_promotion(&p, &ctx, &vv, *promotion, reason, message.clone()).await;
                 write_status(&p, &ctx, status.clone()).await?;
                 if from.is_some() {
-                    let labels = OutcomeLabels { namespace: ns.clone(), processor: name.clone(), outcome: reason };
-                    ctx.metrics.cutovers.get_or_create(&labels).inc();
+                    ctx.metrics.cutover(&ns, &name, reason);
                     ctx.metrics.rollout(&ns, &name, "promoted");
                 }
                 info!(from = ?from, to = %to, promotion, "promoted");
