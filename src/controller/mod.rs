@@ -368,6 +368,8 @@ where
 {
     // No reconcile reads a cache that is still filling.
     ctx.stores.listed().await;
+    // (inside kube's span, which says why: the object, a related one, a retry)
+    debug!(kind, object = %obj_key, "reconciling");
     let start = Instant::now();
     let result = f.await;
     ctx.metrics.reconciled(kind, start.elapsed());

@@ -152,7 +152,8 @@ impl Operator {
         let child = Command::new(binary)
             .args(["run", "--namespace", ns, "--http-addr", &metrics_addr])
             .args(extra)
-            .env("RUST_LOG", "warn")
+            // KAPPA_BENCH_LOG: a finer filter, to see why the operator works.
+            .env("RUST_LOG", std::env::var("KAPPA_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
