@@ -125,6 +125,15 @@ pub fn label_value(s: &str) -> String {
     shorten(s, LABEL_MAX)
 }
 
+/// The one name whose [`label_value`] `label` can be, when only one can:
+/// a value that does not end in a hash (as a shortened one does) is the
+/// name itself. None when a longer name may have been shortened to it.
+pub fn name_labelled(label: &str) -> Option<&str> {
+    let tail = label.len().checked_sub(9).and_then(|at| label.get(at..));
+    let hashed = tail.is_some_and(|t| t.starts_with('-') && t[1..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    (!hashed).then_some(label)
+}
+
 /// The names of everything one processor version owns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VersionNames {
@@ -232,6 +241,15 @@ mod tests {
             serving: None,
             deletion_policy: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_label_names_its_processor_unless_it_may_be_shortened() {
+        assert_eq!(name_labelled(&label_value("orders")), Some("orders"));
+        let long = "a-processor-name-far-longer-than-the-sixty-three-characters-a-label-holds";
+        assert_eq!(name_labelled(&label_value(long)), None, "a shortened value: any name may be behind it");
+        assert_eq!(name_labelled("totals-0badcafe"), None, "a name that looks shortened is searched for too");
+        assert_eq!(name_labelled("totals-v2"), Some("totals-v2"));
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub fn run(
         store
             .state()
             .into_iter()
-            .filter(|kc| kc.namespace().as_deref() == Some(ns.as_str()) && kc.spec.secret_names().contains(&name.as_str()))
+            .filter(|kc| super::in_ns(kc.as_ref(), Some(&ns)) && kc.spec.secret_names().contains(&name.as_str()))
             .map(|kc| ObjectRef::from_obj(kc.as_ref()))
             .collect::<Vec<_>>()
     })

@@ -263,6 +263,18 @@ pub async fn namespace_terminating(client: &Client, ns: &str) -> bool {
     matches!(Api::<Namespace>::all(client.clone()).get_metadata_opt(ns).await, Ok(Some(n)) if n.metadata.deletion_timestamp.is_some())
 }
 
+/// Whether `obj` is in namespace `ns`. Watch mappers and reconciles scan
+/// whole caches with it, so it compares in place (`ResourceExt::namespace`
+/// allocates a copy per object).
+pub fn in_ns<K: Resource>(obj: &K, ns: Option<&str>) -> bool {
+    obj.meta().namespace.as_deref() == ns
+}
+
+/// Whether `obj` is named `name`, compared in place.
+pub fn named<K: Resource>(obj: &K, name: &str) -> bool {
+    obj.meta().name.as_deref() == Some(name)
+}
+
 fn key<K: Resource>(obj: &K) -> String {
     format!("{}/{}", obj.meta().namespace.as_deref().unwrap_or_default(), obj.meta().name.as_deref().unwrap_or_default())
 }

@@ -49,11 +49,16 @@ const SPEC_HASH: &str = "kappa.dev/spec-hash";
 
 /// Processors whose `kappa.dev/processor` label value is `label`.
 fn by_label(store: &Store<Processor>, ns: Option<String>, label: Option<&String>) -> Vec<ObjectRef<Processor>> {
-    let Some(label) = label else { return vec![] };
+    let (Some(ns), Some(label)) = (ns, label) else { return vec![] };
+    // Every owned object's event lands here: a look-up, not a scan of
+    // every Processor, unless the label may be a shortened long name.
+    if let Some(name) = naming::name_labelled(label) {
+        return store.get(&ObjectRef::new(name).within(&ns)).map(|p| ObjectRef::from_obj(p.as_ref())).into_iter().collect();
+    }
     store
         .state()
         .into_iter()
-        .filter(|p| p.namespace() == ns && naming::label_value(&p.name_any()) == *label)
+        .filter(|p| super::in_ns(p.as_ref(), Some(&ns)) && naming::label_value(&p.name_any()) == *label)
         .map(|p| ObjectRef::from_obj(p.as_ref()))
         .collect()
 }
@@ -93,7 +98,7 @@ pub fn run(
             s4.state()
                 .into_iter()
                 .filter(|p| {
-                    p.namespace() == ns
+                    super::in_ns(p.as_ref(), ns.as_deref())
                         && (p.spec.inputs.contains(&name) || p.spec.upstreams().any(|u| Some(naming::label_value(u)) == viewed))
                 })
                 .map(|p| ObjectRef::from_obj(p.as_ref()))
@@ -103,7 +108,7 @@ pub fn run(
             let (ns, name) = (kc.namespace(), kc.name_any());
             s5.state()
                 .into_iter()
-                .filter(|p| p.namespace() == ns && p.spec.cluster_ref == name)
+                .filter(|p| super::in_ns(p.as_ref(), ns.as_deref()) && p.spec.cluster_ref == name)
                 .map(|p| ObjectRef::from_obj(p.as_ref()))
                 .collect::<Vec<_>>()
         })
@@ -113,7 +118,7 @@ pub fn run(
             let (ns, name) = (up.namespace(), up.name_any());
             s6.state()
                 .into_iter()
-                .filter(|p| p.namespace() == ns && p.spec.upstreams().any(|u| u == name))
+                .filter(|p| super::in_ns(p.as_ref(), ns.as_deref()) && p.spec.upstreams().any(|u| u == name))
                 .map(|p| ObjectRef::from_obj(p.as_ref()))
                 .collect::<Vec<_>>()
         })
@@ -153,8 +158,8 @@ struct World {
 async fn observe(p: &Processor, ctx: &Context) -> Result<World> {
     let ns = p.namespace().unwrap_or_default();
     let lp = ListParams::default().labels(&format!("{}={}", labels::PROCESSOR, naming::label_value(&p.name_any())));
-    let ours =
-        |v: &ViewVersion| v.spec.processor == p.name_any() && v.owner_references().iter().any(|o| Some(&o.uid) == p.metadata.uid.as_ref());
+    let name = p.name_any();
+    let ours = |v: &ViewVersion| v.spec.processor == name && v.owner_references().iter().any(|o| Some(&o.uid) == p.metadata.uid.as_ref());
     // The ViewVersions come from their cache once it holds every event that
     // woke a reconcile (they come from other watches: a stale phase or lag
     // mirrored into the status would wait for an event already past) and
@@ -162,7 +167,7 @@ async fn observe(p: &Processor, ctx: &Context) -> Result<World> {
     let kind = ViewVersion::kind(&());
     let met = ctx.expectations.met(&owned::key(&ns, &p.name_any()), &ctx.stores.seen);
     let versions: Vec<Arc<ViewVersion>> = if met && ctx.stores.seen.caught_up_with_wakes(&kind) {
-        ctx.stores.versions.state().into_iter().filter(|v| v.namespace().as_deref() == Some(ns.as_str()) && ours(v)).collect()
+        ctx.stores.versions.state().into_iter().filter(|v| super::in_ns(v.as_ref(), Some(&ns)) && ours(v)).collect()
     } else {
         let fresh = Api::<ViewVersion>::namespaced(ctx.client.clone(), &ns).list(&lp).await?.items;
         fresh.into_iter().filter(|v| ours(v)).map(Arc::new).collect()
@@ -383,7 +388,7 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
         write_status(&p, &ctx, status_without_plan(&p, "KafkaClusterMissing", &message)).await?;
         return Ok(Requeue::await_change());
     };
-    let graph = pipeline_graph(&ctx, &ns);
+    let graph = pipeline_graph(&ctx, &ns, &name);
     if let Some((reason, message)) = pipeline::problem(&name, &graph) {
         // Nothing is created for a Processor whose upstreams cannot be read.
         write_status(&p, &ctx, status_without_plan(&p, reason, &message)).await?;
@@ -542,17 +547,27 @@ fn sets_phase(plan: &rollout::Plan, id: &str) -> bool {
     plan.actions.iter().any(|a| matches!(a, Action::SetPhase { version, .. } if version == id))
 }
 
-/// Each Processor of the namespace and the Processors it reads, from the
-/// cache (a refusal it shows that is already fixed is undone by the fix's
-/// own event).
-fn pipeline_graph(ctx: &Context, ns: &str) -> pipeline::Graph {
-    ctx.stores
-        .processors
+/// The pipelines of the namespace as far as Processor `name` needs them,
+/// from the cache (a refusal it shows that is already fixed is undone by
+/// the fix's own event): every Processor that reads others, with what it
+/// reads, and every existing Processor read by one (or `name` itself). A
+/// Processor in no pipeline changes no answer of [`pipeline`], so it is
+/// left out: a reconcile among thousands of them copies no names.
+fn pipeline_graph(ctx: &Context, ns: &str, name: &str) -> pipeline::Graph {
+    let processors = &ctx.stores.processors;
+    let mut graph: pipeline::Graph = processors
         .state()
-        .into_iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns))
+        .iter()
+        .filter(|p| super::in_ns(p.as_ref(), Some(ns)) && p.spec.upstreams().next().is_some())
         .map(|p| (p.name_any(), p.spec.upstreams().map(str::to_string).collect()))
-        .collect()
+        .collect();
+    let read: BTreeSet<String> = graph.values().flatten().cloned().chain([name.to_string()]).collect();
+    for n in read {
+        if !graph.contains_key(&n) && processors.get(&ObjectRef::new(&n).within(ns)).is_some() {
+            graph.insert(n, vec![]);
+        }
+    }
+    graph
 }
 
 /// The status of Processor `name` of namespace `ns`, from the cache.
@@ -590,7 +605,7 @@ fn upstreams(p: &Processor, ctx: &Context) -> Upstreams {
 /// read, who reads each, and whether a running version does.
 fn read_by(ctx: &Context, ns: &str, name: &str) -> BTreeMap<String, rollout::Reader> {
     let mut out: BTreeMap<String, rollout::Reader> = BTreeMap::new();
-    for v in ctx.stores.versions.state().into_iter().filter(|v| v.namespace().as_deref() == Some(ns)) {
+    for v in ctx.stores.versions.state().into_iter().filter(|v| super::in_ns(v.as_ref(), Some(ns))) {
         if let Some(read) = v.spec.upstreams.get(name) {
             let who = format!("Processor {} version {}", v.spec.processor, v.spec.version);
             let phase = v.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
@@ -669,7 +684,7 @@ async fn cascade_state(
             .versions
             .state()
             .into_iter()
-            .filter(|v| v.namespace().as_deref() == Some(ns.as_str()))
+            .filter(|v| super::in_ns(v.as_ref(), Some(&ns)))
             .find(|v| v.annotations().get(annotations::CASCADE).is_some_and(|r| r.split(',').any(|m| m == mine)))
             .and_then(|v| cascade_record(&v))
     };

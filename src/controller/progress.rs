@@ -217,7 +217,7 @@ fn forget_the_gone(ctx: &Context, polled: &BTreeMap<(String, String), Vec<Arc<Vi
     }
     // A Processor none of whose versions is left is gone: so are its series.
     for (ns, processor) in gone_processors {
-        let left = polled.values().flatten().any(|v| v.namespace().as_deref() == Some(ns.as_str()) && v.spec.processor == processor);
+        let left = polled.values().flatten().any(|v| super::in_ns(v.as_ref(), Some(&ns)) && v.spec.processor == processor);
         if !left {
             ctx.metrics.phase(&ns, &processor, &rollout::Phase::names(), None);
         }

@@ -60,7 +60,7 @@ pub fn desired(ns: &str, cluster: &str, processors: &[Arc<Processor>], versions:
     // (one pass over each: a namespace of thousands of Processors stays linear)
     let rates: HashMap<String, i64> = processors
         .iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns))
+        .filter(|p| super::in_ns(p.as_ref(), Some(ns)))
         .filter_map(|p| Some((p.name_any(), p.spec.rollout.replay_byte_rate?)))
         .collect();
     if rates.is_empty() {
@@ -68,7 +68,7 @@ pub fn desired(ns: &str, cluster: &str, processors: &[Arc<Processor>], versions:
     }
     versions
         .iter()
-        .filter(|v| v.namespace().as_deref() == Some(ns) && v.spec.cluster_ref == cluster && replaying_from_zero(v))
+        .filter(|v| super::in_ns(v.as_ref(), Some(ns)) && v.spec.cluster_ref == cluster && replaying_from_zero(v))
         .filter_map(|v| Some((client_id(v).to_string(), *rates.get(&v.spec.processor)?)))
         .collect()
 }
@@ -98,7 +98,7 @@ impl Quotas {
                 .processors
                 .state()
                 .iter()
-                .any(|p| p.namespace().as_deref() == Some(ns) && p.spec.cluster_ref == cluster && p.spec.rollout.replay_byte_rate.is_some())
+                .any(|p| super::in_ns(p.as_ref(), Some(ns)) && p.spec.cluster_ref == cluster && p.spec.rollout.replay_byte_rate.is_some())
     }
 }
 
@@ -125,7 +125,7 @@ pub async fn sync(ctx: &Context, ns: &str, cluster: &str, reread: bool) {
         },
     };
     let elsewhere = |client: &str| {
-        versions.iter().any(|v| v.namespace().as_deref() == Some(ns) && v.spec.cluster_ref != cluster && client_id(v) == client)
+        versions.iter().any(|v| super::in_ns(v.as_ref(), Some(ns)) && v.spec.cluster_ref != cluster && client_id(v) == client)
     };
     let changes = changes(&want, &have, elsewhere);
     let mut now = have;

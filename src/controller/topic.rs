@@ -49,7 +49,7 @@ pub fn run(
         by_cluster
             .state()
             .into_iter()
-            .filter(|t| t.namespace() == ns && t.spec.cluster_ref == name)
+            .filter(|t| super::in_ns(t.as_ref(), ns.as_deref()) && t.spec.cluster_ref == name)
             .map(|t| ObjectRef::from_obj(t.as_ref()))
             .collect::<Vec<_>>()
     })
@@ -71,7 +71,11 @@ fn deleting_among(topics: &kube::runtime::reflector::Store<Topic>, ns: Option<St
     topics
         .state()
         .into_iter()
-        .filter(|t| t.namespace() == ns && t.metadata.deletion_timestamp.is_some() && names.contains(&t.name_any()))
+        .filter(|t| {
+            super::in_ns(t.as_ref(), ns.as_deref())
+                && t.metadata.deletion_timestamp.is_some()
+                && names.iter().any(|n| super::named(t.as_ref(), n))
+        })
         .map(|t| ObjectRef::from_obj(t.as_ref()))
         .collect()
 }

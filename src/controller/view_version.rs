@@ -46,7 +46,7 @@ pub fn run(
             versions
                 .state()
                 .into_iter()
-                .filter(|v| v.namespace() == ns && v.spec.inputs.contains(&name))
+                .filter(|v| super::in_ns(v.as_ref(), ns.as_deref()) && v.spec.inputs.contains(&name))
                 .map(|v| ObjectRef::from_obj(v.as_ref()))
                 .collect::<Vec<_>>()
         })
@@ -56,7 +56,7 @@ pub fn run(
             by_owner
                 .state()
                 .into_iter()
-                .filter(|v| v.namespace() == ns && v.spec.processor == name && v.metadata.deletion_timestamp.is_some())
+                .filter(|v| super::in_ns(v.as_ref(), ns.as_deref()) && v.spec.processor == name && v.metadata.deletion_timestamp.is_some())
                 .map(|v| ObjectRef::from_obj(v.as_ref()))
                 .collect::<Vec<_>>()
         })
