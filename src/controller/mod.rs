@@ -108,6 +108,8 @@ pub struct Context {
     pub quotas: quotas::Quotas,
     /// Writes of each Processor's reconcile its caches must show.
     pub expectations: owned::Expectations,
+    /// Applies of objects no decision reads, until their caches show them.
+    pub applied: owned::Applied,
     failures: Failures,
     /// Per namespace, whether it was terminating when last read, and when.
     namespaces: Mutex<HashMap<String, (bool, Instant)>>,
@@ -200,6 +202,7 @@ impl Context {
         let processors: std::collections::HashSet<String> =
             self.stores.processors.state().iter().map(|p| owned::key(&p.namespace().unwrap_or_default(), &p.name_any())).collect();
         self.expectations.forget(|k| processors.contains(k));
+        self.applied.forget_shown(&self.stores.seen);
         self.namespaces.lock().expect("namespaces lock").retain(|_, (_, at)| at.elapsed() < FAILURE_MEMORY);
     }
 
@@ -528,6 +531,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         pods_seen: PodsSeen::default(),
         quotas: quotas::Quotas::default(),
         expectations: owned::Expectations::default(),
+        applied: owned::Applied::default(),
         failures: Failures::default(),
         namespaces: Mutex::default(),
     });

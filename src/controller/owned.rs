@@ -119,6 +119,44 @@ impl Expectations {
     }
 }
 
+/// The objects the operator applied only to make them so (a view
+/// ConfigMap, a Service) and that no decision is taken on: for each, a
+/// digest of what was applied and the resourceVersion Kubernetes answered
+/// with. Until its cache shows that version, the same apply again changes
+/// nothing, so it is skipped (a reconcile soon after the first saw a cache
+/// behind it and applied twice).
+#[derive(Default)]
+pub struct Applied(Mutex<HashMap<String, (u64, u64)>>);
+
+impl Applied {
+    /// Whether applying `digest` to `object` (of `kind`) is already done:
+    /// applied last, and its cache has not caught up with it yet.
+    pub fn in_flight(&self, kind: &str, object: &str, digest: u64, seen: &Seen) -> bool {
+        let mut all = self.0.lock().expect("applied lock");
+        let key = format!("{kind}/{object}");
+        match all.get(&key) {
+            Some((d, rv)) if *d == digest && !seen.reached(kind, *rv) => true,
+            Some(_) => {
+                all.remove(&key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// An apply of `digest` to `object`, answered with `rv`.
+    pub fn record(&self, kind: &str, object: &str, digest: u64, rv: Option<&str>) {
+        if let Some(rv) = rv.and_then(|r| r.parse::<u64>().ok()) {
+            self.0.lock().expect("applied lock").insert(format!("{kind}/{object}"), (digest, rv));
+        }
+    }
+
+    /// Forgets the applies their caches show (the rest of the entries).
+    pub fn forget_shown(&self, seen: &Seen) {
+        self.0.lock().expect("applied lock").retain(|key, (_, rv)| key.split_once('/').is_some_and(|(kind, _)| !seen.reached(kind, *rv)));
+    }
+}
+
 /// The key of a Processor in [`Expectations`].
 pub fn key(namespace: &str, processor: &str) -> String {
     format!("{namespace}/{processor}")
@@ -273,6 +311,27 @@ mod tests {
         seen.saw("ViewVersion", Some("12"));
         assert!(seen.caught_up_with_wakes("ViewVersion"));
         assert!(!seen.caught_up_with_wakes("Deployment"), "each kind for itself");
+    }
+
+    #[test]
+    fn the_same_apply_waits_for_its_cache_and_a_different_one_does_not() {
+        let (seen, applied) = (Seen::default(), Applied::default());
+        assert!(!applied.in_flight("ConfigMap", "ns/p-view", 7, &seen), "never applied");
+        applied.record("ConfigMap", "ns/p-view", 7, Some("40"));
+        seen.saw("ConfigMap", Some("39"));
+        assert!(applied.in_flight("ConfigMap", "ns/p-view", 7, &seen), "the cache is behind the apply");
+        assert!(!applied.in_flight("ConfigMap", "ns/p-view", 8, &seen), "something else to apply");
+        applied.record("ConfigMap", "ns/p-view", 7, Some("40"));
+        assert!(!applied.in_flight("Service", "ns/p-view", 7, &seen), "each kind for itself");
+        applied.forget_shown(&seen);
+        assert!(applied.in_flight("ConfigMap", "ns/p-view", 7, &seen), "not shown yet: kept");
+        seen.saw("ConfigMap", Some("40"));
+        applied.forget_shown(&seen);
+        assert!(applied.0.lock().unwrap().is_empty(), "shown: the cache decides from now on");
+        applied.record("ConfigMap", "ns/p-view", 7, Some("50"));
+        seen.saw("ConfigMap", Some("50"));
+        assert!(!applied.in_flight("ConfigMap", "ns/p-view", 7, &seen), "the cache shows it: compared there");
+        assert!(applied.0.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -1391,12 +1391,21 @@ where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
     let ns = desired.meta().namespace.clone().unwrap_or_default();
+    let (kind, object) = (K::kind(&()), format!("{ns}/{name}"));
+    let digest = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        serde_json::to_vec(desired).unwrap_or_default().hash(&mut h);
+        h.finish()
+    };
     match cache.get(&ObjectRef::new(name).within(&ns)) {
         Some(e) if same(&e, desired) => return Ok(()),
+        _ if ctx.applied.in_flight(&kind, &object, digest, &ctx.stores.seen) => return Ok(()),
         None if super::namespace_terminating(&ctx.client, &ns).await => return Ok(()),
         _ => {}
     }
-    api.patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(desired)).await?;
+    let written = api.patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(desired)).await?;
+    ctx.applied.record(&kind, &object, digest, written.meta().resource_version.as_deref());
     Ok(())
 }
 
