@@ -431,6 +431,20 @@ fn readers(ctx: &Context, ns: &str, name: &str) -> Vec<String> {
 
 /// What deletion does in Kafka: None once the finalizer may go; a wait
 /// while readers hold the Kafka topic.
+/// How long a deletion in a namespace being deleted may wait before its
+/// Topic says why.
+const TEARDOWN_QUIET: Duration = Duration::from_secs(30);
+
+/// Whether what holds a Topic's deletion is worth a status write. In a
+/// namespace being deleted everything goes at once, and its readers or its
+/// KafkaCluster going first is a passing state: said only once the
+/// deletion has waited [`TEARDOWN_QUIET`], which is when someone looks at
+/// a namespace stuck in Terminating.
+async fn worth_saying(topic: &Topic, ctx: &Context) -> bool {
+    let waited = topic.metadata.deletion_timestamp.as_ref().map_or(0, |t| Timestamp::now().as_second() - t.0.as_second());
+    waited >= TEARDOWN_QUIET.as_secs() as i64 || !ctx.namespace_going(&topic.namespace().unwrap_or_default()).await
+}
+
 async fn cleanup(topic: Arc<Topic>, ctx: &Context) -> Result<Option<Action>> {
     let ns = topic.namespace().unwrap_or_default();
     let name = topic.kafka_name();
@@ -452,7 +466,9 @@ async fn cleanup(topic: Arc<Topic>, ctx: &Context) -> Result<Option<Action>> {
         // Waiting, not failing: the readers' going wakes this, and a look
         // every few seconds covers a cache that lags the event (a failure's
         // back-off would grow to minutes with every event while they read).
-        not_ready(&topic, ctx, "DeletionBlocked", message, false, Action::await_change()).await?;
+        if worth_saying(&topic, ctx).await {
+            not_ready(&topic, ctx, "DeletionBlocked", message, false, Action::await_change()).await?;
+        }
         return Ok(Some(Action::requeue(Duration::from_secs(5))));
     }
     let Ok(cluster) = kafka_cluster::handle(ctx, &ns, &topic.spec.cluster_ref).await else {
@@ -461,7 +477,9 @@ async fn cleanup(topic: Arc<Topic>, ctx: &Context) -> Result<Option<Action>> {
             topic.spec.cluster_ref,
             annotations::FORCE_RELEASE
         );
-        not_ready(&topic, ctx, "DeletionWaiting", message.clone(), false, Action::await_change()).await?;
+        if worth_saying(&topic, ctx).await {
+            not_ready(&topic, ctx, "DeletionWaiting", message.clone(), false, Action::await_change()).await?;
+        }
         return Err(Error::Finalizer(message));
     };
     match cluster.topics.delete(name.clone()).await? {
