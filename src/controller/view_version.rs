@@ -82,7 +82,10 @@ pub async fn input_topics(ctx: &Context, ns: &str, inputs: &[String]) -> Result<
     Ok(out)
 }
 
-/// Why the inputs are not usable yet, naming the Topic; None when all are Ready.
+/// Why the inputs are not usable yet, naming the Topic; None when all are
+/// Ready. A Topic's reason, not its message: every reader of a shared input
+/// says this, and a message that moves (the readers a deletion waits for,
+/// a broker's error) would cost a status write per reader at each move.
 pub fn inputs_problem(ns: &str, topics: &[(String, Option<Topic>)], reader: &str) -> Option<(&'static str, String)> {
     for (name, topic) in topics {
         match topic {
@@ -94,7 +97,7 @@ pub fn inputs_problem(ns: &str, topics: &[(String, Option<Topic>)], reader: &str
                     Some(c) => {
                         return Some((
                             "InputNotReady",
-                            format!("Topic {name} (an input of {reader}) is not Ready: {}: {}", c.reason, c.message),
+                            format!("Topic {name} (an input of {reader}) is not Ready: {} (its status says why)", c.reason),
                         ));
                     }
                     None => return Some(("InputNotReady", format!("Topic {name} (an input of {reader}) is not Ready yet"))),
@@ -149,7 +152,8 @@ async fn reconcile(vv: Arc<ViewVersion>, ctx: Arc<Context>) -> Result<Action> {
         // until a version has one, it is not observed.) A view topic just
         // created is not said to be missing: its Ready, a moment later,
         // wakes this version, and one write tells the outcome.
-        if merged != current && !(created && current.is_empty()) {
+        // Nor is anything said in a namespace being deleted: its versions go.
+        if merged != current && !(created && current.is_empty()) && !ctx.namespace_going(&ns).await {
             apply_status_fields(&ctx.client, vv.as_ref(), CONDITIONS_MANAGER, json!({"conditions": merged})).await?;
         }
         Ok(Action::await_change())
