@@ -421,9 +421,9 @@ fn controller_for<K>(
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    use kube::runtime::{WatchStreamExt, utils::PredicateConfig, watcher};
+    use kube::runtime::watcher;
     let (reader, stream) = owned::reflected::<K>(client, settings, watcher::Config::default().any_semantic(), &listed, &seen);
-    let stream = stream.applied_objects().predicate_filter(wanted_changes::<K>, PredicateConfig::default());
+    let stream = owned::changed(stream, wanted_changes::<K>);
     kube::runtime::Controller::for_stream(stream, reader).with_config(kube::runtime::Config::default().concurrency(concurrency))
 }
 

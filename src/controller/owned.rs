@@ -193,11 +193,11 @@ pub const CACHES: usize = 5;
 
 impl Owned {
     pub fn new(client: &Client, settings: &Settings, listed: &Listed, seen: &Arc<Seen>) -> (Owned, Streams) {
-        let (deployments, d) = cache::<Deployment>(client, settings, listed, seen);
-        let (pods, p) = cache::<Pod>(client, settings, listed, seen);
-        let (jobs, j) = cache::<Job>(client, settings, listed, seen);
-        let (config_maps, c) = cache::<ConfigMap>(client, settings, listed, seen);
-        let (services, s) = cache::<Service>(client, settings, listed, seen);
+        let (deployments, d) = cache::<Deployment>(client, settings, listed, seen, Some(deployment_changes));
+        let (pods, p) = cache::<Pod>(client, settings, listed, seen, None);
+        let (jobs, j) = cache::<Job>(client, settings, listed, seen, None);
+        let (config_maps, c) = cache::<ConfigMap>(client, settings, listed, seen, None);
+        let (services, s) = cache::<Service>(client, settings, listed, seen, None);
         (
             Owned { deployments, pods, jobs, config_maps, services },
             Streams { deployments: d, pods: p, jobs: j, config_maps: c, services: s },
@@ -233,12 +233,16 @@ fn cache<K>(
     settings: &Settings,
     listed: &Listed,
     seen: &Arc<Seen>,
+    wakes_on: Option<fn(&K) -> Option<u64>>,
 ) -> (Store<K>, futures::stream::BoxStream<'static, Result<K, watcher::Error>>)
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (reader, stream) = reflected::<K>(client, settings, watcher::Config::default().labels(labels::PROCESSOR), listed, seen);
-    (reader, boxed(stream.applied_objects()))
+    match wakes_on {
+        Some(property) => (reader, boxed(changed(stream, property))),
+        None => (reader, boxed(stream.applied_objects())),
+    }
 }
 
 /// A watch of `K` (managed fields dropped: they are most of an applied
@@ -283,6 +287,66 @@ where
             _ => {}
         });
     (reader, stream)
+}
+
+/// The objects of a watch whose `property` (a hash of what a reconcile
+/// reads) changed since the watch last delivered them; an object without
+/// one always passes. Like kube's `predicate_filter`, but what it remembers
+/// is bounded by the objects that exist: a deletion, or an object missing
+/// from a relist, is forgotten at once (kube's keeps every object seen for
+/// an hour, which under churn grows with every name ever made).
+pub fn changed<K, S>(stream: S, property: fn(&K) -> Option<u64>) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource + Send + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    // By uid; while a (re)list is under way, the uids it delivered.
+    let mut known: HashMap<String, u64> = HashMap::new();
+    let mut listing: Option<std::collections::HashSet<String>> = None;
+    stream.filter_map(move |event| {
+        let uid = |o: &K| o.meta().uid.clone().unwrap_or_default();
+        let out = match event {
+            Ok(watcher::Event::Init) => {
+                listing = Some(Default::default());
+                None
+            }
+            Ok(watcher::Event::InitDone) => {
+                if let Some(listed) = listing.take() {
+                    known.retain(|u, _| listed.contains(u));
+                }
+                None
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                known.remove(&uid(&o));
+                None
+            }
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                let u = uid(&o);
+                if let Some(listed) = listing.as_mut() {
+                    listed.insert(u.clone());
+                }
+                match property(&o) {
+                    Some(p) if known.insert(u, p) == Some(p) => None,
+                    _ => Some(Ok(o)),
+                }
+            }
+            Err(e) => Some(Err(e)),
+        };
+        futures::future::ready(out)
+    })
+}
+
+/// What a Processor's reconcile reads of its Deployments: a Deployment
+/// event that changes none of it (the Deployment controller's conditions
+/// and counts as it works through a burst of thousands) wakes nothing.
+pub fn deployment_changes(d: &Deployment) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let m = &d.metadata;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&m.uid, m.generation, &m.labels, &m.annotations).hash(&mut h);
+    m.deletion_timestamp.as_ref().map(|t| t.0.as_second()).hash(&mut h);
+    d.status.as_ref().and_then(|s| s.ready_replicas).hash(&mut h);
+    Some(h.finish())
 }
 
 fn boxed<T: Send + 'static>(s: impl Stream<Item = T> + Send + 'static) -> futures::stream::BoxStream<'static, T> {
@@ -332,6 +396,58 @@ mod tests {
         seen.saw("ConfigMap", Some("50"));
         assert!(!applied.in_flight("ConfigMap", "ns/p-view", 7, &seen), "the cache shows it: compared there");
         assert!(applied.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_deployment_changes_a_reconcile_reads_wake_its_processor() {
+        use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
+        let mut d = Deployment::default();
+        d.metadata.generation = Some(1);
+        d.status = Some(DeploymentStatus { ready_replicas: Some(1), ..Default::default() });
+        let before = deployment_changes(&d);
+        let status = d.status.as_mut().unwrap();
+        status.observed_generation = Some(1);
+        status.conditions = Some(vec![DeploymentCondition { type_: "Available".into(), status: "True".into(), ..Default::default() }]);
+        assert_eq!(deployment_changes(&d), before, "the Deployment controller's own bookkeeping");
+        d.status.as_mut().unwrap().ready_replicas = Some(2);
+        assert_ne!(deployment_changes(&d), before, "a pod more is ready");
+        let ready = deployment_changes(&d);
+        d.metadata.generation = Some(2);
+        assert_ne!(deployment_changes(&d), ready, "its spec changed (a scale, an edit behind the operator's back)");
+    }
+
+    #[tokio::test]
+    async fn a_watch_passes_changes_and_forgets_what_is_gone() {
+        let cm = |uid: &str, v: &str| {
+            let mut c = ConfigMap::default();
+            c.metadata.uid = Some(uid.into());
+            c.data = Some([("v".to_string(), v.to_string())].into());
+            c
+        };
+        let property = |c: &ConfigMap| Some(c.data.as_ref().map_or(0, |d| d["v"].len() as u64));
+        use watcher::Event::*;
+        let events = vec![
+            Init,
+            InitApply(cm("a", "1")),
+            InitApply(cm("b", "1")),
+            InitDone,
+            Apply(cm("a", "2")), // the same length: unchanged
+            Apply(cm("a", "22")),
+            Delete(cm("b", "1")),
+            Apply(cm("b", "1")), // gone, then back: passes
+            Init,
+            InitApply(cm("a", "22")), // a relist: unchanged
+            InitDone,                 // b missing from it: forgotten
+            Apply(cm("b", "1")),
+        ];
+        let passed: Vec<String> = changed(futures::stream::iter(events.into_iter().map(Ok)), property)
+            .map(|c| {
+                let c = c.unwrap();
+                format!("{}{}", c.metadata.uid.unwrap(), c.data.unwrap()["v"])
+            })
+            .collect()
+            .await;
+        assert_eq!(passed, ["a1", "b1", "a22", "b1", "b1"]);
     }
 
     #[test]

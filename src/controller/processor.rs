@@ -63,19 +63,6 @@ fn by_label(store: &Store<Processor>, ns: Option<String>, label: Option<&String>
         .collect()
 }
 
-/// What a Processor's reconcile reads of its Deployments: a Deployment
-/// event that changes none of it (the Deployment controller's conditions
-/// and counts as it works through a burst of thousands) wakes nothing.
-fn deployment_changes(d: &Deployment) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let m = &d.metadata;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (&m.uid, m.generation, &m.labels, &m.annotations).hash(&mut h);
-    m.deletion_timestamp.as_ref().map(|t| t.0.as_second()).hash(&mut h);
-    d.status.as_ref().and_then(|s| s.ready_replicas).hash(&mut h);
-    Some(h.finish())
-}
-
 pub fn run(
     ctrl: Controller<Processor>,
     client: &Client,
@@ -99,10 +86,7 @@ pub fn run(
     let versions = watched_api::<ViewVersion>(client, ns.as_deref());
     let all_versions = waking(watcher(versions, watcher::Config::default()).default_backoff(), &vv_kind, seen);
     ctrl.owns_stream(owned_versions.touched_objects())
-        .watches_stream(
-            owned.deployments.predicate_filter(deployment_changes, kube::runtime::utils::PredicateConfig::default()),
-            move |d| by_label(&s1, d.namespace(), d.labels().get(labels::PROCESSOR)),
-        )
+        .watches_stream(owned.deployments, move |d| by_label(&s1, d.namespace(), d.labels().get(labels::PROCESSOR)))
         .watches_stream(owned.pods, move |p| by_label(&s2, p.namespace(), p.labels().get(labels::PROCESSOR)))
         .watches_stream(owned.jobs, move |j| by_label(&s3, j.namespace(), j.labels().get(labels::PROCESSOR)))
         .watches_stream(owned.config_maps, move |c| by_label(&s7, c.namespace(), c.labels().get(labels::PROCESSOR)))
@@ -1434,24 +1418,6 @@ mod tests {
             ..Default::default()
         });
         kc
-    }
-
-    #[test]
-    fn only_deployment_changes_a_reconcile_reads_wake_its_processor() {
-        use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
-        let mut d = Deployment::default();
-        d.metadata.generation = Some(1);
-        d.status = Some(DeploymentStatus { ready_replicas: Some(1), ..Default::default() });
-        let before = deployment_changes(&d);
-        let status = d.status.as_mut().unwrap();
-        status.observed_generation = Some(1);
-        status.conditions = Some(vec![DeploymentCondition { type_: "Available".into(), status: "True".into(), ..Default::default() }]);
-        assert_eq!(deployment_changes(&d), before, "the Deployment controller's own bookkeeping");
-        d.status.as_mut().unwrap().ready_replicas = Some(2);
-        assert_ne!(deployment_changes(&d), before, "a pod more is ready");
-        let ready = deployment_changes(&d);
-        d.metadata.generation = Some(2);
-        assert_ne!(deployment_changes(&d), ready, "its spec changed (a scale, an edit behind the operator's back)");
     }
 
     #[test]
