@@ -428,15 +428,9 @@ where
 }
 
 fn wanted_changes<K: Resource>(obj: &K) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
     let m = obj.meta();
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    m.generation.hash(&mut h);
-    m.deletion_timestamp.as_ref().map(|t| t.0.as_second()).hash(&mut h);
-    for (k, v) in m.annotations.iter().flatten().filter(|(k, _)| k.starts_with("kappa.dev/")) {
-        (k, v).hash(&mut h);
-    }
-    Some(h.finish())
+    let ours: Vec<_> = m.annotations.iter().flatten().filter(|(k, _)| k.starts_with("kappa.dev/")).collect();
+    Some(owned::hash64((m.generation, m.deletion_timestamp.as_ref().map(|t| t.0.as_second()), ours)))
 }
 
 /// The API for a kind across the watched namespaces.

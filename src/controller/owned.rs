@@ -340,13 +340,18 @@ where
 /// event that changes none of it (the Deployment controller's conditions
 /// and counts as it works through a burst of thousands) wakes nothing.
 pub fn deployment_changes(d: &Deployment) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
     let m = &d.metadata;
+    let deleted = m.deletion_timestamp.as_ref().map(|t| t.0.as_second());
+    Some(hash64((&m.uid, m.generation, &m.labels, &m.annotations, deleted, d.status.as_ref().and_then(|s| s.ready_replicas))))
+}
+
+/// A 64-bit hash of `value`, for what is compared with itself within one
+/// process (change filters, digests of applies).
+pub fn hash64(value: impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (&m.uid, m.generation, &m.labels, &m.annotations).hash(&mut h);
-    m.deletion_timestamp.as_ref().map(|t| t.0.as_second()).hash(&mut h);
-    d.status.as_ref().and_then(|s| s.ready_replicas).hash(&mut h);
-    Some(h.finish())
+    value.hash(&mut h);
+    h.finish()
 }
 
 fn boxed<T: Send + 'static>(s: impl Stream<Item = T> + Send + 'static) -> futures::stream::BoxStream<'static, T> {

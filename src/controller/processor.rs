@@ -165,7 +165,7 @@ async fn observe(p: &Processor, ctx: &Context) -> Result<World> {
     // mirrored into the status would wait for an event already past) and
     // this Processor's own last writes; else from the API server.
     let kind = ViewVersion::kind(&());
-    let met = ctx.expectations.met(&owned::key(&ns, &p.name_any()), &ctx.stores.seen);
+    let met = ctx.expectations.met(&owned::key(&ns, &name), &ctx.stores.seen);
     let versions: Vec<Arc<ViewVersion>> = if met && ctx.stores.seen.caught_up_with_wakes(&kind) {
         ctx.stores.versions.state().into_iter().filter(|v| super::in_ns(v.as_ref(), Some(&ns)) && ours(v)).collect()
     } else {
@@ -1375,18 +1375,17 @@ where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
     let ns = desired.meta().namespace.clone().unwrap_or_default();
+    let cached = cache.get(&ObjectRef::new(name).within(&ns));
+    if cached.as_ref().is_some_and(|e| same(e, desired)) {
+        return Ok(());
+    }
+    // (a steady reconcile stops above: only a change is serialized)
     let (kind, object) = (K::kind(&()), format!("{ns}/{name}"));
-    let digest = {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        serde_json::to_vec(desired).unwrap_or_default().hash(&mut h);
-        h.finish()
-    };
-    match cache.get(&ObjectRef::new(name).within(&ns)) {
-        Some(e) if same(&e, desired) => return Ok(()),
-        _ if ctx.applied.in_flight(&kind, &object, digest, &ctx.stores.seen) => return Ok(()),
-        None if super::namespace_terminating(&ctx.client, &ns).await => return Ok(()),
-        _ => {}
+    let digest = owned::hash64(serde_json::to_vec(desired).unwrap_or_default());
+    if ctx.applied.in_flight(&kind, &object, digest, &ctx.stores.seen)
+        || (cached.is_none() && super::namespace_terminating(&ctx.client, &ns).await)
+    {
+        return Ok(());
     }
     let written = api.patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(desired)).await?;
     ctx.applied.record(&kind, &object, digest, written.meta().resource_version.as_deref());

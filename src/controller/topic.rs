@@ -429,8 +429,6 @@ fn readers(ctx: &Context, ns: &str, name: &str) -> Vec<String> {
     out
 }
 
-/// What deletion does in Kafka: None once the finalizer may go; a wait
-/// while readers hold the Kafka topic.
 /// How long a deletion in a namespace being deleted may wait before its
 /// Topic says why.
 const TEARDOWN_QUIET: Duration = Duration::from_secs(30);
@@ -445,6 +443,8 @@ async fn worth_saying(topic: &Topic, ctx: &Context) -> bool {
     waited >= TEARDOWN_QUIET.as_secs() as i64 || !ctx.namespace_going(&topic.namespace().unwrap_or_default()).await
 }
 
+/// What deletion does in Kafka: None once the finalizer may go; a wait
+/// while readers hold the Kafka topic.
 async fn cleanup(topic: Arc<Topic>, ctx: &Context) -> Result<Option<Action>> {
     let ns = topic.namespace().unwrap_or_default();
     let name = topic.kafka_name();
