@@ -301,6 +301,10 @@ async fn announce(topic: &Topic, ctx: &Context, r: &TopicReport, previous: &Topi
     }
 }
 
+/// The Ready reason of a Topic whose Kafka topic is being created (Kafka's
+/// metadata does not show it yet).
+pub const CREATING: &str = "TopicMissing";
+
 /// Status from what Kafka reported. Pure.
 pub fn status_from(topic: &Topic, r: &TopicReport, previous: &TopicStatus) -> (TopicStatus, Cond) {
     let name = topic.kafka_name();
@@ -327,7 +331,7 @@ pub fn status_from(topic: &Topic, r: &TopicReport, previous: &TopicStatus) -> (T
             ),
         })
     } else if r.info.is_none() {
-        Some(("TopicMissing", format!("Kafka topic {name} is being created; waiting for Kafka's metadata to show it")))
+        Some((CREATING, format!("Kafka topic {name} is being created; waiting for Kafka's metadata to show it")))
     } else {
         None
     };
@@ -339,11 +343,11 @@ pub fn status_from(topic: &Topic, r: &TopicReport, previous: &TopicStatus) -> (T
         (Some((reason, message)), _) => Cond::new(types::READY, false, *reason, message.clone()),
     };
     // Stalled: it will not get better without a change to the spec.
-    let stalled = problem.as_ref().is_some_and(|(reason, _)| *reason != "TopicMissing");
+    let stalled = problem.as_ref().is_some_and(|(reason, _)| *reason != CREATING);
     let conds = [
         ready.clone(),
         match &problem {
-            Some(("TopicMissing", message)) => Cond::new(types::RECONCILING, true, "Creating", message.clone()),
+            Some((CREATING, message)) => Cond::new(types::RECONCILING, true, "Creating", message.clone()),
             _ => Cond::new(types::RECONCILING, false, if stalled { "Stalled" } else { "Reconciled" }, ""),
         },
         Cond::new(

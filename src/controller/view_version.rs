@@ -17,7 +17,7 @@ use kube::{
 use serde_json::json;
 use tracing::instrument;
 
-use super::{Context, apply_status_fields, measured, release_finalizer, watched_api};
+use super::{Context, apply_status_fields, measured, release_finalizer, topic, watched_api};
 use crate::{
     Result,
     api::{
@@ -141,7 +141,7 @@ async fn reconcile(vv: Arc<ViewVersion>, ctx: Arc<Context>) -> Result<Action> {
         // (an upstream's view is its version's own topic: it exists)
         let topics: Vec<String> = vv.spec.inputs.iter().filter(|i| matches!(Input::parse(i), Input::Topic(_))).cloned().collect();
         let inputs = input_topics(&ctx, &ns, &topics).await?;
-        let (ready, created) = match inputs_problem(&ns, &inputs, &reader) {
+        let (ready, creating) = match inputs_problem(&ns, &inputs, &reader) {
             // Nothing is created until the inputs are there.
             Some((reason, message)) => (Cond::new(VIEW_READY, false, reason, message), false),
             None => view_topic(&ctx, &vv).await?,
@@ -149,11 +149,12 @@ async fn reconcile(vv: Arc<ViewVersion>, ctx: Arc<Context>) -> Result<Action> {
         let current: Vec<_> = vv.status.iter().flat_map(|s| s.conditions.iter()).filter(|c| c.type_ == VIEW_READY).cloned().collect();
         let merged = conditions::merge(&current, &[ready], vv.metadata.generation, Timestamp::now());
         // (observedGeneration is the rollout's to write, with the phase:
-        // until a version has one, it is not observed.) A view topic just
-        // created is not said to be missing: its Ready, a moment later,
-        // wakes this version, and one write tells the outcome.
+        // until a version has one, it is not observed.) A view topic being
+        // created is not said to be missing by a version that has said
+        // nothing yet: its Topic's verdict, a moment later, wakes this
+        // version, and one write tells the outcome.
         // Nor is anything said in a namespace being deleted: its versions go.
-        if merged != current && !(created && current.is_empty()) && !ctx.namespace_going(&ns).await {
+        if merged != current && !(creating && current.is_empty()) && !ctx.namespace_going(&ns).await {
             apply_status_fields(&ctx.client, vv.as_ref(), CONDITIONS_MANAGER, json!({"conditions": merged})).await?;
         }
         Ok(Action::await_change())
@@ -227,9 +228,10 @@ async fn owner(ctx: &Context, vv: &ViewVersion) -> Result<Option<Arc<Processor>>
 }
 
 /// Applies the version's view Topic (unless it is what we would apply) and
-/// says whether it is Ready, and whether it was created just now. A view
-/// Topic still being deleted (a version of the same id was retired) is
-/// waited for, not written to.
+/// says whether it is Ready, and whether it is being created (just now, or
+/// its Topic has no verdict from Kafka yet). A view Topic still being
+/// deleted (a version of the same id was retired) is waited for, not
+/// written to.
 async fn view_topic(ctx: &Context, vv: &ViewVersion) -> Result<(Cond, bool)> {
     let ns = vv.namespace().unwrap_or_default();
     let topics: Api<Topic> = Api::namespaced(ctx.client.clone(), &ns);
@@ -248,16 +250,21 @@ async fn view_topic(ctx: &Context, vv: &ViewVersion) -> Result<(Cond, bool)> {
     if existing.as_ref().is_none_or(|t| t.spec != desired.spec) {
         topics.patch(&vv.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&desired)).await?;
     }
-    let created = existing.is_none();
-    let view_ready = existing.and_then(|t| t.status.clone()).and_then(|s| conditions::find(&s.conditions, types::READY).cloned());
-    let ready = match view_ready {
-        Some(c) if c.status == "True" => Cond::new(VIEW_READY, true, "Ready", format!("view topic {} is Ready", vv.spec.output_topic)),
-        Some(c) => {
-            Cond::new(VIEW_READY, false, "ViewTopicNotReady", format!("view topic {}: {}: {}", vv.spec.output_topic, c.reason, c.message))
+    Ok(view_verdict(existing.as_ref(), &vv.spec.output_topic))
+}
+
+/// ViewReady from the view Topic's own Ready, and whether the topic is
+/// being created: not there yet, or no verdict from Kafka yet (one message
+/// for both, so that a version that said it once need not say it again).
+/// Pure.
+fn view_verdict(topic: Option<&Topic>, view: &str) -> (Cond, bool) {
+    match topic.and_then(|t| conditions::find(&t.status.as_ref()?.conditions, types::READY)) {
+        Some(c) if c.status == "True" => (Cond::new(VIEW_READY, true, "Ready", format!("view topic {view} is Ready")), false),
+        Some(c) if c.reason != topic::CREATING => {
+            (Cond::new(VIEW_READY, false, "ViewTopicNotReady", format!("view topic {view}: {}: {}", c.reason, c.message)), false)
         }
-        None => Cond::new(VIEW_READY, false, "ViewTopicNotReady", format!("creating view topic {}", vv.spec.output_topic)),
-    };
-    Ok((ready, created))
+        _ => (Cond::new(VIEW_READY, false, "ViewTopicNotReady", format!("creating view topic {view}")), true),
+    }
 }
 
 #[cfg(test)]
@@ -277,6 +284,35 @@ mod tests {
         let get = |t: &str| conds.iter().find(|c| c.type_ == t).unwrap().clone();
         let ready = get(types::READY);
         (ready.status, get(types::RECONCILING).status, get(types::STALLED).status, ready.reason)
+    }
+
+    #[test]
+    fn a_view_topic_being_created_is_one_state_until_kafka_answers() {
+        let bare = || -> Topic { serde_json::from_value(json!({"metadata": {"name": "v"}, "spec": {"clusterRef": "default", "partitions": 1, "replicationFactor": 1}})).unwrap() };
+        let with_ready = |status: &str, reason: &str| {
+            let mut t = bare();
+            let cond = conditions::Condition {
+                type_: types::READY.into(),
+                status: status.into(),
+                reason: reason.into(),
+                message: "m".into(),
+                last_transition_time: Time(Timestamp::UNIX_EPOCH),
+                observed_generation: None,
+            };
+            t.status = Some(crate::api::TopicStatus { conditions: vec![cond], ..Default::default() });
+            t
+        };
+        let (missing, creating) = view_verdict(None, "ns.p.v1");
+        assert!(creating && !missing.status);
+        let (no_verdict, creating) = view_verdict(Some(&bare()), "ns.p.v1");
+        assert!(creating);
+        let (metadata_behind, creating) = view_verdict(Some(&with_ready("False", topic::CREATING)), "ns.p.v1");
+        assert!(creating);
+        assert_eq!((&missing, &no_verdict), (&metadata_behind, &metadata_behind), "one message while it is created");
+        let (refused, creating) = view_verdict(Some(&with_ready("False", "KafkaRejected")), "ns.p.v1");
+        assert!(!creating && !refused.status && refused.message.contains("KafkaRejected"), "{refused:?}");
+        let (ready, creating) = view_verdict(Some(&with_ready("True", "Ready")), "ns.p.v1");
+        assert!(!creating && ready.status);
     }
 
     #[test]
