@@ -278,8 +278,8 @@ async fn read_cluster(
     read
 }
 
-/// Folds one reading (taken at `at`) into a version's track; wakes its
-/// Processor if the gate's answer changed; projects its figures if worth it.
+/// Folds one reading (taken at `at`) into a version's track; projects its
+/// figures if worth it; wakes its Processor if the gate's answer changed.
 /// The answer is the gate's as of the reading: judged later (after the
 /// poll's other writes), a fresh reading would look stale and the answer
 /// would flap to Unknown and back, a write each way.
@@ -348,9 +348,10 @@ async fn observe(ctx: &Context, ns: &str, vv: &ViewVersion, outcome: Result<(gat
     if let Some(p) = projection.progress {
         ctx.metrics.version_progress_permille.get_or_create(&labels).set((p * 1000.0) as i64);
     }
-    if changed {
-        let _ = ctx.monitor.wake.send(ObjectRef::new(&vv.spec.processor).within(ns));
-    }
+    // A new answer is told with the figures when they are written: the
+    // write's own event wakes the Processor, which then reads the answer
+    // and the figures together (one status write, not one for each).
+    let mut told = false;
     if write && vv.metadata.deletion_timestamp.is_none() {
         let fields = json!({
             "lag": projection.lag,
@@ -360,15 +361,22 @@ async fn observe(ctx: &Context, ns: &str, vv: &ViewVersion, outcome: Result<(gat
             "recordsPerSecond": projection.records_per_second,
             "catchUp": projection.catch_up,
         });
-        if let Err(e) = apply_status_fields(&ctx.client, vv, MANAGER, fields).await {
-            warn!(version = %vv.name_any(), gate = gate.answer(), error = %e, "writing progress failed");
-            // Try again on the next poll.
-            if let Some(e) =
-                ctx.monitor.state.lock().expect("monitor lock").versions.get_mut(vv.metadata.uid.as_deref().unwrap_or_default())
-            {
-                e.written = None;
+        match apply_status_fields(&ctx.client, vv, MANAGER, fields).await {
+            // (an apply that changed nothing makes no event)
+            Ok(written) => told = written.is_some_and(|w| w.metadata.resource_version != vv.metadata.resource_version),
+            Err(e) => {
+                warn!(version = %vv.name_any(), gate = gate.answer(), error = %e, "writing progress failed");
+                // Try again on the next poll.
+                if let Some(e) =
+                    ctx.monitor.state.lock().expect("monitor lock").versions.get_mut(vv.metadata.uid.as_deref().unwrap_or_default())
+                {
+                    e.written = None;
+                }
             }
         }
+    }
+    if changed && !told {
+        let _ = ctx.monitor.wake.send(ObjectRef::new(&vv.spec.processor).within(ns));
     }
 }
 
