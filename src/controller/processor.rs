@@ -449,7 +449,9 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
         match action {
             Action::CreateVersion(id) => {
                 let topics = input_topics.iter().map(|(name, t)| t.as_ref().map_or_else(|| name.clone(), |t| t.kafka_name())).collect();
-                create_version(&p, &ctx, id, topics, &ups.versions, started_by(&p, &ctx, &world, &ups.versions)).await?
+                // (a first version, active from the start, is told by its promotion's event)
+                let told = plan.candidate.as_deref() == Some(id.as_str());
+                create_version(&p, &ctx, id, topics, &ups.versions, started_by(&p, &ctx, &world, &ups.versions), told).await?
             }
             Action::Scale { version, replicas } => {
                 if let Some(vv) = find(version) {
@@ -536,7 +538,11 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
         }
     }
     // A promotion has written the status already (right after its commit).
-    if promoted || write_status(&p, &ctx, status).await? {
+    // A version created now wakes this Processor again once its cache shows
+    // it: the status is written then, once (not "being created", then what
+    // it is), with the events that go with it.
+    let created = plan.actions.iter().any(|a| matches!(a, Action::CreateVersion(_)));
+    if promoted || (!created && write_status(&p, &ctx, status).await?) {
         announce(&p, &ctx, &mut events).await;
     }
     let requeue = [plan.requeue_after, wait].into_iter().flatten().min();
@@ -870,6 +876,8 @@ async fn commit(ctx: &Context, vv: &ViewVersion, promotion: u64) -> Result<()> {
 /// restart, the API server refuses the duplicate, so there is exactly one.
 async fn announce_promotion(p: &Processor, ctx: &Context, vv: &ViewVersion, promotion: u64, reason: &str, message: String) {
     let name = format!("{}.promotion-{promotion}", vv.name_any());
+    // (the only event of a first version's creation: it names the view)
+    let message = if reason == rollout::FIRST_VERSION { format!("{message} into {}", vv.spec.output_topic) } else { message };
     ctx.event_named(p, &name, false, reason, "Promote", message).await;
 }
 
@@ -880,7 +888,7 @@ async fn retell_promotion(p: &Processor, ctx: &Context, active: &ViewVersion, w:
     let from = w.versions.iter().filter(|v| promotion(v).is_some_and(|m| m < n)).max_by_key(|v| promotion(v));
     let to = &active.spec.version;
     let (reason, message) = match from {
-        None => ("FirstVersion", format!("version {to} is the first: active from the start, replaying from offset zero")),
+        None => (rollout::FIRST_VERSION, format!("version {to} is the first: active from the start, replaying from offset zero")),
         Some(f) => {
             let rolled_back = active.status.as_ref().and_then(|s| s.demoted_at.as_ref()).is_some();
             let from = &f.spec.version;
@@ -1005,6 +1013,7 @@ async fn create_version(
     input_topics: Vec<String>,
     upstreams: &BTreeMap<String, String>,
     cascade: Option<String>,
+    told: bool,
 ) -> Result<()> {
     let ns = p.namespace().unwrap_or_default();
     // A new incarnation each time: a version id that comes back after it was
@@ -1039,14 +1048,11 @@ async fn create_version(
             if p.status.as_ref().and_then(|s| s.active_version.as_ref()).is_some() {
                 ctx.metrics.rollout(&ns, &p.name_any(), "started");
             }
-            ctx.event(
-                p,
-                false,
-                "VersionCreated",
-                "CreateVersion",
-                format!("version {id} replays the inputs from offset zero into {}{}", vv.spec.output_topic, cascade.unwrap_or_default()),
-            )
-            .await;
+            if told {
+                let message =
+                    format!("version {id} replays the inputs from offset zero into {}{}", vv.spec.output_topic, cascade.unwrap_or_default());
+                ctx.event(p, false, "VersionCreated", "CreateVersion", message).await;
+            }
             fault::point("version-created").await;
             Ok(())
         }

@@ -31,6 +31,8 @@ pub use gate::Gate;
 
 pub const REPROCESSING_BLOCKED: &str = "ReprocessingBlocked";
 pub const DELETION_BLOCKED: &str = "DeletionBlocked";
+/// The promotion of a Processor's first version (active from the start).
+pub const FIRST_VERSION: &str = "FirstVersion";
 /// A caught-up version serves readers, whether or not it is the one the
 /// spec asks for (Ready says that).
 pub const AVAILABLE: &str = "Available";
@@ -429,7 +431,7 @@ impl<'a> Planner<'a> {
                     from: None,
                     to: o.desired.clone(),
                     promotion: self.next_promotion(),
-                    reason: "FirstVersion",
+                    reason: FIRST_VERSION,
                     message: format!("version {} is the first: active from the start, replaying from offset zero", o.desired),
                 });
                 self.active = Some(o.desired.clone());
