@@ -422,7 +422,7 @@ where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     use kube::runtime::watcher;
-    let (reader, stream) = owned::reflected::<K>(client, settings, watcher::Config::default().any_semantic(), &listed, &seen);
+    let (reader, stream) = owned::reflected::<K>(client, settings, watcher::Config::default().any_semantic(), &listed, &seen, |_| {});
     let stream = owned::changed(stream, wanted_changes::<K>);
     kube::runtime::Controller::for_stream(stream, reader).with_config(kube::runtime::Config::default().concurrency(concurrency))
 }

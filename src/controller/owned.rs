@@ -193,11 +193,11 @@ pub const CACHES: usize = 5;
 
 impl Owned {
     pub fn new(client: &Client, settings: &Settings, listed: &Listed, seen: &Arc<Seen>) -> (Owned, Streams) {
-        let (deployments, d) = cache::<Deployment>(client, settings, listed, seen, Some(deployment_changes));
-        let (pods, p) = cache::<Pod>(client, settings, listed, seen, None);
-        let (jobs, j) = cache::<Job>(client, settings, listed, seen, None);
-        let (config_maps, c) = cache::<ConfigMap>(client, settings, listed, seen, None);
-        let (services, s) = cache::<Service>(client, settings, listed, seen, None);
+        let (deployments, d) = cache::<Deployment>(client, settings, listed, seen, Some(deployment_changes), trim_deployment);
+        let (pods, p) = cache::<Pod>(client, settings, listed, seen, None, trim_pod);
+        let (jobs, j) = cache::<Job>(client, settings, listed, seen, None, |_| {});
+        let (config_maps, c) = cache::<ConfigMap>(client, settings, listed, seen, None, |_| {});
+        let (services, s) = cache::<Service>(client, settings, listed, seen, None, |_| {});
         (
             Owned { deployments, pods, jobs, config_maps, services },
             Streams { deployments: d, pods: p, jobs: j, config_maps: c, services: s },
@@ -234,26 +234,30 @@ fn cache<K>(
     listed: &Listed,
     seen: &Arc<Seen>,
     wakes_on: Option<fn(&K) -> Option<u64>>,
+    trim: fn(&mut K),
 ) -> (Store<K>, futures::stream::BoxStream<'static, Result<K, watcher::Error>>)
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let (reader, stream) = reflected::<K>(client, settings, watcher::Config::default().labels(labels::PROCESSOR), listed, seen);
+    let config = watcher::Config::default().labels(labels::PROCESSOR);
+    let (reader, stream) = reflected::<K>(client, settings, config, listed, seen, trim);
     match wakes_on {
         Some(property) => (reader, boxed(changed(stream, property))),
         None => (reader, boxed(stream.applied_objects())),
     }
 }
 
-/// A watch of `K` (managed fields dropped: they are most of an applied
-/// object's size) into a cache, counting its first full list in `listed`
-/// and every resourceVersion it delivers in `seen`.
+/// A watch of `K` into a cache, counting its first full list in `listed`
+/// and every resourceVersion it delivers in `seen`. Managed fields are
+/// dropped (they are most of an applied object's size), and what `trim`
+/// drops: what no reconcile reads.
 pub fn reflected<K>(
     client: &Client,
     settings: &Settings,
     config: watcher::Config,
     listed: &Listed,
     seen: &Arc<Seen>,
+    trim: fn(&mut K),
 ) -> (Store<K>, impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static)
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -266,7 +270,10 @@ where
     let mut listing: Option<String> = None;
     let stream = watcher(watched_api::<K>(client, settings.namespace.as_deref()), config)
         .default_backoff()
-        .modify(|o: &mut K| o.meta_mut().managed_fields = None)
+        .modify(move |o: &mut K| {
+            o.meta_mut().managed_fields = None;
+            trim(o);
+        })
         .reflect(writer)
         .inspect(move |e| match e {
             Ok(watcher::Event::InitDone) => {
@@ -337,13 +344,37 @@ where
 }
 
 /// What a Processor's reconcile reads of its Deployments: a Deployment
-/// event that changes none of it (the Deployment controller's conditions
-/// and counts as it works through a burst of thousands) wakes nothing.
+/// event that changes none of it (the Deployment controller's conditions,
+/// counts and revision annotation as it works through a burst of
+/// thousands) wakes nothing. Of the annotations, only the operator's own
+/// (`kappa.dev/...`) are read.
 pub fn deployment_changes(d: &Deployment) -> Option<u64> {
     let m = &d.metadata;
     let deleted = m.deletion_timestamp.as_ref().map(|t| t.0.as_second());
-    Some(hash64((&m.uid, m.generation, &m.labels, &m.annotations, deleted, d.status.as_ref().and_then(|s| s.ready_replicas))))
+    let ours: Vec<_> = m.annotations.iter().flatten().filter(|(k, _)| k.starts_with(OWN_PREFIX)).collect();
+    Some(hash64((&m.uid, m.generation, &m.labels, ours, deleted, d.status.as_ref().and_then(|s| s.ready_replicas))))
 }
+
+/// What a reconcile reads of a Deployment it made is its metadata, its
+/// replicas, its pod template's annotations and its status counts: the
+/// containers (most of its size) are not kept in the cache.
+fn trim_deployment(d: &mut Deployment) {
+    if let Some(spec) = d.spec.as_mut() {
+        spec.template.spec = None;
+    }
+    if let Some(status) = d.status.as_mut() {
+        status.conditions = None;
+    }
+}
+
+/// What a reconcile reads of a pod is its metadata and status: its spec is
+/// not kept in the cache.
+fn trim_pod(p: &mut Pod) {
+    p.spec = None;
+}
+
+/// The prefix of the annotations the operator writes and reads (its API group's).
+const OWN_PREFIX: &str = "kappa.dev/";
 
 /// A 64-bit hash of `value`, for what is compared with itself within one
 /// process (change filters, digests of applies).
@@ -413,12 +444,34 @@ mod tests {
         let status = d.status.as_mut().unwrap();
         status.observed_generation = Some(1);
         status.conditions = Some(vec![DeploymentCondition { type_: "Available".into(), status: "True".into(), ..Default::default() }]);
+        d.metadata.annotations = Some([("deployment.kubernetes.io/revision".to_string(), "1".to_string())].into());
         assert_eq!(deployment_changes(&d), before, "the Deployment controller's own bookkeeping");
+        d.metadata.annotations.as_mut().unwrap().insert("kappa.dev/spec-hash".into(), "abc".into());
+        assert_ne!(deployment_changes(&d), before, "the operator's own annotation");
+        let before = deployment_changes(&d);
         d.status.as_mut().unwrap().ready_replicas = Some(2);
         assert_ne!(deployment_changes(&d), before, "a pod more is ready");
         let ready = deployment_changes(&d);
         d.metadata.generation = Some(2);
         assert_ne!(deployment_changes(&d), ready, "its spec changed (a scale, an edit behind the operator's back)");
+    }
+
+    #[test]
+    fn a_cached_deployment_keeps_what_a_reconcile_reads() {
+        use k8s_openapi::api::{apps::v1::DeploymentSpec, core::v1::PodSpec};
+        let mut d = Deployment::default();
+        let mut spec = DeploymentSpec { replicas: Some(2), ..Default::default() };
+        spec.template.metadata = Some(kube::api::ObjectMeta {
+            annotations: Some([("kappa.dev/client-properties".to_string(), "abc".to_string())].into()),
+            ..Default::default()
+        });
+        spec.template.spec = Some(PodSpec::default());
+        d.spec = Some(spec);
+        trim_deployment(&mut d);
+        let spec = d.spec.unwrap();
+        assert_eq!(spec.replicas, Some(2));
+        assert!(spec.template.metadata.unwrap().annotations.unwrap().contains_key("kappa.dev/client-properties"));
+        assert!(spec.template.spec.is_none(), "the containers are not kept");
     }
 
     #[tokio::test]
