@@ -447,11 +447,15 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
     let mut promoted = false;
     for action in &plan.actions {
         match action {
-            Action::CreateVersion(id) => {
+            Action::CreateVersion(_) | Action::CreateActive { .. } => {
+                let (id, promotion) = match action {
+                    Action::CreateActive { version, promotion } => (version, Some(*promotion)),
+                    Action::CreateVersion(id) => (id, None),
+                    _ => unreachable!(),
+                };
                 let topics = input_topics.iter().map(|(name, t)| t.as_ref().map_or_else(|| name.clone(), |t| t.kafka_name())).collect();
-                // (a first version, active from the start, is told by its promotion's event)
-                let told = plan.candidate.as_deref() == Some(id.as_str());
-                create_version(&p, &ctx, id, topics, &ups.versions, started_by(&p, &ctx, &world, &ups.versions), told).await?
+                let cascade = started_by(&p, &ctx, &world, &ups.versions);
+                create_version(&p, &ctx, id, topics, &ups.versions, cascade, promotion).await?
             }
             Action::Scale { version, replicas } => {
                 if let Some(vv) = find(version) {
@@ -529,7 +533,8 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
     reap_replaced_members(&ctx, &world).await;
     if let Some(active) = plan.active.as_deref().and_then(find) {
         if !promoted && obs.recorded_active.as_deref() != Some(active.spec.version.as_str()) {
-            // A restart after a commit whose event may not have been told.
+            // A first version created committed, or a restart after a
+            // commit whose event may not have been told.
             retell_promotion(&p, &ctx, &active, &world).await;
         }
         publish(&p, &ctx, &active, plan.candidate.as_deref(), &kc.spec.bootstrap_servers).await?;
@@ -541,7 +546,7 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
     // A version created now wakes this Processor again once its cache shows
     // it: the status is written then, once (not "being created", then what
     // it is), with the events that go with it.
-    let created = plan.actions.iter().any(|a| matches!(a, Action::CreateVersion(_)));
+    let created = plan.actions.iter().any(|a| matches!(a, Action::CreateVersion(_) | Action::CreateActive { .. }));
     if promoted || (!created && write_status(&p, &ctx, status).await?) {
         announce(&p, &ctx, &mut events).await;
     }
@@ -882,7 +887,8 @@ async fn announce_promotion(p: &Processor, ctx: &Context, vv: &ViewVersion, prom
 }
 
 /// The event of the promotion that made `active` active, rebuilt from the
-/// versions (for a restart between the commit and its event).
+/// versions (for a first version, created committed, and for a restart
+/// between a commit and its event).
 async fn retell_promotion(p: &Processor, ctx: &Context, active: &ViewVersion, w: &World) {
     let Some(n) = promotion(active) else { return };
     let from = w.versions.iter().filter(|v| promotion(v).is_some_and(|m| m < n)).max_by_key(|v| promotion(v));
@@ -1013,7 +1019,7 @@ async fn create_version(
     input_topics: Vec<String>,
     upstreams: &BTreeMap<String, String>,
     cascade: Option<String>,
-    told: bool,
+    promotion: Option<u64>,
 ) -> Result<()> {
     let ns = p.namespace().unwrap_or_default();
     // A new incarnation each time: a version id that comes back after it was
@@ -1041,6 +1047,8 @@ async fn create_version(
     // Held while it is active or a retained standby; released when retired
     // or when its Processor goes.
     vv.metadata.finalizers = Some(vec![finalizers::VIEW_VERSION.into()]);
+    // A first version is created committed (see [`Action::CreateActive`]).
+    vv.metadata.annotations = promotion.map(|n| [(annotations::PROMOTION.to_string(), n.to_string())].into());
     match Api::<ViewVersion>::namespaced(ctx.client.clone(), &ns).create(&PostParams::default(), &vv).await {
         Ok(created) => {
             wrote(&ctx.expectations, &ns, &p.name_any(), &created);
@@ -1048,7 +1056,8 @@ async fn create_version(
             if p.status.as_ref().and_then(|s| s.active_version.as_ref()).is_some() {
                 ctx.metrics.rollout(&ns, &p.name_any(), "started");
             }
-            if told {
+            // (a first version is told by its promotion's event, once seen)
+            if promotion.is_none() {
                 let message =
                     format!("version {id} replays the inputs from offset zero into {}{}", vv.spec.output_topic, cascade.unwrap_or_default());
                 ctx.event(p, false, "VersionCreated", "CreateVersion", message).await;

@@ -185,6 +185,13 @@ pub struct Cascade {
 pub enum Action {
     /// Create the ViewVersion (and so its view Topic) of this version.
     CreateVersion(String),
+    /// Create the first version committed: nothing served before it, so
+    /// it carries its promotion from its creation (one write, not a create
+    /// and then a commit), and its promotion's event is told once it is seen.
+    CreateActive {
+        version: String,
+        promotion: u64,
+    },
     /// Ensure the version's Deployment runs this many replicas.
     Scale {
         version: String,
@@ -423,7 +430,7 @@ impl<'a> Planner<'a> {
         match self.find(&o.desired) {
             None => {
                 if self.may_create() {
-                    self.actions.push(Action::CreateVersion(o.desired.clone()));
+                    self.actions.push(Action::CreateActive { version: o.desired.clone(), promotion: self.next_promotion() });
                 }
             }
             Some(_) => {

@@ -95,9 +95,16 @@ fn cond<'a>(p: &'a Plan, type_: &str) -> &'a Cond {
 #[test]
 fn the_first_version_is_created_then_active_at_once_but_not_ready_until_caught_up() {
     let p = plan(&obs("v1", None, vec![], 0));
-    assert_eq!(p.actions, vec![Action::CreateVersion("v1".into())]);
+    assert_eq!(p.actions, vec![Action::CreateActive { version: "v1".into(), promotion: 1 }], "created committed");
     assert_eq!(p.phase, Phase::Pending);
+    // Seen with its commit: active, with nothing left to commit.
+    let created = Version { promotion: Some(1), gate: Gate::Unknown("not read".into()), ..version("v1") };
+    let p = plan(&obs("v1", None, vec![created], 1));
+    assert_eq!(p.active.as_deref(), Some("v1"));
+    assert!(promotes(&p).is_none());
+    assert!(has(&p, &Action::Scale { version: "v1".into(), replicas: 2 }));
 
+    // (a first version created uncommitted, by an operator before this one, is promoted)
     let p = plan(&obs("v1", None, vec![Version { gate: Gate::Behind { lag: 500 }, ..version("v1") }], 1));
     assert_eq!(promotes(&p), Some((None, "v1".into())));
     assert!(p.actions.iter().any(|a| matches!(a, Action::Promote { promotion: 1, reason: "FirstVersion", .. })));
@@ -695,6 +702,10 @@ impl World {
                 v.gate = Gate::Unknown("not read".into());
                 self.versions.insert(id.clone(), WorldVersion { v, position: 0, track: Track::default() });
             }
+            Action::CreateActive { version: id, promotion } => {
+                self.apply(&Action::CreateVersion(id.clone()));
+                self.versions.get_mut(id).expect("just created").v.promotion = Some(*promotion);
+            }
             Action::Scale { version, replicas } => {
                 if let Some(w) = self.versions.get_mut(version) {
                     w.v.replicas = Some(*replicas);
@@ -821,7 +832,9 @@ fn check_invariants(o: &Observation, p: &Plan) -> Result<(), TestCaseError> {
                     prop_assert!(demoted, "scaled down {version} before its scale-down delay");
                 }
             }
-            Action::CreateVersion(id) => prop_assert!(find(id).is_none(), "no step twice: {id} exists"),
+            Action::CreateVersion(id) | Action::CreateActive { version: id, .. } => {
+                prop_assert!(find(id).is_none(), "no step twice: {id} exists")
+            }
             Action::StartVerification { candidate, .. } => {
                 prop_assert!(find(candidate).is_some_and(|v| v.verification.is_none()), "verification started twice");
             }
@@ -887,9 +900,14 @@ proptest! {
             if n == p.actions.len() {
                 w.recorded = p.active.clone();
                 // The commit record and its mirror agree, and the active
-                // version exists.
+                // version exists (a first version created committed is
+                // mirrored by the reconcile its creation wakes).
                 let committed = committed_active(&w.observe().versions, w.recorded.as_deref());
-                prop_assert_eq!(&committed, &p.active);
+                let created_active = p.actions.iter().find_map(|a| match a {
+                    Action::CreateActive { version, .. } => Some(version.clone()),
+                    _ => None,
+                });
+                prop_assert_eq!(&committed, &p.active.clone().or(created_active));
                 let actives = w.versions.values().filter(|v| v.v.phase == VersionPhase::Active).count();
                 prop_assert!(actives <= 1, "{actives} versions in phase Active");
             }
