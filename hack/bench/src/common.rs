@@ -324,3 +324,26 @@ pub async fn consumer_group(client: &Client, ns: &str, processor: &str, version:
     let vv: Api<kappa_operator::api::ViewVersion> = Api::namespaced(client.clone(), ns);
     Ok(vv.get(&kappa_operator::naming::version_object(processor, version)).await?.spec.consumer_group)
 }
+
+/// The machine's CPU time so far (the first line of /proc/stat), in ticks.
+pub struct MachineCpu {
+    busy: u64,
+    total: u64,
+}
+
+impl MachineCpu {
+    /// The share of all cores busy since `earlier` (0 to 1).
+    pub fn busy_since(&self, earlier: &MachineCpu) -> f64 {
+        (self.busy - earlier.busy) as f64 / (self.total - earlier.total).max(1) as f64
+    }
+}
+
+pub fn machine_cpu() -> anyhow::Result<MachineCpu> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    // cpu user nice system idle iowait irq softirq steal ...
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).map(str::parse).collect::<Result<_, _>>()?;
+    let total = ticks.iter().take(8).sum();
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    Ok(MachineCpu { busy: total - idle, total })
+}
