@@ -144,7 +144,7 @@ async fn apply(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action> {
     };
     let previous = kc.status.clone().unwrap_or_default();
     let (status, ready) = status_from(&kc, &checked, &previous);
-    if apply_status(&ctx.client, kc.as_ref(), kc.status.as_ref(), &status).await? {
+    if apply_status(&ctx.client, kc.as_ref(), kc.status.as_ref(), &status).await?.is_some() {
         let was_ready = conditions::is_true(&previous.conditions, conditions::types::READY);
         let was_reason = conditions::find(&previous.conditions, conditions::types::READY).map(|c| c.reason.clone());
         if ready.status && !was_ready {

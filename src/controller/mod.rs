@@ -110,9 +110,19 @@ pub struct Context {
     pub expectations: owned::Expectations,
     /// Applies of objects no decision reads, until their caches show them.
     pub applied: owned::Applied,
+    /// Processors and ViewVersions as the operator's last status writes
+    /// left them, until their caches show them (read-your-writes).
+    pub written: Written,
     failures: Failures,
     /// Per namespace, whether it was terminating when last read, and when.
     namespaces: Mutex<HashMap<String, (bool, Instant)>>,
+}
+
+/// The status writers' own last writes (see [`owned::Written`]).
+#[derive(Default)]
+pub struct Written {
+    pub processors: owned::Written<Processor>,
+    pub versions: owned::Written<ViewVersion>,
 }
 
 /// How long a namespace's state is trusted by [`Context::namespace_going`].
@@ -203,6 +213,8 @@ impl Context {
             self.stores.processors.state().iter().map(|p| owned::key(&p.namespace().unwrap_or_default(), &p.name_any())).collect();
         self.expectations.forget(|k| processors.contains(k));
         self.applied.forget_shown(&self.stores.seen);
+        self.written.processors.forget_shown(&self.stores.processors);
+        self.written.versions.forget_shown(&self.stores.versions);
         self.namespaces.lock().expect("namespaces lock").retain(|_, (_, at)| at.elapsed() < FAILURE_MEMORY);
     }
 
@@ -284,14 +296,14 @@ fn key<K: Resource>(obj: &K) -> String {
 
 /// Writes `status` through the status subresource with server-side apply,
 /// unless it equals what the object already has: an idle reconcile writes
-/// nothing.
-pub async fn apply_status<K, S>(client: &Client, obj: &K, current: Option<&S>, status: &S) -> Result<bool>
+/// nothing. The object as written, when it was.
+pub async fn apply_status<K, S>(client: &Client, obj: &K, current: Option<&S>, status: &S) -> Result<Option<K>>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
     S: Serialize + PartialEq,
 {
     if current == Some(status) {
-        return Ok(false);
+        return Ok(None);
     }
     let api: Api<K> = Api::namespaced(client.clone(), obj.meta().namespace.as_deref().unwrap_or_default());
     let patch = json!({
@@ -300,9 +312,9 @@ where
         "status": status,
     });
     match api.patch_status(&obj.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await {
-        Ok(_) => Ok(true),
+        Ok(written) => Ok(Some(written)),
         // Gone since it was read: its deletion is the next change to see.
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
@@ -526,6 +538,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         quotas: quotas::Quotas::default(),
         expectations: owned::Expectations::default(),
         applied: owned::Applied::default(),
+        written: Written::default(),
         failures: Failures::default(),
         namespaces: Mutex::default(),
     });

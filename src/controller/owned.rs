@@ -157,6 +157,61 @@ impl Applied {
     }
 }
 
+/// Objects as the operator's own last write of each left them (the API
+/// server's answer), until their cache shows that write or a later one. A
+/// reconcile that runs before then starts from what it wrote, not from a
+/// cache behind it: it neither writes the same status again with new
+/// transition times nor tells the same event twice.
+pub struct Written<K>(Mutex<HashMap<String, Arc<K>>>);
+
+impl<K> Default for Written<K> {
+    fn default() -> Self {
+        Written(Mutex::default())
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + Clone> Written<K> {
+    /// The object as a write answered.
+    pub fn record(&self, written: K) {
+        if version(&written).is_some() {
+            self.0.lock().expect("written lock").insert(written_key(&written), Arc::new(written));
+        }
+    }
+
+    /// The newer of the cached object and the operator's last write of it
+    /// (the same object: same uid); the write is forgotten once the cache
+    /// has it.
+    pub fn newest(&self, cached: Arc<K>) -> Arc<K> {
+        let mut all = self.0.lock().expect("written lock");
+        let key = written_key(cached.as_ref());
+        match all.get(&key) {
+            Some(w) if w.meta().uid == cached.meta().uid && version(w.as_ref()) > version(cached.as_ref()) => w.clone(),
+            Some(_) => {
+                all.remove(&key);
+                cached
+            }
+            None => cached,
+        }
+    }
+
+    /// Forgets the writes `store` shows (or whose object is gone).
+    pub fn forget_shown(&self, store: &Store<K>) {
+        self.0.lock().expect("written lock").retain(|_, w| {
+            store.get(&reflector::ObjectRef::from_obj(w.as_ref())).is_some_and(|c| c.meta().uid == w.meta().uid && version(c.as_ref()) < version(w.as_ref()))
+        });
+    }
+}
+
+fn written_key<K: Resource>(obj: &K) -> String {
+    format!("{}/{}", obj.meta().namespace.as_deref().unwrap_or_default(), obj.meta().name.as_deref().unwrap_or_default())
+}
+
+/// An object's resourceVersion as a number (None when it is not one: then
+/// nothing is taken to be newer than the cache).
+fn version<K: Resource>(obj: &K) -> Option<u64> {
+    obj.meta().resource_version.as_deref()?.parse().ok()
+}
+
 /// The key of a Processor in [`Expectations`].
 pub fn key(namespace: &str, processor: &str) -> String {
     format!("{namespace}/{processor}")
@@ -454,6 +509,37 @@ mod tests {
         let ready = deployment_changes(&d);
         d.metadata.generation = Some(2);
         assert_ne!(deployment_changes(&d), ready, "its spec changed (a scale, an edit behind the operator's back)");
+    }
+
+    #[test]
+    fn a_reconcile_reads_its_own_last_write_until_the_cache_shows_it() {
+        let object = |uid: &str, rv: &str, data: &str| {
+            let mut c = ConfigMap::default();
+            c.metadata.namespace = Some("ns".into());
+            c.metadata.name = Some("p".into());
+            c.metadata.uid = Some(uid.into());
+            c.metadata.resource_version = Some(rv.into());
+            c.data = Some([("k".to_string(), data.to_string())].into());
+            Arc::new(c)
+        };
+        let data = |c: &ConfigMap| c.data.as_ref().unwrap()["k"].clone();
+        let written = Written::<ConfigMap>::default();
+        assert_eq!(data(&written.newest(object("u1", "10", "cached"))), "cached", "nothing written");
+        written.record((*object("u1", "12", "written")).clone());
+        assert_eq!(data(&written.newest(object("u1", "10", "cached"))), "written", "the cache is behind the write");
+        assert_eq!(data(&written.newest(object("u2", "10", "new object"))), "new object", "another object of that name");
+        written.record((*object("u1", "12", "written")).clone());
+        assert_eq!(data(&written.newest(object("u1", "13", "later"))), "later", "a later change in the cache wins");
+        assert!(written.0.lock().unwrap().is_empty(), "and the write is forgotten");
+
+        let (store, mut writer) = reflector::store::<ConfigMap>();
+        written.record((*object("u1", "12", "written")).clone());
+        writer.apply_watcher_event(&watcher::Event::Apply((*object("u1", "11", "cached")).clone()));
+        written.forget_shown(&store);
+        assert_eq!(written.0.lock().unwrap().len(), 1, "not shown yet");
+        writer.apply_watcher_event(&watcher::Event::Apply((*object("u1", "12", "written")).clone()));
+        written.forget_shown(&store);
+        assert!(written.0.lock().unwrap().is_empty(), "shown");
     }
 
     #[test]

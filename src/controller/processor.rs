@@ -136,6 +136,8 @@ pub fn run(
 
 #[instrument(skip_all, fields(namespace = p.namespace(), name = p.name_any()))]
 async fn reconcile(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
+    // (from its own last status write while the cache is behind it)
+    let p = ctx.written.processors.newest(p);
     let result = measured(&ctx, KIND, super::key(p.as_ref()), apply(p.clone(), ctx.clone())).await;
     if let Some(message) = result.as_ref().err().and_then(|e| e.forbidden()) {
         // Say which permission is missing where the user looks.
@@ -919,7 +921,12 @@ async fn write_status(p: &Processor, ctx: &Context, status: ProcessorStatus) -> 
     if p.status.as_ref() == Some(&status) || ctx.namespace_going(&p.namespace().unwrap_or_default()).await {
         return Ok(false);
     }
-    apply_status(&ctx.client, p, p.status.as_ref(), &status).await
+    let written = apply_status(&ctx.client, p, p.status.as_ref(), &status).await?;
+    let told = written.is_some();
+    if let Some(w) = written {
+        ctx.written.processors.record(w);
+    }
+    Ok(told)
 }
 
 fn status_without_plan(p: &Processor, reason: &str, message: &str) -> ProcessorStatus {

@@ -246,7 +246,7 @@ async fn apply(topic: Arc<Topic>, ctx: &Context) -> Result<Action> {
     ctx.succeeded(&kafka_key);
 
     let (status, ready) = status_from(&topic, &report, &previous);
-    if apply_status(&ctx.client, topic.as_ref(), topic.status.as_ref(), &status).await? {
+    if apply_status(&ctx.client, topic.as_ref(), topic.status.as_ref(), &status).await?.is_some() {
         announce(&topic, ctx, &report, &previous, &ready).await;
     }
     if !report.settled() {
@@ -403,7 +403,7 @@ async fn not_ready(topic: &Topic, ctx: &Context, reason: &str, message: String, 
     status.observed_generation = topic.metadata.generation;
     status.topic_name = Some(topic.kafka_name());
     status.conditions = conditions::merge(&status.conditions, &conds, topic.metadata.generation, Timestamp::now());
-    if apply_status(&ctx.client, topic, topic.status.as_ref(), &status).await? && was.is_none_or(|c| c.reason != reason) {
+    if apply_status(&ctx.client, topic, topic.status.as_ref(), &status).await?.is_some() && was.is_none_or(|c| c.reason != reason) {
         ctx.event(topic, true, reason, "Reconcile", message).await;
     }
     Ok(then)

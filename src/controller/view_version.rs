@@ -110,6 +110,8 @@ pub fn inputs_problem(ns: &str, topics: &[(String, Option<Topic>)], reader: &str
 
 #[instrument(skip_all, fields(namespace = vv.namespace(), name = vv.name_any()))]
 async fn reconcile(vv: Arc<ViewVersion>, ctx: Arc<Context>) -> Result<Action> {
+    // (from its own last status write while the cache is behind it)
+    let vv = ctx.written.versions.newest(vv);
     measured(&ctx, KIND, super::key(vv.as_ref()), async {
         let ns = vv.namespace().unwrap_or_default();
         let api: Api<ViewVersion> = Api::namespaced(ctx.client.clone(), &ns);
@@ -155,7 +157,9 @@ async fn reconcile(vv: Arc<ViewVersion>, ctx: Arc<Context>) -> Result<Action> {
         // version, and one write tells the outcome.
         // Nor is anything said in a namespace being deleted: its versions go.
         if merged != current && !(creating && current.is_empty()) && !ctx.namespace_going(&ns).await {
-            apply_status_fields(&ctx.client, vv.as_ref(), CONDITIONS_MANAGER, json!({"conditions": merged})).await?;
+            if let Some(written) = apply_status_fields(&ctx.client, vv.as_ref(), CONDITIONS_MANAGER, json!({"conditions": merged})).await? {
+                ctx.written.versions.record(written);
+            }
         }
         Ok(Action::await_change())
     })
