@@ -156,10 +156,12 @@ async fn reconcile(vv: Arc<ViewVersion>, ctx: Arc<Context>) -> Result<Action> {
         // nothing yet: its Topic's verdict, a moment later, wakes this
         // version, and one write tells the outcome.
         // Nor is anything said in a namespace being deleted: its versions go.
-        if merged != current && !(creating && current.is_empty()) && !ctx.namespace_going(&ns).await {
-            if let Some(written) = apply_status_fields(&ctx.client, vv.as_ref(), CONDITIONS_MANAGER, json!({"conditions": merged})).await? {
-                ctx.written.versions.record(written);
-            }
+        if merged != current
+            && !(creating && current.is_empty())
+            && !ctx.namespace_going(&ns).await
+            && let Some(written) = apply_status_fields(&ctx.client, vv.as_ref(), CONDITIONS_MANAGER, json!({"conditions": merged})).await?
+        {
+            ctx.written.versions.record(written);
         }
         Ok(Action::await_change())
     })
