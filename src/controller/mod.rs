@@ -125,6 +125,9 @@ pub struct Written {
     pub versions: owned::Written<ViewVersion>,
 }
 
+/// How often the writes their caches show are forgotten.
+const SHOWN_SWEEP: Duration = Duration::from_secs(1);
+
 /// How long a namespace's state is trusted by [`Context::namespace_going`].
 const NAMESPACE_MEMORY: Duration = Duration::from_secs(5);
 
@@ -212,10 +215,16 @@ impl Context {
         let processors: std::collections::HashSet<String> =
             self.stores.processors.state().iter().map(|p| owned::key(&p.namespace().unwrap_or_default(), &p.name_any())).collect();
         self.expectations.forget(|k| processors.contains(k));
+        self.namespaces.lock().expect("namespaces lock").retain(|_, (_, at)| at.elapsed() < FAILURE_MEMORY);
+    }
+
+    /// Forgets the writes kept until their caches show them, once they do
+    /// (every [`SHOWN_SWEEP`]: a burst of writes keeps no more than a
+    /// second of them).
+    fn forget_shown(&self) {
         self.applied.forget_shown(&self.stores.seen);
         self.written.processors.forget_shown(&self.stores.processors);
         self.written.versions.forget_shown(&self.stores.versions);
-        self.namespaces.lock().expect("namespaces lock").retain(|_, (_, at)| at.elapsed() < FAILURE_MEMORY);
     }
 
     /// Whether namespace `ns` is being deleted, read at most once in
@@ -559,10 +568,15 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         let (ctx, stop) = (ctx.clone(), stop());
         async move {
             let sweep = async {
+                let mut swept = Instant::now();
                 loop {
-                    tokio::time::sleep(ctx.settings.resync).await;
-                    ctx.forget_the_gone().await;
-                    quotas::sweep(&ctx).await;
+                    tokio::time::sleep(SHOWN_SWEEP).await;
+                    ctx.forget_shown();
+                    if swept.elapsed() >= ctx.settings.resync {
+                        swept = Instant::now();
+                        ctx.forget_the_gone().await;
+                        quotas::sweep(&ctx).await;
+                    }
                 }
             };
             tokio::select! {

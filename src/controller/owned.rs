@@ -171,8 +171,10 @@ impl<K> Default for Written<K> {
 }
 
 impl<K: Resource<DynamicType = ()> + Clone> Written<K> {
-    /// The object as a write answered.
-    pub fn record(&self, written: K) {
+    /// The object as a write answered (its managed fields dropped, as in
+    /// the caches).
+    pub fn record(&self, mut written: K) {
+        written.meta_mut().managed_fields = None;
         if version(&written).is_some() {
             self.0.lock().expect("written lock").insert(written_key(&written), Arc::new(written));
         }
