@@ -450,8 +450,7 @@ where
 
 fn wanted_changes<K: Resource>(obj: &K) -> Option<u64> {
     let m = obj.meta();
-    let ours: Vec<_> = m.annotations.iter().flatten().filter(|(k, _)| k.starts_with("kappa.dev/")).collect();
-    Some(owned::hash64((m.generation, m.deletion_timestamp.as_ref().map(|t| t.0.as_second()), ours)))
+    Some(owned::hash64((m.generation, m.deletion_timestamp.as_ref().map(|t| t.0.as_second()), owned::own_annotations(m))))
 }
 
 /// The API for a kind across the watched namespaces.

@@ -26,6 +26,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Client, Resource, ResourceExt,
+    api::ObjectMeta,
     runtime::{WatchStreamExt, reflector, reflector::Store, watcher},
 };
 use serde::de::DeserializeOwned;
@@ -176,7 +177,7 @@ impl<K: Resource<DynamicType = ()> + Clone> Written<K> {
     pub fn record(&self, mut written: K) {
         written.meta_mut().managed_fields = None;
         if version(&written).is_some() {
-            self.0.lock().expect("written lock").insert(written_key(&written), Arc::new(written));
+            self.0.lock().expect("written lock").insert(super::key(&written), Arc::new(written));
         }
     }
 
@@ -185,7 +186,7 @@ impl<K: Resource<DynamicType = ()> + Clone> Written<K> {
     /// has it.
     pub fn newest(&self, cached: Arc<K>) -> Arc<K> {
         let mut all = self.0.lock().expect("written lock");
-        let key = written_key(cached.as_ref());
+        let key = super::key(cached.as_ref());
         match all.get(&key) {
             Some(w) if w.meta().uid == cached.meta().uid && version(w.as_ref()) > version(cached.as_ref()) => w.clone(),
             Some(_) => {
@@ -202,10 +203,6 @@ impl<K: Resource<DynamicType = ()> + Clone> Written<K> {
             store.get(&reflector::ObjectRef::from_obj(w.as_ref())).is_some_and(|c| c.meta().uid == w.meta().uid && version(c.as_ref()) < version(w.as_ref()))
         });
     }
-}
-
-fn written_key<K: Resource>(obj: &K) -> String {
-    format!("{}/{}", obj.meta().namespace.as_deref().unwrap_or_default(), obj.meta().name.as_deref().unwrap_or_default())
 }
 
 /// An object's resourceVersion as a number (None when it is not one: then
@@ -408,8 +405,7 @@ where
 pub fn deployment_changes(d: &Deployment) -> Option<u64> {
     let m = &d.metadata;
     let deleted = m.deletion_timestamp.as_ref().map(|t| t.0.as_second());
-    let ours: Vec<_> = m.annotations.iter().flatten().filter(|(k, _)| k.starts_with(OWN_PREFIX)).collect();
-    Some(hash64((&m.uid, m.generation, &m.labels, ours, deleted, d.status.as_ref().and_then(|s| s.ready_replicas))))
+    Some(hash64((&m.uid, m.generation, &m.labels, own_annotations(m), deleted, d.status.as_ref().and_then(|s| s.ready_replicas))))
 }
 
 /// What a reconcile reads of a Deployment it made is its metadata, its
@@ -430,8 +426,10 @@ fn trim_pod(p: &mut Pod) {
     p.spec = None;
 }
 
-/// The prefix of the annotations the operator writes and reads (its API group's).
-const OWN_PREFIX: &str = "kappa.dev/";
+/// The annotations the operator writes and reads (its API group's, `kappa.dev/...`).
+pub fn own_annotations(m: &ObjectMeta) -> Vec<(&String, &String)> {
+    m.annotations.iter().flatten().filter(|(k, _)| k.starts_with("kappa.dev/")).collect()
+}
 
 /// A 64-bit hash of `value`, for what is compared with itself within one
 /// process (change filters, digests of applies).

@@ -447,18 +447,15 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
     fault_points_before(&plan, &obs).await;
     let mut wait = None;
     let mut promoted = false;
+    let create = async |id: &str, promotion: Option<u64>| {
+        let topics = input_topics.iter().map(|(name, t)| t.as_ref().map_or_else(|| name.clone(), |t| t.kafka_name())).collect();
+        let cascade = started_by(&p, &ctx, &world, &ups.versions);
+        create_version(&p, &ctx, id, topics, &ups.versions, cascade, promotion).await
+    };
     for action in &plan.actions {
         match action {
-            Action::CreateVersion(_) | Action::CreateActive { .. } => {
-                let (id, promotion) = match action {
-                    Action::CreateActive { version, promotion } => (version, Some(*promotion)),
-                    Action::CreateVersion(id) => (id, None),
-                    _ => unreachable!(),
-                };
-                let topics = input_topics.iter().map(|(name, t)| t.as_ref().map_or_else(|| name.clone(), |t| t.kafka_name())).collect();
-                let cascade = started_by(&p, &ctx, &world, &ups.versions);
-                create_version(&p, &ctx, id, topics, &ups.versions, cascade, promotion).await?
-            }
+            Action::CreateVersion(id) => create(id, None).await?,
+            Action::CreateActive { version, promotion } => create(version, Some(*promotion)).await?,
             Action::Scale { version, replicas } => {
                 if let Some(vv) = find(version) {
                     scale(&p, &ctx, &vv, *replicas, &kc.spec, world.deployments.get(version)).await?;
