@@ -172,12 +172,7 @@ impl Operator {
 
     /// CPU seconds the operator has used (user and system).
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        // Fields after the command (which may hold spaces): utime is the 14th field overall.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).context("no ) in /proc/PID/stat")?;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-        Ok(ticks / 100.0)
+        process_cpu_seconds(self.child.id())
     }
 
     /// Resident memory now (VmRSS) in MiB.
@@ -346,4 +341,61 @@ pub fn machine_cpu() -> anyhow::Result<MachineCpu> {
     let total = ticks.iter().take(8).sum();
     let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
     Ok(MachineCpu { busy: total - idle, total })
+}
+
+/// CPU seconds (user and system) process `pid` has used.
+fn process_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command (which may hold spaces): utime is the 14th field overall.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("no ) in /proc/PID/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / 100.0)
+}
+
+/// CPU seconds used so far by each of the lab's components (by the pid
+/// files in `$KAPPA_LAB_HOME/run`; the brokers summed as `kafka`) and by
+/// `operator`: where a burst's CPU went.
+pub struct CpuSplit(BTreeMap<String, f64>);
+
+impl CpuSplit {
+    pub fn now(operator: &Operator) -> anyhow::Result<CpuSplit> {
+        let mut split = BTreeMap::from([("operator".to_string(), operator.cpu_seconds()?)]);
+        for entry in std::fs::read_dir(Path::new(&env("KAPPA_LAB_HOME")?).join("run"))? {
+            let path = entry?.path();
+            let (Some(name), Some("pid")) = (path.file_stem().and_then(|s| s.to_str()), path.extension().and_then(|e| e.to_str())) else {
+                continue;
+            };
+            let Ok(pid) = std::fs::read_to_string(&path)?.trim().parse::<u32>() else { continue };
+            // A component that is not running used nothing.
+            let seconds = process_cpu_seconds(pid).unwrap_or(0.0);
+            let name = if name.starts_with("kafka-") { "kafka" } else { name };
+            *split.entry(name.to_string()).or_default() += seconds;
+        }
+        Ok(CpuSplit(split))
+    }
+
+    /// Seconds `name` has used.
+    pub fn of(&self, name: &str) -> f64 {
+        self.0.get(name).copied().unwrap_or(0.0)
+    }
+
+    /// Seconds all have used since `earlier`.
+    pub fn total_since(&self, earlier: &CpuSplit) -> f64 {
+        self.0.iter().map(|(name, s)| s - earlier.of(name)).sum()
+    }
+
+    /// Seconds each used since `earlier`, rounded to a tenth, as JSON.
+    pub fn since(&self, earlier: &CpuSplit) -> serde_json::Value {
+        self.0
+            .iter()
+            .map(|(name, s)| (name.clone(), json!(((s - earlier.of(name)) * 10.0).round() / 10.0)))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+}
+
+/// The machine's cores.
+pub fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
 }

@@ -64,7 +64,7 @@ pub async fn run(operator: &Path, processor: &Path, count: usize, steady_seconds
     progress(format!("namespace {ns}: {count} Processors"));
 
     let writes_before = common::operator_writes_by(&client, &KINDS, true).await?;
-    let (burst_cpu0, machine0) = (op.cpu_seconds()?, common::machine_cpu()?);
+    let (cpu0, machine0) = (common::CpuSplit::now(&op)?, common::machine_cpu()?);
     let start = Instant::now();
     let active = Arc::new(AtomicUsize::new(0));
     let watching = {
@@ -104,10 +104,10 @@ pub async fn run(operator: &Path, processor: &Path, count: usize, steady_seconds
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     watching.abort();
-    let burst_cpu = op.cpu_seconds()? - burst_cpu0;
+    let burst_cpu = common::CpuSplit::now(&op)?.since(&cpu0);
     let machine_busy = common::machine_cpu()?.busy_since(&machine0);
     progress(format!("all {count} have an active version after {active_seconds:.1} s"));
-    progress(format!("burst: operator CPU {burst_cpu:.1} s; the machine's cores {:.0}% busy", machine_busy * 100.0));
+    progress(format!("burst: CPU seconds {burst_cpu}; the machine's cores {:.0}% busy", machine_busy * 100.0));
     // The last status writes and events of the burst land.
     tokio::time::sleep(Duration::from_secs(20)).await;
     let to_active = delta(&common::operator_writes_by(&client, &KINDS, true).await?, &writes_before);
@@ -176,7 +176,7 @@ pub async fn run(operator: &Path, processor: &Path, count: usize, steady_seconds
         "count": count,
         "active_seconds": (active_seconds * 10.0).round() / 10.0,
         "writes_per_processor": (writes_to_active / count as f64 * 10.0).round() / 10.0,
-        "burst_operator_cpu_seconds": (burst_cpu * 10.0).round() / 10.0,
+        "burst_cpu_seconds": burst_cpu,
         "burst_machine_busy": (machine_busy * 100.0).round() / 100.0,
         "steady_minutes": (minutes * 10.0).round() / 10.0,
         "steady_writes_per_minute": per_minute(&writes),

@@ -12,14 +12,14 @@ use std::{
 };
 
 use anyhow::Context as _;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use kappa_operator::{
     api::{KafkaCluster, Topic},
-    kafka::{Kafka as _, Settings, client::WireKafka},
+    kafka::{Kafka as _, NewTopic, Settings, client::WireKafka},
 };
 use kube::{
-    Api, ResourceExt,
-    api::{ListParams, PostParams},
+    Api, Resource as _, ResourceExt,
+    api::{ListParams, Patch, PatchParams, PostParams},
     runtime::watcher,
 };
 use serde_json::json;
@@ -55,15 +55,37 @@ pub async fn run(operator: &Path, count: usize, idle_seconds: u64, retain: bool)
     // watches, so only the API server works; gone before the real run.
     let floor_ns = common::create_namespace(&client, "bench-topics-floor").await?;
     let floor_start = Instant::now();
+    let floor_cpu = common::CpuSplit::now(&op)?;
     let floor_topics: Api<Topic> = Api::namespaced(client.clone(), &floor_ns);
-    create(floor_topics, "floor".into(), count, policy, Arc::default()).await?;
+    create(floor_topics.clone(), "floor".into(), count, policy, Arc::default()).await?;
     let create_floor_seconds = floor_start.elapsed().as_secs_f64();
     progress(format!("floor: the API server alone took {create_floor_seconds:.1} s to accept {count} creates"));
+    // The writes the operator cannot avoid after the create, for the API
+    // server alone: a finalizer (Delete only) and one status each.
+    let write_start = Instant::now();
+    write_floor(&floor_topics, count, policy).await?;
+    let write_floor_seconds = write_start.elapsed().as_secs_f64();
+    let after_writes = common::CpuSplit::now(&op)?;
+    let (api_floor_cpu, mut floor_cpu_seconds) = (after_writes.since(&floor_cpu), after_writes.total_since(&floor_cpu));
+    progress(format!("floor: then {write_floor_seconds:.1} s for the finalizer and status writes; CPU seconds: {api_floor_cpu}"));
+    common::release_finalizers(&client, &floor_ns).await?;
     common::delete_namespace(&client, &floor_ns, Duration::from_secs(300)).await?;
+    // Kafka alone: the same topics created in the operator's batches of
+    // 1,000, one batch at a time, then deleted again before the real run.
+    let kafka = WireKafka::new(Settings::plaintext(&common::env("KAPPA_KAFKA_BOOTSTRAP")?));
+    let (kafka_floor_seconds, kafka_floor_cpu) = kafka_floor(&kafka, count, &op).await?;
+    floor_cpu_seconds += kafka_floor_cpu;
+    progress(format!(
+        "floor: Kafka alone took {kafka_floor_seconds:.1} s to create {count} topics, and {kafka_floor_cpu:.1} CPU seconds until the brokers were quiet again"
+    ));
+    // The CPU the floors took, spread over all the cores: what this
+    // machine needs for the work, however it is scheduled.
+    let machine_floor_seconds = floor_cpu_seconds / common::cores();
 
     let topics: Api<Topic> = Api::namespaced(client.clone(), &ns);
     let prefix = format!("bench-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos() % 1000);
     let start = Instant::now();
+    let cpu_before = common::CpuSplit::now(&op)?;
     let created = Arc::new(AtomicUsize::new(0));
     let creating = tokio::spawn(create(topics.clone(), prefix.clone(), count, policy, created.clone()));
     // Ready is counted from a watch: listing 10,000 Topics twice a second
@@ -97,9 +119,10 @@ pub async fn run(operator: &Path, count: usize, idle_seconds: u64, retain: bool)
         anyhow::ensure!(start.elapsed() < Duration::from_secs(600), "not all Topics Ready after 600 s ({ready}/{count})");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    let burst_cpu = common::CpuSplit::now(&op)?.since(&cpu_before);
     watching.abort();
     creating.await?.context("creating Topics")?;
-    progress(format!("all {count} Topics Ready in {ready_seconds:.1} s"));
+    progress(format!("all {count} Topics Ready in {ready_seconds:.1} s; CPU seconds meanwhile: {burst_cpu}"));
 
     // Let the last events and status writes land, and the Kafka request
     // gauge (refreshed by the KafkaCluster's check every 15 s) count the
@@ -121,7 +144,6 @@ pub async fn run(operator: &Path, count: usize, idle_seconds: u64, retain: bool)
     if policy == "Retain" {
         // Retained: deleting the resources leaves Kafka alone, so the
         // bench deletes its own topics.
-        let kafka = WireKafka::new(Settings::plaintext(&common::env("KAPPA_KAFKA_BOOTSTRAP")?));
         let names: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
         for chunk in names.chunks(1000) {
             kafka.delete_topics(chunk).await?;
@@ -140,7 +162,6 @@ pub async fn run(operator: &Path, count: usize, idle_seconds: u64, retain: bool)
         if Instant::now() >= deadline {
             progress(format!("{} Topics still there after {limit:?}: releasing them and deleting their Kafka topics", left.len()));
             common::release_finalizers(&client, &ns).await?;
-            let kafka = WireKafka::new(Settings::plaintext(&common::env("KAPPA_KAFKA_BOOTSTRAP")?));
             let names: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
             for chunk in names.chunks(1000) {
                 kafka.delete_topics(chunk).await?;
@@ -165,6 +186,15 @@ pub async fn run(operator: &Path, count: usize, idle_seconds: u64, retain: bool)
         "ready_seconds": (ready_seconds * 10.0).round() / 10.0,
         "create_floor_seconds": (create_floor_seconds * 10.0).round() / 10.0,
         "ready_over_floor": (ready_seconds / create_floor_seconds * 100.0).round() / 100.0,
+        // What the work itself costs: the API server's creates and the
+        // operator's writes, Kafka's creates, and the CPU of both over the
+        // cores. The largest is a bound no operator beats on this machine.
+        "write_floor_seconds": (write_floor_seconds * 10.0).round() / 10.0,
+        "kafka_floor_seconds": (kafka_floor_seconds * 10.0).round() / 10.0,
+        "floor_cpu_seconds": (floor_cpu_seconds * 10.0).round() / 10.0,
+        "machine_floor_seconds": (machine_floor_seconds * 10.0).round() / 10.0,
+        "ready_over_work_floor": (ready_seconds / (create_floor_seconds + write_floor_seconds).max(kafka_floor_seconds).max(machine_floor_seconds) * 100.0).round() / 100.0,
+        "burst_cpu_seconds": burst_cpu,
         "topics_per_second": (count as f64 / ready_seconds).round(),
         "peak_rss_mib": (peak_rss_mib * 10.0).round() / 10.0,
         "idle_writes": idle_writes,
@@ -181,6 +211,92 @@ async fn create(topics: Api<Topic>, prefix: String, count: usize, policy: &'stat
             "spec": {"topicName": format!("{prefix}-{i}"), "partitions": 1, "deletionPolicy": policy}})
     };
     common::create_each(&topics, 0..count, 32, topic, &created).await
+}
+
+/// Writes each floor Topic as the operator does: its finalizer (for
+/// Delete), then a Ready status, the same kinds of patch; 32 at a time, as
+/// the creates.
+async fn write_floor(topics: &Api<Topic>, count: usize, policy: &'static str) -> anyhow::Result<()> {
+    let apply = PatchParams::apply(kappa_operator::api::MANAGER).force();
+    let (api_version, kind) = (Topic::api_version(&()), Topic::kind(&()));
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let (name, apply, api_version, kind) = (format!("t{i}"), &apply, &api_version, &kind);
+            async move {
+                if policy == "Delete" {
+                    let finalizer = json!({"apiVersion": api_version, "kind": kind,
+                        "metadata": {"name": name, "finalizers": [kappa_operator::api::finalizers::TOPIC]}});
+                    topics.patch(&name, apply, &Patch::Apply(finalizer)).await?;
+                }
+                let status = json!({"apiVersion": api_version, "kind": kind, "status": {"conditions": [{"type": "Ready",
+                    "status": "True", "reason": "Created", "message": "floor", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+                topics.patch_status(&name, apply, &Patch::Apply(status)).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// Seconds Kafka takes to create `count` one-partition topics in batches of
+/// 1,000, one batch at a time (as the operator's batcher sends them), and
+/// the CPU seconds the machine spent until the brokers were done making
+/// their partitions (quiet for two seconds). The topics are deleted again,
+/// and gone from the metadata, before it returns.
+async fn kafka_floor(kafka: &WireKafka, count: usize, op: &Operator) -> anyhow::Result<(f64, f64)> {
+    let cpu_before = common::CpuSplit::now(op)?;
+    let prefix = format!("bench-floor-{}", std::process::id());
+    let names: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
+    // The same shape as the bench's Topics (the Topic defaults).
+    let spec: Topic = serde_json::from_value(json!({"metadata": {"name": "t"}, "spec": {"partitions": 1}}))?;
+    let start = Instant::now();
+    for chunk in names.chunks(1000) {
+        let batch: Vec<NewTopic> = chunk
+            .iter()
+            .map(|name| NewTopic {
+                name: name.clone(),
+                partitions: spec.spec.partitions,
+                replication_factor: spec.spec.replication_factor,
+                config: spec.spec.config.clone(),
+            })
+            .collect();
+        let created = kafka.create_topics(&batch).await?;
+        let failed = created.values().filter(|r| r.is_err()).count();
+        anyhow::ensure!(failed == 0, "Kafka refused {failed} of the floor's topics: {:?}", created.values().find(|r| r.is_err()));
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let cpu = brokers_quiet(op).await?.total_since(&cpu_before);
+    for chunk in names.chunks(1000) {
+        kafka.delete_topics(chunk).await?;
+    }
+    common::wait_until("the floor's Kafka topics to be deleted", Duration::from_secs(300), || async {
+        Ok(!kafka.list_topics().await?.iter().any(|t| t.starts_with(&prefix)))
+    })
+    .await?;
+    // Brokers remove a deleted topic's files a minute later
+    // (file.delete.delay.ms): that work is not left to the real run.
+    progress("waiting for the brokers to remove the floor's files");
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    brokers_quiet(op).await?;
+    Ok((seconds, cpu))
+}
+
+/// Waits until the brokers use less than a tenth of a core (about what idle
+/// brokers use) over two seconds, at most two minutes; the CPU split then.
+async fn brokers_quiet(op: &Operator) -> anyhow::Result<common::CpuSplit> {
+    let mut last = common::CpuSplit::now(op)?;
+    let give_up = Instant::now() + Duration::from_secs(120);
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = common::CpuSplit::now(op)?;
+        let busy = now.of("kafka") - last.of("kafka");
+        last = now;
+        if busy < 0.2 || Instant::now() >= give_up {
+            return Ok(last);
+        }
+    }
 }
 
 fn is_ready(t: &Topic) -> bool {
