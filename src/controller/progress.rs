@@ -1,7 +1,8 @@
-//! The progress monitor. Every lag poll, per KafkaCluster, it reads every
-//! version's progress in a few batched requests (one FindCoordinator and an
-//! OffsetFetch per coordinator, then one Metadata and two ListOffsets per
-//! partition leader), folds each version's reading into its [`Track`] (the
+//! The progress monitor. Every lag poll, per KafkaCluster, it reads the
+//! progress of the versions due (one on its way to a cutover every second,
+//! the others every lag poll interval) in a few batched requests (one
+//! FindCoordinator and an OffsetFetch per coordinator, then one Metadata
+//! and two ListOffsets per partition leader), folds each version's reading into its [`Track`] (the
 //! catch-up gate's memory, in memory only: a restarted operator starts every
 //! window afresh, which only ever delays a promotion), and:
 //!
@@ -13,7 +14,7 @@
 //! - says per cluster whether Kafka could be read, and since when.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -162,35 +163,60 @@ fn catch_up(gate: &Gate) -> CatchUp {
     CatchUp { state: gate.answer().to_string(), message }
 }
 
-/// The lag poll interval: at most a second while a version is on its way
-/// to a cutover, so the gate is judged promptly.
-fn poll_interval(ctx: &Context) -> Duration {
+/// Whether a version is on its way to a cutover: its gate is judged
+/// promptly, every second.
+fn rolling(vv: &ViewVersion) -> bool {
     use VersionPhase::*;
-    let rolling = ctx
-        .stores
-        .versions
-        .state()
-        .iter()
-        .any(|v| matches!(v.status.as_ref().and_then(|s| s.phase), None | Some(Pending | Replaying | CaughtUp | Verifying)));
-    if rolling { ctx.settings.lag_poll_interval.min(Duration::from_secs(1)) } else { ctx.settings.lag_poll_interval }
+    matches!(vv.status.as_ref().and_then(|s| s.phase), None | Some(Pending | Replaying | CaughtUp | Verifying))
 }
+
+/// The lag poll interval: at most a second while a version is rolling.
+fn poll_interval(ctx: &Context) -> Duration {
+    let any_rolling = ctx.stores.versions.state().iter().any(|v| rolling(v));
+    if any_rolling { ctx.settings.lag_poll_interval.min(Duration::from_secs(1)) } else { ctx.settings.lag_poll_interval }
+}
+
+/// Whether a version is read in the poll at `now`: a rolling one in every
+/// poll, the others once per `interval` (a poll due within half a second
+/// counts), so that one rollout does not make every version on the
+/// cluster read five times as often.
+fn due(rolling: bool, last_read: Option<Instant>, now: Instant, interval: Duration) -> bool {
+    rolling || last_read.is_none_or(|at| now.saturating_duration_since(at) + Duration::from_millis(500) >= interval)
+}
+
+type ByCluster = BTreeMap<(String, String), Vec<Arc<ViewVersion>>>;
 
 /// Polls until `shutdown`.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
     let poll = async {
         ctx.stores.listed().await;
+        // By ViewVersion uid: when it was last read.
+        let mut last_read: HashMap<String, Instant> = HashMap::new();
         loop {
             tokio::time::sleep(poll_interval(&ctx)).await;
-            let mut by_cluster: BTreeMap<(String, String), Vec<Arc<ViewVersion>>> = BTreeMap::new();
+            let now = Instant::now();
+            let (mut live, mut read): (ByCluster, ByCluster) = Default::default();
+            let mut live_uids = HashSet::new();
             for vv in ctx.stores.versions.state() {
-                if vv.status.as_ref().and_then(|s| s.phase) != Some(VersionPhase::Retired) {
-                    by_cluster.entry((vv.namespace().unwrap_or_default(), vv.spec.cluster_ref.clone())).or_default().push(vv);
+                if vv.status.as_ref().and_then(|s| s.phase) == Some(VersionPhase::Retired) {
+                    continue;
                 }
+                let key = (vv.namespace().unwrap_or_default(), vv.spec.cluster_ref.clone());
+                let uid = vv.metadata.uid.clone().unwrap_or_default();
+                if due(rolling(&vv), last_read.get(&uid).copied(), now, ctx.settings.lag_poll_interval) {
+                    last_read.insert(uid.clone(), now);
+                    read.entry(key.clone()).or_default().push(vv.clone());
+                }
+                live_uids.insert(uid);
+                live.entry(key).or_default().push(vv);
             }
             // Side by side: a cluster that does not answer holds up only itself.
-            futures::future::join_all(by_cluster.iter().map(|((ns, cluster), versions)| poll_cluster(&ctx, ns, cluster, versions))).await;
-            forget_the_gone(&ctx, &by_cluster);
-            ctx.metrics.lag_polls.inc();
+            futures::future::join_all(read.iter().map(|((ns, cluster), versions)| poll_cluster(&ctx, ns, cluster, versions))).await;
+            forget_the_gone(&ctx, &live, &live_uids);
+            last_read.retain(|uid, _| live_uids.contains(uid));
+            if !read.is_empty() {
+                ctx.metrics.lag_polls.inc();
+            }
         }
     };
     tokio::select! {
@@ -201,10 +227,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
 
 /// Drops what is known of versions that are gone (or retired), and their
 /// metric series.
-fn forget_the_gone(ctx: &Context, polled: &BTreeMap<(String, String), Vec<Arc<ViewVersion>>>) {
-    let live: std::collections::HashSet<&str> = polled.values().flatten().filter_map(|v| v.metadata.uid.as_deref()).collect();
+fn forget_the_gone(ctx: &Context, live: &ByCluster, live_uids: &HashSet<String>) {
     let mut state = ctx.monitor.state.lock().expect("monitor lock");
-    let gone: Vec<String> = state.versions.keys().filter(|uid| !live.contains(&uid.as_str())).cloned().collect();
+    let gone: Vec<String> = state.versions.keys().filter(|uid| !live_uids.contains(*uid)).cloned().collect();
     let mut gone_processors = Vec::new();
     for uid in gone {
         if let Some(labels) = state.versions.remove(&uid).and_then(|e| e.labels) {
@@ -217,12 +242,12 @@ fn forget_the_gone(ctx: &Context, polled: &BTreeMap<(String, String), Vec<Arc<Vi
     }
     // A Processor none of whose versions is left is gone: so are its series.
     for (ns, processor) in gone_processors {
-        let left = polled.values().flatten().any(|v| super::in_ns(v.as_ref(), Some(&ns)) && v.spec.processor == processor);
+        let left = live.values().flatten().any(|v| super::in_ns(v.as_ref(), Some(&ns)) && v.spec.processor == processor);
         if !left {
             ctx.metrics.phase(&ns, &processor, &rollout::Phase::names(), None);
         }
     }
-    state.clusters.retain(|key, _| polled.contains_key(key));
+    state.clusters.retain(|key, _| live.contains_key(key));
 }
 
 /// One cluster's poll: the reads, then each version's reading.
@@ -393,6 +418,25 @@ mod tests {
             records_per_second: 0,
             catch_up: CatchUp { state: state.into(), message: String::new() },
         }
+    }
+
+    #[test]
+    fn a_rolling_version_is_read_every_poll_and_the_others_once_per_interval() {
+        let (t0, interval) = (Instant::now(), Duration::from_secs(5));
+        let at = |ms| t0 + Duration::from_millis(ms);
+        // Never read: due whatever it is.
+        assert!(due(false, None, t0, interval));
+        // A rolling version: every poll, however recent the last read.
+        assert!(due(true, Some(at(0)), at(1000), interval));
+        // Settled: not in the one-second polls a rollout elsewhere brings...
+        for ms in [1000, 2000, 3000, 4000] {
+            assert!(!due(false, Some(at(0)), at(ms), interval), "read again after {ms} ms");
+        }
+        // ...but in the one near its interval (a poll's own time is slack).
+        assert!(due(false, Some(at(0)), at(4600), interval));
+        assert!(due(false, Some(at(0)), at(5000), interval));
+        // With nothing rolling, polls are an interval apart: each reads it.
+        assert!(due(false, Some(at(0)), at(5001), interval));
     }
 
     #[test]
