@@ -399,3 +399,17 @@ impl CpuSplit {
 pub fn cores() -> f64 {
     std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
 }
+
+/// Deletes the Kafka topics of namespace `ns` (named `{ns}.…` or `{ns}-…`,
+/// as its views and the benches' inputs are), 1,000 at a time.
+pub async fn delete_kafka_topics_of(ns: &str) -> anyhow::Result<()> {
+    use kappa_operator::kafka::{Kafka as _, Settings, client::WireKafka};
+    let kafka = WireKafka::new(Settings::plaintext(&env("KAPPA_KAFKA_BOOTSTRAP")?));
+    let (dot, dash) = (format!("{ns}."), format!("{ns}-"));
+    let ours: Vec<String> = kafka.list_topics().await?.into_iter().filter(|t| t.starts_with(&dot) || t.starts_with(&dash)).collect();
+    progress(format!("deleting the {} Kafka topics of {ns}", ours.len()));
+    for chunk in ours.chunks(1000) {
+        kafka.delete_topics(chunk).await?;
+    }
+    Ok(())
+}

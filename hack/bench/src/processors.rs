@@ -164,6 +164,10 @@ pub async fn run(operator: &Path, processor: &Path, count: usize, steady_seconds
     progress(format!("namespace {}: writes while it went {during_deletion:?}", if gone { "gone" } else { "still terminating" }));
     let peak_rss_mib = op.peak_rss_mib()?;
     drop(op);
+    // View topics are retained (their Topics' deletionPolicy), and the
+    // input stays: thousands of partitions left behind would slow the
+    // brokers in every later run.
+    common::delete_kafka_topics_of(&ns).await?;
 
     let per_minute = |m: &BTreeMap<String, f64>| (m.values().sum::<f64>() / minutes * 10.0).round() / 10.0;
     // (PATCHes are finalizer releases; status applies and Events are told apart)
