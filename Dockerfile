@@ -4,8 +4,8 @@ FROM rust:1.89-bookworm AS build
 WORKDIR /src
 RUN apt-get update && apt-get install -y --no-install-recommends cmake libssl-dev pkg-config && rm -rf /var/lib/apt/lists/*
 COPY . .
-RUN cargo build --release --locked -p kappa-operator --bin kappa-operator \
- && cp target/release/kappa-operator /kappa-operator
+RUN cargo build --profile dist --locked -p kappa-operator --bin kappa-operator \
+ && cp target/dist/kappa-operator /kappa-operator
 
 # distroless cc: glibc, libgcc and OpenSSL, no shell; runs as uid 65532.
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -14,9 +14,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 hack/lab.sh up >&2
 eval "$(hack/lab.sh env)"
-cargo build -q --release -p kappa-operator -p kappa-bench -p kappa-processor >&2
+# The operator as shipped (the Dockerfile's profile); the rest as released.
+cargo build -q --profile dist -p kappa-operator --bin kappa-operator >&2
+cargo build -q --release -p kappa-bench -p kappa-processor >&2
 target=$(cargo metadata -q --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-export KAPPA_BENCH_OPERATOR="$target/release/kappa-operator"
+export KAPPA_BENCH_OPERATOR="$target/dist/kappa-operator"
 export KAPPA_BENCH_PROCESSOR="$target/release/kappa-processor"
 hack/lab.sh image "ghcr.io/kappa-dev/kappa-processor:bench=$KAPPA_BENCH_PROCESSOR" >&2
 hack/images.sh streams >&2
