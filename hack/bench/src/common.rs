@@ -401,14 +401,20 @@ pub fn cores() -> f64 {
 }
 
 /// Deletes the Kafka topics of namespace `ns` (named `{ns}.…` or `{ns}-…`,
-/// as its views and the benches' inputs are), 1,000 at a time.
+/// as its views and the benches' inputs are).
 pub async fn delete_kafka_topics_of(ns: &str) -> anyhow::Result<()> {
     use kappa_operator::kafka::{Kafka as _, Settings, client::WireKafka};
     let kafka = WireKafka::new(Settings::plaintext(&env("KAPPA_KAFKA_BOOTSTRAP")?));
     let (dot, dash) = (format!("{ns}."), format!("{ns}-"));
     let ours: Vec<String> = kafka.list_topics().await?.into_iter().filter(|t| t.starts_with(&dot) || t.starts_with(&dash)).collect();
     progress(format!("deleting the {} Kafka topics of {ns}", ours.len()));
-    for chunk in ours.chunks(1000) {
+    delete_kafka_topics(&kafka, &ours).await
+}
+
+/// Deletes these Kafka topics, 1,000 to a request.
+pub async fn delete_kafka_topics(kafka: &kappa_operator::kafka::client::WireKafka, names: &[String]) -> anyhow::Result<()> {
+    use kappa_operator::kafka::Kafka as _;
+    for chunk in names.chunks(1000) {
         kafka.delete_topics(chunk).await?;
     }
     Ok(())

@@ -141,13 +141,11 @@ pub async fn run(operator: &Path, count: usize, idle_seconds: u64, retain: bool)
     let peak_rss_mib = op.peak_rss_mib()?;
     progress(format!("peak RSS {peak_rss_mib:.1} MiB (pid {}), {idle_writes} writes while idle", op.pid()));
 
+    let names: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
     if policy == "Retain" {
         // Retained: deleting the resources leaves Kafka alone, so the
         // bench deletes its own topics.
-        let names: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
-        for chunk in names.chunks(1000) {
-            kafka.delete_topics(chunk).await?;
-        }
+        common::delete_kafka_topics(&kafka, &names).await?;
     }
     progress("cleaning up");
     // The operator deletes the Kafka topics (about 15 a second on the lab);
@@ -162,10 +160,7 @@ pub async fn run(operator: &Path, count: usize, idle_seconds: u64, retain: bool)
         if Instant::now() >= deadline {
             progress(format!("{} Topics still there after {limit:?}: releasing them and deleting their Kafka topics", left.len()));
             common::release_finalizers(&client, &ns).await?;
-            let names: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
-            for chunk in names.chunks(1000) {
-                kafka.delete_topics(chunk).await?;
-            }
+            common::delete_kafka_topics(&kafka, &names).await?;
             break;
         }
         if left.iter().any(|t| t.metadata.deletion_timestamp.is_none()) {
@@ -268,9 +263,7 @@ async fn kafka_floor(kafka: &WireKafka, count: usize, op: &Operator) -> anyhow::
     }
     let seconds = start.elapsed().as_secs_f64();
     let cpu = brokers_quiet(op).await?.total_since(&cpu_before);
-    for chunk in names.chunks(1000) {
-        kafka.delete_topics(chunk).await?;
-    }
+    common::delete_kafka_topics(kafka, &names).await?;
     common::wait_until("the floor's Kafka topics to be deleted", Duration::from_secs(300), || async {
         Ok(!kafka.list_topics().await?.iter().any(|t| t.starts_with(&prefix)))
     })
