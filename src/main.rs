@@ -63,6 +63,22 @@ fn few_malloc_arenas() {
     }
 }
 
+/// glibc gives memory back to the system only from the top of a heap: what
+/// a burst freed below live objects (list pages, decoded events, finished
+/// reconciles) stays resident. At 1,000 Processors that was 4 MiB of a
+/// 68 MiB RSS; `malloc_trim` returns those pages. Every ten seconds, on the
+/// runtime: it took 0.8 ms on that heap of 50 MiB (0.005 CPU s a minute).
+async fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let started = std::time::Instant::now();
+        // SAFETY: malloc_trim only hands free pages back; it is thread-safe.
+        let released = unsafe { libc::malloc_trim(0) } == 1;
+        tracing::trace!(target: "kappa_operator::memory", released, took = ?started.elapsed(), "malloc_trim");
+    }
+}
+
 fn main() {
     match Cli::parse().command {
         Command::Crd { output_dir: None } => print!("{}", api::crds_yaml()),
@@ -103,6 +119,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     });
+    tokio::spawn(release_freed_memory());
     let mut http_stop = stop_rx.clone();
     let server = tokio::spawn(http::serve(args.http_addr, health.clone(), async move {
         let _ = http_stop.wait_for(|s| *s).await;

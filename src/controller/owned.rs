@@ -408,15 +408,35 @@ pub fn deployment_changes(d: &Deployment) -> Option<u64> {
     Some(hash64((&m.uid, m.generation, &m.labels, own_annotations(m), deleted, d.status.as_ref().and_then(|s| s.ready_replicas))))
 }
 
-/// What a reconcile reads of a Deployment it made is its metadata, its
-/// replicas, its pod template's annotations and its status counts: the
-/// containers (most of its size) are not kept in the cache.
+/// What a reconcile reads of a Deployment it made is its labels, the
+/// operator's own annotations (on it and on its pod template), its replicas
+/// and its status counts; the rest is not kept in the cache. The containers
+/// are most of its size, and each map of a few labels costs a B-tree node
+/// of half a kilobyte: at 1,000 Processors the selector, the template's
+/// labels and the Deployment controller's annotations were 1.5 MiB.
 fn trim_deployment(d: &mut Deployment) {
+    keep_own_annotations(&mut d.metadata);
     if let Some(spec) = d.spec.as_mut() {
         spec.template.spec = None;
+        spec.selector = Default::default();
+        spec.strategy = None;
+        if let Some(m) = spec.template.metadata.as_mut() {
+            m.labels = None;
+            keep_own_annotations(m);
+        }
     }
     if let Some(status) = d.status.as_mut() {
         status.conditions = None;
+    }
+}
+
+/// Drops the annotations that are not the operator's own (`kappa.dev/...`).
+fn keep_own_annotations(m: &mut ObjectMeta) {
+    if let Some(a) = m.annotations.as_mut() {
+        a.retain(|k, _| k.starts_with("kappa.dev/"));
+        if a.is_empty() {
+            m.annotations = None;
+        }
     }
 }
 
@@ -487,6 +507,42 @@ mod tests {
         seen.saw("ConfigMap", Some("50"));
         assert!(!applied.in_flight("ConfigMap", "ns/p-view", 7, &seen), "the cache shows it: compared there");
         assert!(applied.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_cached_deployment_keeps_what_a_reconcile_reads_and_nothing_else() {
+        use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
+        let map = |pairs: &[(&str, &str)]| Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        let mut d = Deployment::default();
+        d.metadata.labels = map(&[(labels::PROCESSOR, "p"), (labels::VERSION, "v1")]);
+        d.metadata.annotations = map(&[("kappa.dev/spec-hash", "h"), ("deployment.kubernetes.io/revision", "3")]);
+        let mut spec = DeploymentSpec { replicas: Some(2), ..Default::default() };
+        spec.selector.match_labels = map(&[(labels::VERSION, "v1")]);
+        spec.template.metadata = Some(ObjectMeta {
+            labels: map(&[(labels::VERSION, "v1")]),
+            annotations: map(&[("kappa.dev/client-properties", "d"), ("kubectl.kubernetes.io/restartedAt", "now")]),
+            ..Default::default()
+        });
+        spec.template.spec = Some(Default::default());
+        d.spec = Some(spec);
+        d.status = Some(DeploymentStatus { ready_replicas: Some(1), conditions: Some(vec![Default::default()]), ..Default::default() });
+        let before = deployment_changes(&d);
+        trim_deployment(&mut d);
+        assert_eq!(deployment_changes(&d), before, "what wakes a reconcile is all kept");
+        assert_eq!(d.labels().len(), 2);
+        assert_eq!(own_annotations(&d.metadata), vec![(&"kappa.dev/spec-hash".to_string(), &"h".to_string())]);
+        let spec = d.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(2));
+        let template = spec.template.metadata.as_ref().unwrap();
+        assert_eq!(template.annotations, map(&[("kappa.dev/client-properties", "d")]));
+        assert!(template.labels.is_none() && spec.template.spec.is_none() && spec.selector.match_labels.is_none());
+        let status = d.status.as_ref().unwrap();
+        assert_eq!(status.ready_replicas, Some(1));
+        assert!(status.conditions.is_none());
+        let mut bare = Deployment::default();
+        bare.metadata.annotations = map(&[("deployment.kubernetes.io/revision", "1")]);
+        trim_deployment(&mut bare);
+        assert!(bare.metadata.annotations.is_none(), "no empty map is kept");
     }
 
     #[test]

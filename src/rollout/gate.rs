@@ -161,14 +161,23 @@ impl Track {
             }
             Ok(r) => r,
         };
-        let first_ids = self.topic_ids.get_or_insert_with(|| r.topic_ids.clone());
-        if let Some((topic, _)) = r.topic_ids.iter().find(|(t, id)| first_ids.get(*t).is_some_and(|first| first != *id)) {
-            self.recreated.get_or_insert_with(|| {
-                format!(
-                    "input topic {topic} was deleted and created again (its topic id changed) since this version started: \
-                     what it consumed is not this log; set spec.reprocessNonce to replay it"
-                )
-            });
+        // Every reading is checked against the first one's topic ids; the
+        // reading kept as the last one keeps none (a monitor follows
+        // thousands of versions).
+        let mut r = r;
+        let ids = std::mem::take(&mut r.topic_ids);
+        match &self.topic_ids {
+            None => self.topic_ids = Some(ids),
+            Some(first) => {
+                if let Some((topic, _)) = ids.iter().find(|(t, id)| first.get(*t).is_some_and(|f| f != *id)) {
+                    self.recreated.get_or_insert_with(|| {
+                        format!(
+                            "input topic {topic} was deleted and created again (its topic id changed) since this version started: \
+                             what it consumed is not this log; set spec.reprocessNonce to replay it"
+                        )
+                    });
+                }
+            }
         }
         let consecutive = self.gap.is_none();
         let advanced =
