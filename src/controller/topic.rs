@@ -187,7 +187,7 @@ async fn pause(topic: &Topic, ctx: &Context) -> Result<Action> {
         format!("annotation {}: paused; remove it to resume", annotations::RECONCILE),
     ));
     status.conditions = conditions::merge(&status.conditions, &conds, topic.metadata.generation, Timestamp::now());
-    apply_status(&ctx.client, topic, topic.status.as_ref(), &status).await?;
+    write_status(topic, ctx, &status).await?;
     Ok(Action::await_change())
 }
 
@@ -246,7 +246,7 @@ async fn apply(topic: Arc<Topic>, ctx: &Context) -> Result<Action> {
     ctx.succeeded(&kafka_key);
 
     let (status, ready) = status_from(&topic, &report, &previous);
-    if apply_status(&ctx.client, topic.as_ref(), topic.status.as_ref(), &status).await?.is_some() {
+    if write_status(&topic, ctx, &status).await? {
         announce(&topic, ctx, &report, &previous, &ready).await;
     }
     if !report.settled() {
@@ -379,6 +379,16 @@ pub fn status_from(topic: &Topic, r: &TopicReport, previous: &TopicStatus) -> (T
     (status, ready)
 }
 
+/// Writes the Topic's status if it changed, unless its namespace is being
+/// deleted: there the Topic goes too, and a thousand Topics would each say
+/// that their KafkaCluster went first. Whether it was written.
+async fn write_status(topic: &Topic, ctx: &Context, status: &TopicStatus) -> Result<bool> {
+    if topic.status.as_ref() == Some(status) || ctx.namespace_going(&topic.namespace().unwrap_or_default()).await {
+        return Ok(false);
+    }
+    Ok(apply_status(&ctx.client, topic, topic.status.as_ref(), status).await?.is_some())
+}
+
 /// Ready=False for a reason outside Kafka's answer; keeps what is known of
 /// the topic.
 async fn not_ready(topic: &Topic, ctx: &Context, reason: &str, message: String, stalled: bool, then: Action) -> Result<Action> {
@@ -403,7 +413,7 @@ async fn not_ready(topic: &Topic, ctx: &Context, reason: &str, message: String, 
     status.observed_generation = topic.metadata.generation;
     status.topic_name = Some(topic.kafka_name());
     status.conditions = conditions::merge(&status.conditions, &conds, topic.metadata.generation, Timestamp::now());
-    if apply_status(&ctx.client, topic, topic.status.as_ref(), &status).await?.is_some() && was.is_none_or(|c| c.reason != reason) {
+    if write_status(topic, ctx, &status).await? && was.is_none_or(|c| c.reason != reason) {
         ctx.event(topic, true, reason, "Reconcile", message).await;
     }
     Ok(then)
