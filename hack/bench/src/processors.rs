@@ -114,6 +114,15 @@ pub async fn run(operator: &Path, processor: &Path, count: usize, steady_seconds
     progress(format!("writes to get there: {to_active:?}"));
     let writes_to_active: f64 = to_active.values().sum();
 
+    // Nothing changing means the Deployment controller is done too: at
+    // 1,000 it is still writing their status a minute after the burst, and
+    // every such event is a Deployment the operator decodes.
+    let settled = Instant::now();
+    common::wait_until("the Deployment controller to settle the Deployments", Duration::from_secs(600), || {
+        deployments_settled(&client, &ns)
+    })
+    .await?;
+    progress(format!("the Deployment controller settled the Deployments {:.0} s later", settled.elapsed().as_secs_f64()));
     progress(format!("steady for {steady_seconds} s"));
     let writes0 = common::operator_writes_by(&client, &KINDS, true).await?;
     let reads0 = common::reads_by(&client, &KINDS).await?;
@@ -223,6 +232,20 @@ impl Counters {
 
 fn delta(now: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
     now.iter().map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0))).filter(|(_, v)| *v > 0.0).collect()
+}
+
+/// Whether the Deployment controller has observed every Deployment of `ns`
+/// and finished with it (its Progressing condition says the ReplicaSet is
+/// available).
+async fn deployments_settled(client: &Client, ns: &str) -> anyhow::Result<bool> {
+    let deployments = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), ns).list(&Default::default()).await?;
+    Ok(deployments.items.iter().all(|d| {
+        let status = d.status.as_ref();
+        status.and_then(|s| s.observed_generation) == d.metadata.generation
+            && status
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Progressing" && c.reason.as_deref() == Some("NewReplicaSetAvailable")))
+    }))
 }
 
 async fn wait_gone(client: &Client, ns: &str, limit: Duration) -> bool {
