@@ -115,7 +115,10 @@ async fn reconcile(vv: Arc<ViewVersion>, ctx: Arc<Context>) -> Result<Action> {
     measured(&ctx, KIND, super::key(vv.as_ref()), async {
         let ns = vv.namespace().unwrap_or_default();
         let api: Api<ViewVersion> = Api::namespaced(ctx.client.clone(), &ns);
-        let owner = owner(&ctx, &vv).await?;
+        // A version being deleted asks the API server: a cache that has not
+        // seen its Processor go would keep it waiting for an event already
+        // past (the namespace controller deletes both at once).
+        let owner = owner(&ctx, &vv, vv.metadata.deletion_timestamp.is_some()).await?;
         let owner_going = owner.as_ref().is_none_or(|p| p.metadata.deletion_timestamp.is_some());
         // A Processor deleted with deletionPolicy Delete retires its versions itself.
         let owner_retires = owner.as_ref().is_some_and(|p| p.finalizers().iter().any(|f| f == finalizers::PROCESSOR));
@@ -220,13 +223,13 @@ pub(super) fn conditions_for(vv: &ViewVersion, status: &ViewVersionStatus) -> Ve
 }
 
 /// The Processor that owns the version, if it exists: from the cache, and
-/// when the cache does not have it, from the API server (a cache that lags
-/// must not let a version go).
-async fn owner(ctx: &Context, vv: &ViewVersion) -> Result<Option<Arc<Processor>>> {
+/// when the cache does not have it (or `fresh` asks), from the API server
+/// (a cache that lags must not let a version go, nor keep one waiting).
+async fn owner(ctx: &Context, vv: &ViewVersion, fresh: bool) -> Result<Option<Arc<Processor>>> {
     let ns = vv.namespace().unwrap_or_default();
     let uid = vv.owner_references().iter().find(|o| o.kind == "Processor").map(|o| o.uid.clone());
     let ours = |p: &Processor| p.metadata.uid == uid;
-    if let Some(p) = ctx.stores.processors.get(&ObjectRef::new(&vv.spec.processor).within(&ns)).filter(|p| ours(p)) {
+    if !fresh && let Some(p) = ctx.stores.processors.get(&ObjectRef::new(&vv.spec.processor).within(&ns)).filter(|p| ours(p)) {
         return Ok(Some(p));
     }
     let fresh = Api::<Processor>::namespaced(ctx.client.clone(), &ns).get_opt(&vv.spec.processor).await?;
@@ -294,7 +297,12 @@ mod tests {
 
     #[test]
     fn a_view_topic_being_created_is_one_state_until_kafka_answers() {
-        let bare = || -> Topic { serde_json::from_value(json!({"metadata": {"name": "v"}, "spec": {"clusterRef": "default", "partitions": 1, "replicationFactor": 1}})).unwrap() };
+        let bare = || -> Topic {
+            serde_json::from_value(
+                json!({"metadata": {"name": "v"}, "spec": {"clusterRef": "default", "partitions": 1, "replicationFactor": 1}}),
+            )
+            .unwrap()
+        };
         let with_ready = |status: &str, reason: &str| {
             let mut t = bare();
             let cond = conditions::Condition {
