@@ -59,6 +59,8 @@ struct Entry {
     rate: i64,
     /// Its metric series, removed with it.
     labels: Option<VersionLabels>,
+    /// A hash of what its series show, to set them only when that moves.
+    shown: Option<u64>,
 }
 
 #[derive(Default)]
@@ -264,17 +266,20 @@ async fn poll_cluster(ctx: &Context, ns: &str, cluster: &str, versions: &[Arc<Vi
         }
         warn!(namespace = %ns, cluster = %cluster, error = %why, "reading progress failed");
     }
-    // Side by side: a burst of projections (every version's gate changing
-    // at once) must not hold the next poll back.
-    futures::stream::iter(versions)
-        .for_each_concurrent(PROJECTIONS_IN_FLIGHT, |vv| {
+    // Each reading is folded in here and now; only the projections worth a
+    // write become requests, side by side (a burst of them, every version's
+    // gate changing at once, must not hold the next poll back).
+    let writes: Vec<Projected> = versions
+        .iter()
+        .filter_map(|vv| {
             let outcome = match &read {
                 Ok((committed, offsets)) => lag::reading(at, &vv.spec.input_topics, &vv.spec.consumer_group, offsets, committed),
                 Err(why) => Err(why.clone()),
             };
             observe(ctx, ns, vv, outcome, at)
         })
-        .await;
+        .collect();
+    futures::stream::iter(writes).for_each_concurrent(PROJECTIONS_IN_FLIGHT, |w| project(ctx, w)).await;
 }
 
 /// Status writes of one poll in flight at once.
@@ -304,105 +309,138 @@ async fn read_cluster(
     read
 }
 
-/// Folds one reading (taken at `at`) into a version's track; projects its
-/// figures if worth it; wakes its Processor if the gate's answer changed.
-/// The answer is the gate's as of the reading: judged later (after the
-/// poll's other writes), a fresh reading would look stale and the answer
-/// would flap to Unknown and back, a write each way.
-async fn observe(ctx: &Context, ns: &str, vv: &ViewVersion, outcome: Result<(gate::Reading, Figures), String>, at: Timestamp) {
+/// A projection to write into a version's status.
+struct Projected<'a> {
+    vv: &'a ViewVersion,
+    fields: serde_json::Value,
+    /// Whether the gate's answer changed (its Processor is woken).
+    changed: bool,
+    answer: &'static str,
+}
+
+/// Folds one reading (taken at `at`) into a version's track and its
+/// metrics; wakes its Processor if the gate's answer changed; returns its
+/// figures when they are worth a write (see [`project`]). The answer is
+/// the gate's as of the reading: judged later (after the poll's other
+/// writes), a fresh reading would look stale and the answer would flap to
+/// Unknown and back, a write each way. A version whose figures did not move
+/// costs no allocation beyond its reading.
+fn observe<'a>(
+    ctx: &Context,
+    ns: &str,
+    vv: &'a ViewVersion,
+    outcome: Result<(gate::Reading, Figures), String>,
+    at: Timestamp,
+) -> Option<Projected<'a>> {
     let processor = ctx.stores.processors.get(&ObjectRef::new(&vv.spec.processor).within(ns));
-    let rollout_policy = processor.as_ref().map(|p| p.spec.rollout.clone()).unwrap_or_default();
-    let policy = gate_policy(&rollout_policy, ctx.settings.lag_poll_interval);
+    let poll = ctx.settings.lag_poll_interval;
+    let policy = processor.as_ref().map_or_else(|| gate_policy(&RolloutPolicy::default(), poll), |p| gate_policy(&p.spec.rollout, poll));
     let phase = vv.status.as_ref().and_then(|s| s.phase);
     let replay_target = vv.status.as_ref().and_then(|s| s.replay_target);
-    let uid = vv.metadata.uid.clone().unwrap_or_default();
-    let labels = VersionLabels { namespace: ns.to_string(), processor: vv.spec.processor.clone(), version: vv.spec.version.clone() };
-    let (gate, projection, changed, write) = {
-        let mut state = ctx.monitor.state.lock().expect("monitor lock");
-        let e = state.versions.entry(uid).or_default();
-        e.labels = Some(labels.clone());
-        match outcome {
-            Ok((reading, figures)) => {
-                e.track.advance(Ok(reading), attempt(vv), policy.max_lag);
-                let now = Instant::now();
-                if let Some((at, consumed)) = e.sample {
-                    let secs = now.duration_since(at).as_secs_f64().max(0.001);
-                    e.rate = ((figures.consumed - consumed).max(0) as f64 / secs).round() as i64;
-                }
-                e.sample = Some((now, figures.consumed));
-                e.figures = Some(figures);
+    let mut state = ctx.monitor.state.lock().expect("monitor lock");
+    let e = state.versions.entry(vv.metadata.uid.clone().unwrap_or_default()).or_default();
+    match outcome {
+        Ok((reading, figures)) => {
+            e.track.advance(Ok(reading), attempt(vv), policy.max_lag);
+            let now = Instant::now();
+            if let Some((at, consumed)) = e.sample {
+                let secs = now.duration_since(at).as_secs_f64().max(0.001);
+                e.rate = ((figures.consumed - consumed).max(0) as f64 / secs).round() as i64;
             }
-            Err(why) => e.track.advance(Err(why), attempt(vv), policy.max_lag),
+            e.sample = Some((now, figures.consumed));
+            e.figures = Some(figures);
         }
-        let gate = e.track.verdict(at, &policy);
-        let changed = e.answer != Some(gate.answer());
-        e.answer = Some(gate.answer());
-        let target = replay_target.or(e.figures.as_ref().map(|f| f.available));
-        let projection = Projection {
-            lag: e.figures.as_ref().map(|f| f.lag),
-            lag_by_topic: e.figures.as_ref().map(|f| f.lag_by_topic.clone()).unwrap_or_default(),
-            progress: e.figures.as_ref().zip(target).map(|(f, t)| lag::progress(f.consumed, t)),
-            replay_target: target,
-            records_per_second: e.rate,
-            catch_up: catch_up(&gate),
-        };
-        let since = e.written_at.map_or(Duration::MAX, |w| w.elapsed());
-        let active = phase == Some(VersionPhase::Active);
-        let write = worth_writing(e.written.as_ref(), &projection, active, since);
-        if write {
-            e.written = Some(projection.clone());
-            e.written_at = Some(Instant::now());
-        }
-        (gate, projection, changed, write)
-    };
-    if let Some(f) = &projection.lag {
-        ctx.metrics.version_lag.get_or_create(&labels).set(*f);
-        if phase == Some(VersionPhase::Active) {
-            let processor = ProcessorLabels { namespace: ns.to_string(), processor: vv.spec.processor.clone() };
-            ctx.metrics.processor_lag.get_or_create(&processor).set(*f);
-        }
-        let rate = projection.records_per_second;
-        ctx.metrics.version_records_per_second.get_or_create(&labels).set(rate);
-        // An estimate only while it replays: behind and consuming.
-        let replaying = phase == Some(VersionPhase::Replaying) && *f > 0 && rate > 0;
-        if replaying {
-            ctx.metrics.version_eta_seconds.get_or_create(&labels).set((*f as f64 / rate as f64).ceil() as i64);
-        } else {
-            ctx.metrics.version_eta_seconds.remove(&labels);
-        }
+        Err(why) => e.track.advance(Err(why), attempt(vv), policy.max_lag),
     }
-    if let Some(p) = projection.progress {
-        ctx.metrics.version_progress_permille.get_or_create(&labels).set((p * 1000.0) as i64);
-    }
-    // A new answer is told with the figures when they are written: the
-    // write's own event wakes the Processor, which then reads the answer
-    // and the figures together (one status write, not one for each).
-    let mut told = false;
-    if write && vv.metadata.deletion_timestamp.is_none() {
-        let fields = json!({
-            "lag": projection.lag,
-            "lagByTopic": projection.lag_by_topic,
-            "progress": projection.progress,
-            "replayTarget": projection.replay_target,
-            "recordsPerSecond": projection.records_per_second,
-            "catchUp": projection.catch_up,
+    let gate = e.track.verdict(at, &policy);
+    let changed = e.answer != Some(gate.answer());
+    e.answer = Some(gate.answer());
+    let target = replay_target.or(e.figures.as_ref().map(|f| f.available));
+    let lag = e.figures.as_ref().map(|f| f.lag);
+    let progress = e.figures.as_ref().zip(target).map(|(f, t)| lag::progress(f.consumed, t));
+    let shown = super::owned::hash64((phase, lag, e.rate, progress.map(f64::to_bits)));
+    if e.shown != Some(shown) {
+        e.shown = Some(shown);
+        let labels = e.labels.get_or_insert_with(|| VersionLabels {
+            namespace: ns.to_string(),
+            processor: vv.spec.processor.clone(),
+            version: vv.spec.version.clone(),
         });
-        match apply_status_fields(&ctx.client, vv, MANAGER, fields).await {
-            // (an apply that changed nothing makes no event)
-            Ok(written) => told = written.is_some_and(|w| w.metadata.resource_version != vv.metadata.resource_version),
-            Err(e) => {
-                warn!(version = %vv.name_any(), gate = gate.answer(), error = %e, "writing progress failed");
-                // Try again on the next poll.
-                if let Some(e) =
-                    ctx.monitor.state.lock().expect("monitor lock").versions.get_mut(vv.metadata.uid.as_deref().unwrap_or_default())
-                {
-                    e.written = None;
-                }
-            }
+        show(ctx, labels, phase, lag, e.rate, progress);
+    }
+    let projection = Projection {
+        lag,
+        lag_by_topic: e.figures.as_ref().map(|f| f.lag_by_topic.clone()).unwrap_or_default(),
+        progress,
+        replay_target: target,
+        records_per_second: e.rate,
+        catch_up: catch_up(&gate),
+    };
+    let since = e.written_at.map_or(Duration::MAX, |w| w.elapsed());
+    let write = vv.metadata.deletion_timestamp.is_none()
+        && worth_writing(e.written.as_ref(), &projection, phase == Some(VersionPhase::Active), since);
+    if !write {
+        drop(state);
+        if changed {
+            let _ = ctx.monitor.wake.send(ObjectRef::new(&vv.spec.processor).within(ns));
+        }
+        return None;
+    }
+    let fields = json!({
+        "lag": projection.lag,
+        "lagByTopic": projection.lag_by_topic,
+        "progress": projection.progress,
+        "replayTarget": projection.replay_target,
+        "recordsPerSecond": projection.records_per_second,
+        "catchUp": projection.catch_up,
+    });
+    e.written = Some(projection);
+    e.written_at = Some(Instant::now());
+    Some(Projected { vv, fields, changed, answer: gate.answer() })
+}
+
+/// A version's figures in its metric series (set when they move).
+fn show(ctx: &Context, labels: &VersionLabels, phase: Option<VersionPhase>, lag: Option<i64>, rate: i64, progress: Option<f64>) {
+    if let Some(f) = lag {
+        ctx.metrics.version_lag.get_or_create(labels).set(f);
+        if phase == Some(VersionPhase::Active) {
+            let processor = ProcessorLabels { namespace: labels.namespace.clone(), processor: labels.processor.clone() };
+            ctx.metrics.processor_lag.get_or_create(&processor).set(f);
+        }
+        ctx.metrics.version_records_per_second.get_or_create(labels).set(rate);
+        // An estimate only while it replays: behind and consuming.
+        if phase == Some(VersionPhase::Replaying) && f > 0 && rate > 0 {
+            ctx.metrics.version_eta_seconds.get_or_create(labels).set((f as f64 / rate as f64).ceil() as i64);
+        } else {
+            ctx.metrics.version_eta_seconds.remove(labels);
         }
     }
-    if changed && !told {
-        let _ = ctx.monitor.wake.send(ObjectRef::new(&vv.spec.processor).within(ns));
+    if let Some(p) = progress {
+        ctx.metrics.version_progress_permille.get_or_create(labels).set((p * 1000.0) as i64);
+    }
+}
+
+/// Writes a version's figures. A new answer is told with them: the write's
+/// own event wakes the Processor, which then reads the answer and the
+/// figures together (one status write, not one for each).
+async fn project(ctx: &Context, w: Projected<'_>) {
+    let vv = w.vv;
+    let told = match apply_status_fields(&ctx.client, vv, MANAGER, w.fields).await {
+        // (an apply that changed nothing makes no event)
+        Ok(written) => written.is_some_and(|o| o.metadata.resource_version != vv.metadata.resource_version),
+        Err(e) => {
+            warn!(version = %vv.name_any(), gate = w.answer, error = %e, "writing progress failed");
+            // Try again on the next poll.
+            if let Some(e) =
+                ctx.monitor.state.lock().expect("monitor lock").versions.get_mut(vv.metadata.uid.as_deref().unwrap_or_default())
+            {
+                e.written = None;
+            }
+            false
+        }
+    };
+    if w.changed && !told {
+        let _ = ctx.monitor.wake.send(ObjectRef::new(&vv.spec.processor).within(vv.metadata.namespace.as_deref().unwrap_or_default()));
     }
 }
 
