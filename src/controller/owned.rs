@@ -200,7 +200,9 @@ impl<K: Resource<DynamicType = ()> + Clone> Written<K> {
     /// Forgets the writes `store` shows (or whose object is gone).
     pub fn forget_shown(&self, store: &Store<K>) {
         self.0.lock().expect("written lock").retain(|_, w| {
-            store.get(&reflector::ObjectRef::from_obj(w.as_ref())).is_some_and(|c| c.meta().uid == w.meta().uid && version(c.as_ref()) < version(w.as_ref()))
+            store
+                .get(&reflector::ObjectRef::from_obj(w.as_ref()))
+                .is_some_and(|c| c.meta().uid == w.meta().uid && version(c.as_ref()) < version(w.as_ref()))
         });
     }
 }

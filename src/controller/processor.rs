@@ -1062,8 +1062,11 @@ async fn create_version(
             }
             // (a first version is told by its promotion's event, once seen)
             if promotion.is_none() {
-                let message =
-                    format!("version {id} replays the inputs from offset zero into {}{}", vv.spec.output_topic, cascade.unwrap_or_default());
+                let message = format!(
+                    "version {id} replays the inputs from offset zero into {}{}",
+                    vv.spec.output_topic,
+                    cascade.unwrap_or_default()
+                );
                 ctx.event(p, false, "VersionCreated", "CreateVersion", message).await;
             }
             fault::point("version-created").await;
