@@ -260,6 +260,9 @@ async fn a_rollout_reads_in_progress_until_the_new_version_serves_and_argo_cd_ac
     let offered = argo_actions(&obj);
     assert_eq!(offered, BTreeMap::from([("promote".into(), true), ("reprocess".into(), true), ("rollback".into(), false)]));
     recorder.has_seen("Processor", "AwaitingPromotion").await;
+    // (the candidate's CaughtUp ends with the promotion: ViewVersions are
+    // polled, and the poll must have caught it before the test acts)
+    recorder.has_seen("ViewVersion", "CaughtUp").await;
     argo_action(&s.ns, "totals", "promote").await;
     active_is(&s.ns, &v2).await;
     phase_is(&s.ns, "Live").await;
