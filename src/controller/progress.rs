@@ -323,8 +323,8 @@ struct Projected<'a> {
 /// figures when they are worth a write (see [`project`]). The answer is
 /// the gate's as of the reading: judged later (after the poll's other
 /// writes), a fresh reading would look stale and the answer would flap to
-/// Unknown and back, a write each way. A version whose figures did not move
-/// costs no allocation beyond its reading.
+/// Unknown and back, a write each way. Its metric series are set only when
+/// what they show moves, and its labels are built once.
 fn observe<'a>(
     ctx: &Context,
     ns: &str,

@@ -232,8 +232,8 @@ async fn owner(ctx: &Context, vv: &ViewVersion, fresh: bool) -> Result<Option<Ar
     if !fresh && let Some(p) = ctx.stores.processors.get(&ObjectRef::new(&vv.spec.processor).within(&ns)).filter(|p| ours(p)) {
         return Ok(Some(p));
     }
-    let fresh = Api::<Processor>::namespaced(ctx.client.clone(), &ns).get_opt(&vv.spec.processor).await?;
-    Ok(fresh.filter(ours).map(Arc::new))
+    let read = Api::<Processor>::namespaced(ctx.client.clone(), &ns).get_opt(&vv.spec.processor).await?;
+    Ok(read.filter(ours).map(Arc::new))
 }
 
 /// Applies the version's view Topic (unless it is what we would apply) and
