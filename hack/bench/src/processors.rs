@@ -178,7 +178,8 @@ pub async fn run(operator: &Path, processor: &Path, count: usize, steady_seconds
     // brokers in every later run.
     common::delete_kafka_topics_of(&ns).await?;
 
-    let per_minute = |m: &BTreeMap<String, f64>| (m.values().sum::<f64>() / minutes * 10.0).round() / 10.0;
+    // (folded from 0.0: an empty f64 sum is -0.0, printed as "-0.0")
+    let per_minute = |m: &BTreeMap<String, f64>| (m.values().fold(0.0, |a, b| a + b) / minutes * 10.0).round() / 10.0;
     // (PATCHes are finalizer releases; status applies and Events are told apart)
     let creates_or_applies: f64 = during_deletion
         .iter()
