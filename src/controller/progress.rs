@@ -134,7 +134,7 @@ impl Monitor {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Projection {
     pub lag: Option<i64>,
-    pub lag_by_topic: BTreeMap<String, i64>,
+    pub lag_by_topic: gate::SmallMap<String, i64>,
     pub progress: Option<f64>,
     pub replay_target: Option<i64>,
     pub records_per_second: i64,
@@ -388,7 +388,7 @@ fn observe<'a>(
     }
     let fields = json!({
         "lag": projection.lag,
-        "lagByTopic": projection.lag_by_topic,
+        "lagByTopic": projection.lag_by_topic.iter().collect::<BTreeMap<_, _>>(),
         "progress": projection.progress,
         "replayTarget": projection.replay_target,
         "recordsPerSecond": projection.records_per_second,
@@ -451,7 +451,7 @@ mod tests {
     fn projection(state: &str, progress: f64, lag: i64) -> Projection {
         Projection {
             lag: Some(lag),
-            lag_by_topic: BTreeMap::new(),
+            lag_by_topic: gate::SmallMap::new(),
             progress: Some(progress),
             replay_target: Some(1000),
             records_per_second: 0,

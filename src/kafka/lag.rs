@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use k8s_openapi::jiff::Timestamp;
 
 use super::{GroupOffsets, PartitionOffsets, ResponseError, Tp};
-use crate::rollout::gate::Reading;
+use crate::rollout::gate::{Offsets, Reading, SmallMap};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Figures {
     /// Records not yet consumed, over every partition the version consumes.
     pub lag: i64,
-    pub lag_by_topic: BTreeMap<String, i64>,
+    pub lag_by_topic: SmallMap<String, i64>,
     /// Records of the inputs consumed since the start of the log.
     pub consumed: i64,
     /// Records of the inputs in the log now (end minus start, summed).
@@ -48,7 +48,7 @@ pub fn reading(
         None => return Err(format!("the committed offsets of group {group} were not read")),
     };
     let mut partitions: Vec<(Tp, bool)> = Vec::new();
-    let mut topic_ids = BTreeMap::new();
+    let mut topic_ids = SmallMap::new();
     for t in inputs {
         match offsets.topics.get(t) {
             Some(Ok(info)) => {
@@ -72,7 +72,8 @@ pub fn reading(
             None => return Err(format!("topic {t} (group {group} commits on it) was not read")),
         }
     }
-    let mut r = Reading { at, ends: BTreeMap::new(), positions: BTreeMap::new(), topic_ids };
+    let n = partitions.len();
+    let mut r = Reading { at, ends: Offsets::with_capacity(n), positions: Offsets::with_capacity(n), topic_ids };
     let mut f = Figures::default();
     for (tp, input) in partitions {
         let (start, end) = match offsets.offsets.get(&tp) {
@@ -146,7 +147,7 @@ mod tests {
         let committed = [("g".to_string(), Ok([(tp("a", 0), 90), (tp("b", 0), 20), (tp("app-repartition", 0), 350)].into()))].into();
         let (r, f) = reading(t0(), &inputs(), "g", &offsets(), &committed).unwrap();
         assert_eq!(f.lag, 10 + 50 + 50, "a/1 was never committed: all of it is behind; the repartition topic counts");
-        assert_eq!(f.lag_by_topic, [("a".to_string(), 60), ("b".to_string(), 0), ("app-repartition".to_string(), 50)].into());
+        assert_eq!(f.lag_by_topic, SmallMap::from_iter([("a".to_string(), 60), ("b".to_string(), 0), ("app-repartition".to_string(), 50)]));
         assert_eq!((f.consumed, f.available), (90 + 10, 160), "progress is over the inputs");
         assert_eq!(r.positions[&tp("a", 1)], 0);
         assert_eq!(r.lag(), f.lag);

@@ -30,14 +30,19 @@
 //! after it reaches the log end; one that commits every 30 s, at its first
 //! commit after that.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
 use crate::kafka::Tp;
 
+/// A map kept as a sorted vector. The monitor keeps several per version,
+/// for thousands of versions that read one to a few partitions each, and
+/// a B-tree's smallest node takes half a kilobyte whatever it holds.
+pub type SmallMap<K, V> = litemap::LiteMap<K, V>;
+
 /// Offsets per partition.
-pub type Offsets = BTreeMap<Tp, i64>;
+pub type Offsets = SmallMap<Tp, i64>;
 
 /// One complete reading of a version's progress.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,7 +58,7 @@ pub struct Reading {
     pub positions: Offsets,
     /// Kafka's id of each input topic: a topic deleted and created again
     /// under the same name is another log.
-    pub topic_ids: BTreeMap<String, String>,
+    pub topic_ids: SmallMap<String, String>,
 }
 
 impl Reading {
@@ -128,7 +133,7 @@ pub struct Track {
     idle: Duration,
     /// The input topics' ids when the attempt was first read, and what
     /// changed since, if anything did: then nothing this attempt saw holds.
-    topic_ids: Option<BTreeMap<String, String>>,
+    topic_ids: Option<SmallMap<String, String>>,
     recreated: Option<String>,
 }
 
@@ -269,9 +274,9 @@ mod tests {
     fn reading(at: i64, end: i64, position: i64) -> Reading {
         Reading {
             at: t(at),
-            ends: [(tp(0), end)].into(),
-            positions: [(tp(0), position)].into(),
-            topic_ids: [("in".into(), "id1".into())].into(),
+            ends: Offsets::from_iter([(tp(0), end)]),
+            positions: Offsets::from_iter([(tp(0), position)]),
+            topic_ids: SmallMap::from_iter([("in".into(), "id1".into())]),
         }
     }
 
@@ -377,13 +382,13 @@ mod tests {
     #[test]
     fn every_partition_counts_and_max_lag_is_a_sum() {
         let p = policy(5, 0);
-        let ends: Offsets = [(tp(0), 10), (tp(1), 10), (("app-repartition".into(), 0), 7)].into();
+        let ends = Offsets::from_iter([(tp(0), 10), (tp(1), 10), (("app-repartition".into(), 0), 7)]);
         let mut track = Track::default();
-        let positions: Offsets = [(tp(0), 10), (tp(1), 10), (("app-repartition".into(), 0), 0)].into();
-        track.advance(Ok(Reading { at: t(0), ends: ends.clone(), positions, topic_ids: BTreeMap::new() }), t(0), 5);
+        let positions = Offsets::from_iter([(tp(0), 10), (tp(1), 10), (("app-repartition".into(), 0), 0)]);
+        track.advance(Ok(Reading { at: t(0), ends: ends.clone(), positions, topic_ids: SmallMap::new() }), t(0), 5);
         assert_eq!(track.verdict(t(0), &p), Gate::Behind { lag: 7 }, "the repartition topic's 7 records count");
-        let positions: Offsets = [(tp(0), 8), (tp(1), 7), (("app-repartition".into(), 0), 7)].into();
-        track.advance(Ok(Reading { at: t(1), ends, positions, topic_ids: BTreeMap::new() }), t(0), 5);
+        let positions = Offsets::from_iter([(tp(0), 8), (tp(1), 7), (("app-repartition".into(), 0), 7)]);
+        track.advance(Ok(Reading { at: t(1), ends, positions, topic_ids: SmallMap::new() }), t(0), 5);
         assert_eq!(track.verdict(t(1), &p), Gate::CaughtUp, "2 + 3 records behind is within maxLag 5");
     }
 

@@ -684,9 +684,9 @@ impl World {
             } else {
                 Ok(gate::Reading {
                     at: now,
-                    ends: [(("in".to_string(), 0), end)].into(),
-                    positions: [(("in".to_string(), 0), w.position)].into(),
-                    topic_ids: BTreeMap::new(),
+                    ends: gate::Offsets::from_iter([(("in".to_string(), 0), end)]),
+                    positions: gate::Offsets::from_iter([(("in".to_string(), 0), w.position)]),
+                    topic_ids: gate::SmallMap::new(),
                 })
             };
             w.track.advance(reading, attempt, max_lag);
