@@ -10,7 +10,7 @@ use std::sync::Arc;
 use futures::Stream;
 use k8s_openapi::jiff::Timestamp;
 use kube::{
-    Api, Client, ResourceExt,
+    Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
 };
@@ -39,17 +39,7 @@ pub fn run(
     let versions = ctrl.store();
     let by_owner = versions.clone();
     let ns = ctx.settings.namespace.clone();
-    // An input Topic appearing or turning Ready wakes the versions that read it.
-    ctrl.owns(watched_api::<Topic>(client, ns.as_deref()), watcher::Config::default())
-        .watches(watched_api::<Topic>(client, ns.as_deref()), watcher::Config::default(), move |t| {
-            let (ns, name) = (t.namespace(), t.name_any());
-            versions
-                .state()
-                .into_iter()
-                .filter(|v| super::in_ns(v.as_ref(), ns.as_deref()) && v.spec.inputs.contains(&name))
-                .map(|v| ObjectRef::from_obj(v.as_ref()))
-                .collect::<Vec<_>>()
-        })
+    ctrl.watches(watched_api::<Topic>(client, ns.as_deref()), watcher::Config::default(), move |t| woken_by(&t, &versions.state()))
         // A Processor deleted or being deleted lets its versions go.
         .watches(watched_api::<Processor>(client, ns.as_deref()), watcher::Config::default(), move |p| {
             let (ns, name) = (p.namespace(), p.name_any());
@@ -62,6 +52,22 @@ pub fn run(
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, super::error_policy::<ViewVersion>(KIND), ctx.clone())
+}
+
+/// The versions a Topic's change wakes, from one watch of Topics: the
+/// version whose view it is, and the versions that read it (an input
+/// appearing or turning Ready). Pure.
+fn woken_by(t: &Topic, versions: &[Arc<ViewVersion>]) -> Vec<ObjectRef<ViewVersion>> {
+    let (ns, name) = (t.metadata.namespace.as_deref(), t.name_any());
+    let api_version = ViewVersion::api_version(&());
+    let owners = t
+        .owner_references()
+        .iter()
+        .filter(|o| o.kind == KIND && o.api_version == api_version)
+        .map(|o| ObjectRef::new(&o.name).within(ns.unwrap_or_default()));
+    let readers =
+        versions.iter().filter(|v| super::in_ns(v.as_ref(), ns) && v.spec.inputs.contains(&name)).map(|v| ObjectRef::from_obj(v.as_ref()));
+    owners.chain(readers).collect()
 }
 
 /// The input Topics: from the Topic cache when it shows them all usable
@@ -341,5 +347,26 @@ mod tests {
         assert_eq!(read(Standby, true), (true, false, false, "Standby".into()));
         assert_eq!(read(Retired, true), (false, true, false, "Retired".into()));
         assert_eq!(read(Failed, false), (false, false, true, "Failed".into()));
+    }
+
+    #[test]
+    fn a_topic_wakes_the_version_it_is_the_view_of_and_the_versions_reading_it() {
+        use crate::resources::fixtures;
+        let p = fixtures::processor();
+        let (v1, mut v2, mut elsewhere) =
+            (fixtures::version(&p, "v1", "i:1"), fixtures::version(&p, "v2", "i:2"), fixtures::version(&p, "v3", "i:3"));
+        v2.spec.inputs = vec![v1.name_any()];
+        elsewhere.spec.inputs = v2.spec.inputs.clone();
+        elsewhere.metadata.namespace = Some("other".into());
+        let versions = [v1.clone(), v2.clone(), elsewhere].map(Arc::new);
+        let view = resources::view_topic(&v1, DeletionPolicy::Retain);
+        assert_eq!(
+            woken_by(&view, &versions),
+            [ObjectRef::from_obj(&v1), ObjectRef::from_obj(&v2)],
+            "its owner, then its reader in its namespace"
+        );
+        let mut not_ours = view.clone();
+        not_ours.metadata.owner_references.as_mut().unwrap()[0].api_version = "other.dev/v1".into();
+        assert_eq!(woken_by(&not_ours, &versions), [ObjectRef::from_obj(&v2)], "an owner of another group's kind is not a version");
     }
 }
