@@ -1,7 +1,9 @@
 //! `replay N --replicas R`: replay parallelism and the replay budget.
 //!
 //! One Processor over N events on an input of max(R, 3) partitions. Its
-//! first version replays with one pod: the single-pod rate. While it then
+//! first version replays with one pod: the single-pod rate. (Rates are
+//! taken over the middle 80% of the records, while every pod consumes;
+//! from the first record to the last as well.) While it then
 //! serves live traffic (a steady producer), its logic changes twice: a
 //! candidate replays with `replayReplicas` R and no budget (the R-pod rate),
 //! then another with a `replayByteRate` budget. Throughout, the live
@@ -70,7 +72,10 @@ pub async fn run(operator: &Path, processor: &Path, count: u64, replicas: i32, b
     })
     .await?;
     let single = pods.replay_rate(&v1, 1, count).await?;
-    progress(format!("one pod replayed {count} events at {single:.0} records/s"));
+    progress(format!(
+        "one pod replayed {count} events at {:.0} records/s (first to last record: {:.0})",
+        single.steady, single.first_to_last
+    ));
     caught_up(&processors, &kafka, &client, &input, &v1).await?;
 
     // Live traffic for the rest of the run.
@@ -96,7 +101,10 @@ pub async fn run(operator: &Path, processor: &Path, count: u64, replicas: i32, b
         let v2 = candidate(&processors).await?;
         let parallel = pods.replay_rate(&v2, replicas as usize, count).await?;
         let unthrottled_p99 = p99(&before, &pods.histogram(&v1).await?);
-        progress(format!("{replicas} pods replayed at {parallel:.0} records/s; live p99 meanwhile {unthrottled_p99:.3} s"));
+        progress(format!(
+            "{replicas} pods replayed at {:.0} records/s (first to last record: {:.0}); live p99 meanwhile {unthrottled_p99:.3} s",
+            parallel.steady, parallel.first_to_last
+        ));
         common::wait_until("v2 promoted", Duration::from_secs(300), || async {
             Ok(processors.get("live").await?.status.and_then(|s| s.active_version).as_deref() == Some(v2.as_str()))
         })
@@ -131,10 +139,12 @@ pub async fn run(operator: &Path, processor: &Path, count: u64, replicas: i32, b
         "replicas": replicas,
         "partitions": partitions,
         "raw_consumer_records_per_second": raw.round(),
-        "single_pod_records_per_second": single.round(),
-        "replicas_records_per_second": parallel.round(),
-        "speedup": (parallel / single * 100.0).round() / 100.0,
-        "speedup_over_replicas": (parallel / single / replicas as f64 * 100.0).round() / 100.0,
+        "single_pod_records_per_second": single.steady.round(),
+        "replicas_records_per_second": parallel.steady.round(),
+        "speedup": (parallel.steady / single.steady * 100.0).round() / 100.0,
+        "speedup_over_replicas": (parallel.steady / single.steady / replicas as f64 * 100.0).round() / 100.0,
+        "single_pod_records_per_second_first_to_last": single.first_to_last.round(),
+        "replicas_records_per_second_first_to_last": parallel.first_to_last.round(),
         "live_events_per_second": LIVE_RATE,
         "live_p99_ms_no_replay": ms(idle_p99),
         "live_p99_ms_unthrottled_replay": ms(unthrottled_p99),
@@ -206,12 +216,15 @@ impl Pods {
         Ok(out)
     }
 
-    /// Records per second of `want` records by `pods` pods of the version,
-    /// from the first record applied to the last (their counters read every
-    /// 20 ms).
-    async fn replay_rate(&self, version: &str, pods: usize, want: u64) -> anyhow::Result<f64> {
+    /// The replay rate of `want` records by `pods` pods of the version
+    /// (their counters read every 20 ms): over the middle 80% of the
+    /// records, so that pods starting and joining their group one after
+    /// another, and the last partition's tail, are left out; and from the
+    /// first record applied to the last.
+    async fn replay_rate(&self, version: &str, pods: usize, want: u64) -> anyhow::Result<Rate> {
         let start = Instant::now();
         let (mut first, mut report) = (None::<Instant>, Instant::now());
+        let (mut tenth, mut ninth) = (None::<Instant>, None::<Instant>);
         loop {
             let addresses = self.addresses(version).await?;
             anyhow::ensure!(addresses.len() <= pods, "version {version} runs {} pods, more than {pods}", addresses.len());
@@ -221,12 +234,23 @@ impl Pods {
                     records += common::sum_metric(&text, "kappa_processor_records_total", |_| true);
                 }
             }
-            if records > 0.0 && first.is_none() {
-                first = Some(Instant::now());
+            let now = Instant::now();
+            if records > 0.0 {
+                first.get_or_insert(now);
+            }
+            if records >= want as f64 * 0.1 {
+                tenth.get_or_insert(now);
+            }
+            if records >= want as f64 * 0.9 {
+                ninth.get_or_insert(now);
             }
             if records >= want as f64 {
-                let secs = first.map_or(0.001, |f| f.elapsed().as_secs_f64().max(0.001));
-                return Ok(records / secs);
+                let secs = |from: Option<Instant>, to: Instant| from.map_or(0.001, |f| to.duration_since(f).as_secs_f64().max(0.001));
+                let first_to_last = records / secs(first, now);
+                // (a replay too short to sample its middle: the whole of it)
+                let window = secs(tenth, ninth.unwrap_or(now));
+                let steady = if window >= 1.0 { want as f64 * 0.8 / window } else { first_to_last };
+                return Ok(Rate { steady, first_to_last });
             }
             if report.elapsed() > Duration::from_secs(2) {
                 progress(format!("  {version}: {records} of {want} on {} pods", addresses.len()));
@@ -236,6 +260,14 @@ impl Pods {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// A replay's records per second.
+struct Rate {
+    /// From 10% of the records applied to 90%.
+    steady: f64,
+    /// From the first record applied to the last.
+    first_to_last: f64,
 }
 
 /// The 99th percentile of the observations between two readings of a
