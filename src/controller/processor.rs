@@ -98,8 +98,8 @@ pub fn run(
             s4.state()
                 .into_iter()
                 .filter(|p| {
-                    super::in_ns(p.as_ref(), ns.as_deref())
-                        && (p.spec.inputs.contains(&name) || p.spec.upstreams().any(|u| Some(naming::label_value(u)) == viewed))
+                    (p.spec.inputs.contains(&name) || p.spec.upstreams().any(|u| Some(naming::label_value(u)) == viewed))
+                        && super::in_ns(p.as_ref(), ns.as_deref())
                 })
                 .map(|p| ObjectRef::from_obj(p.as_ref()))
                 .collect::<Vec<_>>()
@@ -169,7 +169,8 @@ async fn observe(p: &Processor, ctx: &Context) -> Result<World> {
     let kind = ViewVersion::kind(&());
     let met = ctx.expectations.met(&owned::key(&ns, &name), &ctx.stores.seen);
     let versions: Vec<Arc<ViewVersion>> = if met && ctx.stores.seen.caught_up_with_wakes(&kind) {
-        ctx.stores.versions.state().into_iter().filter(|v| super::in_ns(v.as_ref(), Some(&ns)) && ours(v)).collect()
+        // (its own name first: it tells most versions apart without comparing the namespace)
+        ctx.stores.versions.state().into_iter().filter(|v| ours(v) && super::in_ns(v.as_ref(), Some(&ns))).collect()
     } else {
         let fresh = Api::<ViewVersion>::namespaced(ctx.client.clone(), &ns).list(&lp).await?.items;
         fresh.into_iter().filter(|v| ours(v)).map(Arc::new).collect()
@@ -568,7 +569,7 @@ fn pipeline_graph(ctx: &Context, ns: &str, name: &str) -> pipeline::Graph {
     let mut graph: pipeline::Graph = processors
         .state()
         .iter()
-        .filter(|p| super::in_ns(p.as_ref(), Some(ns)) && p.spec.upstreams().next().is_some())
+        .filter(|p| p.spec.upstreams().next().is_some() && super::in_ns(p.as_ref(), Some(ns)))
         .map(|p| (p.name_any(), p.spec.upstreams().map(str::to_string).collect()))
         .collect();
     let read: BTreeSet<String> = graph.values().flatten().cloned().chain([name.to_string()]).collect();
@@ -615,18 +616,21 @@ fn upstreams(p: &Processor, ctx: &Context) -> Upstreams {
 /// read, who reads each, and whether a running version does.
 fn read_by(ctx: &Context, ns: &str, name: &str) -> BTreeMap<String, rollout::Reader> {
     let mut out: BTreeMap<String, rollout::Reader> = BTreeMap::new();
-    for v in ctx.stores.versions.state().into_iter().filter(|v| super::in_ns(v.as_ref(), Some(ns))) {
-        if let Some(read) = v.spec.upstreams.get(name) {
-            let who = format!("Processor {} version {}", v.spec.processor, v.spec.version);
-            let phase = v.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
-            let live = !matches!(phase, VersionPhase::Standby | VersionPhase::Retired | VersionPhase::Failed);
-            out.entry(read.clone())
-                .and_modify(|r| {
-                    r.who = format!("{}, {who}", r.who);
-                    r.live |= live;
-                })
-                .or_insert(rollout::Reader { who: who.clone(), live });
-        }
+    // (what it reads first: most versions read no upstream, and need no
+    // comparison of their namespace)
+    let versions = ctx.stores.versions.state();
+    for (v, read) in
+        versions.iter().filter_map(|v| Some((v, v.spec.upstreams.get(name)?))).filter(|(v, _)| super::in_ns(v.as_ref(), Some(ns)))
+    {
+        let who = format!("Processor {} version {}", v.spec.processor, v.spec.version);
+        let phase = v.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
+        let live = !matches!(phase, VersionPhase::Standby | VersionPhase::Retired | VersionPhase::Failed);
+        out.entry(read.clone())
+            .and_modify(|r| {
+                r.who = format!("{}, {who}", r.who);
+                r.live |= live;
+            })
+            .or_insert(rollout::Reader { who: who.clone(), live });
     }
     out
 }

@@ -92,13 +92,14 @@ impl Quotas {
     /// one is known to be held, or Kafka was never read since the start.
     fn concerned(&self, ctx: &Context, ns: &str, cluster: &str) -> bool {
         let known = self.known.lock().expect("quotas lock").get(&(ns.to_string(), cluster.to_string())).map(|b| !b.is_empty());
+        // (a look through the cache in place: most reconciles ask, and most
+        // Processors have no budget)
         known != Some(false)
             || ctx
                 .stores
                 .processors
-                .state()
-                .iter()
-                .any(|p| super::in_ns(p.as_ref(), Some(ns)) && p.spec.cluster_ref == cluster && p.spec.rollout.replay_byte_rate.is_some())
+                .find(|p| p.spec.rollout.replay_byte_rate.is_some() && p.spec.cluster_ref == cluster && super::in_ns(p, Some(ns)))
+                .is_some()
     }
 }
 

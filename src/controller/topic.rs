@@ -68,15 +68,13 @@ pub fn run(
 
 /// The Topics among `names` (in `ns`) that are being deleted.
 fn deleting_among(topics: &kube::runtime::reflector::Store<Topic>, ns: Option<String>, names: &[String]) -> Vec<ObjectRef<Topic>> {
-    topics
-        .state()
-        .into_iter()
-        .filter(|t| {
-            super::in_ns(t.as_ref(), ns.as_deref())
-                && t.metadata.deletion_timestamp.is_some()
-                && names.iter().any(|n| super::named(t.as_ref(), n))
-        })
-        .map(|t| ObjectRef::from_obj(t.as_ref()))
+    // (looked up by name: an event of each of thousands of readers must not
+    // go through every Topic)
+    let Some(ns) = ns else { return Vec::new() };
+    names
+        .iter()
+        .map(|n| ObjectRef::new(n).within(&ns))
+        .filter(|r| topics.get(r).is_some_and(|t| t.metadata.deletion_timestamp.is_some()))
         .collect()
 }
 
@@ -607,5 +605,26 @@ mod tests {
         let (first, _) = status_from(&topic(3), &report(3), &TopicStatus::default());
         let (second, _) = status_from(&topic(3), &report(3), &first);
         assert_eq!(first, second, "an idle reconcile must not write");
+    }
+
+    #[test]
+    fn a_readers_event_wakes_only_its_inputs_being_deleted_in_its_namespace() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        use kube::runtime::watcher::Event;
+        let (store, mut writer) = kube::runtime::reflector::store::<Topic>();
+        let mut put = |name: &str, ns: &str, deleting: bool| {
+            let mut t = topic(1);
+            t.metadata.name = Some(name.into());
+            t.metadata.namespace = Some(ns.into());
+            t.metadata.deletion_timestamp = deleting.then_some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+            writer.apply_watcher_event(&Event::Apply(t));
+        };
+        put("orders", "shop", true);
+        put("payments", "shop", false);
+        put("refunds", "other", true);
+        let inputs = ["orders", "payments", "refunds", "missing"].map(String::from);
+        let woken = deleting_among(&store, Some("shop".into()), &inputs);
+        assert_eq!(woken, [ObjectRef::new("orders").within("shop")]);
+        assert!(deleting_among(&store, None, &inputs).is_empty());
     }
 }
