@@ -294,11 +294,6 @@ pub fn in_ns<K: Resource>(obj: &K, ns: Option<&str>) -> bool {
     obj.meta().namespace.as_deref() == ns
 }
 
-/// Whether `obj` is named `name`, compared in place.
-pub fn named<K: Resource>(obj: &K, name: &str) -> bool {
-    obj.meta().name.as_deref() == Some(name)
-}
-
 fn key<K: Resource>(obj: &K) -> String {
     format!("{}/{}", obj.meta().namespace.as_deref().unwrap_or_default(), obj.meta().name.as_deref().unwrap_or_default())
 }
