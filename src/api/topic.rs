@@ -132,7 +132,7 @@ pub struct TruncatedPartition {
 
 impl Topic {
     /// The Kafka topic name: `spec.topicName`, else the resource name.
-    pub fn kafka_name(&self) -> String {
-        self.spec.topic_name.clone().unwrap_or_else(|| self.metadata.name.clone().unwrap_or_default())
+    pub fn kafka_name(&self) -> &str {
+        self.spec.topic_name.as_deref().or(self.metadata.name.as_deref()).unwrap_or_default()
     }
 }

@@ -383,7 +383,7 @@ async fn replay_size(client: &Client, ns: &str, p: &Processor) -> Result<i64, St
     let mut topics = Vec::new();
     for input in p.spec.topic_inputs() {
         let t = topics_api.get_opt(input).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("Topic {input} not found"))?;
-        topics.push(t.kafka_name());
+        topics.push(t.kafka_name().to_owned());
     }
     let versions = Api::<ViewVersion>::namespaced(client.clone(), ns);
     for (up, v) in upstream_versions(client, ns, p).await.map_err(|e| e.to_string())? {

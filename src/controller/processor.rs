@@ -306,7 +306,7 @@ fn inputs(p: &Processor, topics: &[(String, Option<Topic>)]) -> Inputs {
         let compacted = st.config.get("cleanup.policy").or(t.spec.config.get("cleanup.policy")).is_some_and(|c| c.contains("compact"));
         if !compacted {
             truncated.extend(st.truncated_partitions.iter().map(|tp| Truncation {
-                topic: t.kafka_name(),
+                topic: t.kafka_name().to_owned(),
                 partition: tp.partition,
                 first_offset: tp.log_start_offset,
             }));
@@ -449,7 +449,7 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
     let mut wait = None;
     let mut promoted = false;
     let create = async |id: &str, promotion: Option<u64>| {
-        let topics = input_topics.iter().map(|(name, t)| t.as_ref().map_or_else(|| name.clone(), |t| t.kafka_name())).collect();
+        let topics = input_topics.iter().map(|(name, t)| t.as_ref().map_or_else(|| name.clone(), |t| t.kafka_name().to_owned())).collect();
         let cascade = started_by(&p, &ctx, &world, &ups.versions);
         create_version(&p, &ctx, id, topics, &ups.versions, cascade, promotion).await
     };
@@ -1333,7 +1333,7 @@ async fn delete_internal_topics(ctx: &Context, cluster: &ClusterHandle, vv: &Vie
         }
         Err(e) => return Err(e.into()),
     };
-    let mut keep: BTreeSet<String> = ctx.stores.topics.state().iter().map(|t| t.kafka_name()).collect();
+    let mut keep: BTreeSet<String> = ctx.stores.topics.state().iter().map(|t| t.kafka_name().to_owned()).collect();
     let others: Vec<Arc<ViewVersion>> = ctx.stores.versions.state().into_iter().filter(|o| o.metadata.uid != vv.metadata.uid).collect();
     keep.extend(others.iter().map(|o| o.spec.output_topic.clone()));
     let other_groups: Vec<&str> = others.iter().map(|o| o.spec.consumer_group.as_str()).collect();

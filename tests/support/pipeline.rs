@@ -80,7 +80,7 @@ pub async fn caught_up(ns: &TestNs) -> (Processor, ViewVersion) {
         let vv = ns.api::<ViewVersion>().get(&format!("totals-{active}")).await.map_err(|e| e.to_string())?;
         let mut inputs = Vec::new();
         for name in &vv.spec.inputs {
-            inputs.push(ns.api::<Topic>().get(name).await.map_err(|e| e.to_string())?.kafka_name());
+            inputs.push(ns.api::<Topic>().get(name).await.map_err(|e| e.to_string())?.kafka_name().to_owned());
         }
         let ends = kafka.log_offsets(&inputs).await.map_err(|e| e.to_string())?;
         let group = std::slice::from_ref(&vv.spec.consumer_group);
