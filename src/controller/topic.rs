@@ -259,19 +259,36 @@ async fn apply(topic: Arc<Topic>, ctx: &Context) -> Result<Action> {
 
 /// Events for what this reconcile did, and for a new reason not to be Ready.
 async fn announce(topic: &Topic, ctx: &Context, r: &TopicReport, previous: &TopicStatus, ready: &Cond) {
-    let name = topic.kafka_name();
     if r.created {
-        info!(topic = %name, "created Kafka topic");
-        ctx.event(
-            topic,
-            false,
-            "Created",
-            "CreateTopic",
-            format!("created Kafka topic {name} with {} partition(s)", topic.spec.partitions),
-        )
-        .await;
-    } else if previous.topic_id.is_none() && r.info.is_some() {
-        let info = r.info.as_ref().expect("checked");
+        info!(topic = %topic.kafka_name(), "created Kafka topic");
+    }
+    for e in events(topic, r, previous, ready) {
+        ctx.event(topic, e.warning, &e.reason, e.action, e.note).await;
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct Told {
+    warning: bool,
+    reason: String,
+    action: &'static str,
+    note: String,
+}
+
+fn events(topic: &Topic, r: &TopicReport, previous: &TopicStatus, ready: &Cond) -> Vec<Told> {
+    let name = topic.kafka_name();
+    let normal = |reason: &str, action, note| Told { warning: false, reason: reason.into(), action, note };
+    let mut out = Vec::new();
+    if r.created {
+        // A view's topic is told of by its Processor (the version's events
+        // name it), as Kubernetes' controllers tell of what they make on
+        // the owner: one Event less per version.
+        if !made_for_a_version(topic) {
+            out.push(normal("Created", "CreateTopic", format!("created Kafka topic {name} with {} partition(s)", topic.spec.partitions)));
+        }
+    } else if previous.topic_id.is_none()
+        && let Some(info) = &r.info
+    {
         let mut differences = Vec::new();
         if info.partitions != topic.spec.partitions {
             differences.push(format!("partitions {} (declared {})", info.partitions, topic.spec.partitions));
@@ -287,19 +304,25 @@ async fn announce(topic: &Topic, ctx: &Context, r: &TopicReport, previous: &Topi
         } else {
             format!("adopted existing Kafka topic {name}; differences: {}", differences.join(", "))
         };
-        ctx.event(topic, false, "Adopted", "AdoptTopic", note).await;
+        out.push(normal("Adopted", "AdoptTopic", note));
     } else if !r.changed.is_empty() {
         let keys: Vec<String> =
             r.changed.iter().map(|(k, (old, new))| format!("{k}: {} -> {new}", old.as_deref().unwrap_or("<default>"))).collect();
-        ctx.event(topic, false, "ConfigUpdated", "AlterConfigs", format!("Kafka topic {name}: {}", keys.join(", "))).await;
+        out.push(normal("ConfigUpdated", "AlterConfigs", format!("Kafka topic {name}: {}", keys.join(", "))));
     }
     if let Some((from, to)) = r.grew {
-        ctx.event(topic, false, "PartitionsIncreased", "CreatePartitions", format!("Kafka topic {name}: partitions {from} -> {to}")).await;
+        out.push(normal("PartitionsIncreased", "CreatePartitions", format!("Kafka topic {name}: partitions {from} -> {to}")));
     }
     let was = conditions::find(&previous.conditions, types::READY);
     if !ready.status && was.is_none_or(|c| c.reason != ready.reason || c.message != ready.message) {
-        ctx.event(topic, true, &ready.reason, "Reconcile", ready.message.clone()).await;
+        out.push(Told { warning: true, reason: ready.reason.clone(), action: "Reconcile", note: ready.message.clone() });
     }
+    out
+}
+
+/// A view's topic: made by the operator for a ViewVersion, which controls it.
+fn made_for_a_version(topic: &Topic) -> bool {
+    topic.owner_references().iter().any(|o| o.controller == Some(true) && o.kind == <ViewVersion as kube::Resource>::kind(&()))
 }
 
 /// The Ready reason of a Topic whose Kafka topic is being created (Kafka's
@@ -550,6 +573,29 @@ mod tests {
         assert_eq!(s.observed_generation, Some(3));
         assert!(conditions::is_true(&s.conditions, types::READY));
         assert!(!conditions::is_true(&s.conditions, types::STALLED));
+    }
+
+    #[test]
+    fn a_created_topic_is_told_on_itself_unless_a_version_made_it() {
+        let created = TopicReport { created: true, ..report(3) };
+        let (_, ready) = status_from(&topic(3), &created, &TopicStatus::default());
+        let told = events(&topic(3), &created, &TopicStatus::default(), &ready);
+        assert_eq!(told.iter().map(|e| e.reason.as_str()).collect::<Vec<_>>(), ["Created"]);
+        assert_eq!(told[0].note, "created Kafka topic orders with 3 partition(s)");
+
+        let mut view = topic(3);
+        view.metadata.owner_references = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "kappa.dev/v1alpha1".into(),
+            kind: "ViewVersion".into(),
+            name: "clicks-v1".into(),
+            uid: "u1".into(),
+            controller: Some(true),
+            ..Default::default()
+        }]);
+        assert_eq!(events(&view, &created, &TopicStatus::default(), &ready), []);
+        // What goes wrong with it is told on it all the same.
+        let not_ready = Cond::new(types::READY, false, "KafkaRejected", "Kafka refused");
+        assert_eq!(events(&view, &created, &TopicStatus::default(), &not_ready).len(), 1);
     }
 
     #[test]
