@@ -78,29 +78,39 @@ fn deleting_among(topics: &kube::runtime::reflector::Store<Topic>, ns: Option<St
         .collect()
 }
 
+/// Topics compared with Kafka at once in a resync. What Kafka answers for a
+/// topic and the report made of it take about 1.3 KB until compared: all
+/// 10,000 Topics at once raised the operator's RSS by 12.5 MiB for each
+/// resync; a thousand at a time by a tenth of that, for a few Kafka
+/// requests per thousand (a Metadata request and a ListOffsets per leader).
+const RESYNC_CHUNK: usize = 1000;
+
 /// The Topics whose Kafka topic no longer matches their status (or whose
-/// finalizer does not match their deletion policy), found with a few Kafka requests per cluster.
+/// finalizer does not match their deletion policy), found with a few Kafka
+/// requests per cluster and thousand Topics.
 async fn drifted(ctx: &Context, topics: &[Arc<Topic>]) -> Vec<ObjectRef<Topic>> {
     let mut by_cluster: BTreeMap<(String, String), Vec<&Arc<Topic>>> = BTreeMap::new();
     for t in topics.iter().filter(|t| t.metadata.deletion_timestamp.is_none() && !paused(t)) {
         by_cluster.entry((t.namespace().unwrap_or_default(), t.spec.cluster_ref.clone())).or_default().push(t);
     }
     let mut out = Vec::new();
-    for ((ns, cluster), topics) in by_cluster {
-        let observed = match ctx.clusters.get(&ns, &cluster) {
-            Some(handle) => handle.topics.observe(topics.iter().map(|t| desired(t)).collect()).await.ok(),
-            None => None,
-        };
-        let Some(reports) = observed else {
-            // The reconciles will say what is wrong with the cluster.
-            out.extend(topics.iter().map(|t| ObjectRef::from_obj(t.as_ref())));
-            continue;
-        };
-        for (t, r) in topics.iter().zip(&reports) {
-            let previous = t.status.clone().unwrap_or_default();
-            let finalized = t.finalizers().iter().any(|f| f == FINALIZER);
-            if finalized != needs_finalizer(t) || t.status.as_ref() != Some(&status_from(t, r, &previous).0) {
-                out.push(ObjectRef::from_obj(t.as_ref()));
+    for ((ns, cluster), all) in by_cluster {
+        for topics in all.chunks(RESYNC_CHUNK) {
+            let observed = match ctx.clusters.get(&ns, &cluster) {
+                Some(handle) => handle.topics.observe(topics.iter().map(|t| desired(t)).collect()).await.ok(),
+                None => None,
+            };
+            let Some(reports) = observed else {
+                // The reconciles will say what is wrong with the cluster.
+                out.extend(topics.iter().map(|t| ObjectRef::from_obj(t.as_ref())));
+                continue;
+            };
+            for (t, r) in topics.iter().zip(&reports) {
+                let previous = t.status.clone().unwrap_or_default();
+                let finalized = t.finalizers().iter().any(|f| f == FINALIZER);
+                if finalized != needs_finalizer(t) || t.status.as_ref() != Some(&status_from(t, r, &previous).0) {
+                    out.push(ObjectRef::from_obj(t.as_ref()));
+                }
             }
         }
     }
