@@ -21,6 +21,7 @@ use crate::{
         finalizers::TOPIC as FINALIZER,
     },
     kafka::topics::{DesiredTopic, Refusal, TopicReport},
+    resources,
 };
 
 const KIND: &str = "Topic";
@@ -95,9 +96,10 @@ async fn drifted(ctx: &Context, topics: &[Arc<Topic>]) -> Vec<ObjectRef<Topic>> 
     }
     let mut out = Vec::new();
     for ((ns, cluster), all) in by_cluster {
+        let handle = ctx.clusters.get(&ns, &cluster);
         for topics in all.chunks(RESYNC_CHUNK) {
-            let observed = match ctx.clusters.get(&ns, &cluster) {
-                Some(handle) => handle.topics.observe(topics.iter().map(|t| desired(t)).collect()).await.ok(),
+            let observed = match &handle {
+                Some(h) => h.topics.observe(topics.iter().map(|t| desired(t)).collect()).await.ok(),
                 None => None,
             };
             let Some(reports) = observed else {
@@ -293,7 +295,7 @@ fn events(topic: &Topic, r: &TopicReport, previous: &TopicStatus, ready: &Cond) 
         // A view's topic is told of by its Processor (the version's events
         // name it), as Kubernetes' controllers tell of what they make on
         // the owner: one Event less per version.
-        if !made_for_a_version(topic) {
+        if resources::version_of(topic).is_none() {
             out.push(normal("Created", "CreateTopic", format!("created Kafka topic {name} with {} partition(s)", topic.spec.partitions)));
         }
     } else if previous.topic_id.is_none()
@@ -328,11 +330,6 @@ fn events(topic: &Topic, r: &TopicReport, previous: &TopicStatus, ready: &Cond) 
         out.push(Told { warning: true, reason: ready.reason.clone(), action: "Reconcile", note: ready.message.clone() });
     }
     out
-}
-
-/// A view's topic: made by the operator for a ViewVersion, which controls it.
-fn made_for_a_version(topic: &Topic) -> bool {
-    topic.owner_references().iter().any(|o| o.controller == Some(true) && o.kind == <ViewVersion as kube::Resource>::kind(&()))
 }
 
 /// The Ready reason of a Topic whose Kafka topic is being created (Kafka's
@@ -593,15 +590,8 @@ mod tests {
         assert_eq!(told.iter().map(|e| e.reason.as_str()).collect::<Vec<_>>(), ["Created"]);
         assert_eq!(told[0].note, "created Kafka topic orders with 3 partition(s)");
 
-        let mut view = topic(3);
-        view.metadata.owner_references = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-            api_version: "kappa.dev/v1alpha1".into(),
-            kind: "ViewVersion".into(),
-            name: "clicks-v1".into(),
-            uid: "u1".into(),
-            controller: Some(true),
-            ..Default::default()
-        }]);
+        let p = resources::fixtures::processor();
+        let view = resources::view_topic(&resources::fixtures::version(&p, "v1", "i:1"), DeletionPolicy::Retain);
         assert_eq!(events(&view, &created, &TopicStatus::default(), &ready), []);
         // What goes wrong with it is told on it all the same.
         let not_ready = Cond::new(types::READY, false, "KafkaRejected", "Kafka refused");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use futures::Stream;
 use k8s_openapi::jiff::Timestamp;
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Client, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
 };
@@ -59,15 +59,10 @@ pub fn run(
 /// appearing or turning Ready). Pure.
 fn woken_by(t: &Topic, versions: &[Arc<ViewVersion>]) -> Vec<ObjectRef<ViewVersion>> {
     let (ns, name) = (t.metadata.namespace.as_deref(), t.name_any());
-    let api_version = ViewVersion::api_version(&());
-    let owners = t
-        .owner_references()
-        .iter()
-        .filter(|o| o.kind == KIND && o.api_version == api_version)
-        .map(|o| ObjectRef::new(&o.name).within(ns.unwrap_or_default()));
+    let owners = resources::version_of(t).map(|v| ObjectRef::new(v).within(ns.unwrap_or_default()));
     let readers =
         versions.iter().filter(|v| super::in_ns(v.as_ref(), ns) && v.spec.inputs.contains(&name)).map(|v| ObjectRef::from_obj(v.as_ref()));
-    owners.chain(readers).collect()
+    owners.into_iter().chain(readers).collect()
 }
 
 /// The input Topics: from the Topic cache when it shows them all usable

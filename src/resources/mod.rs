@@ -13,7 +13,7 @@ pub use contract::{client_id, client_properties, client_secret, contract_env};
 pub(crate) use deployment::tests as fixtures;
 pub use deployment::{PROPERTIES_DIGEST, deployment};
 pub use serving::{preview_service, service, view_config_map};
-pub use topic::view_topic;
+pub use topic::{version_of, view_topic};
 pub use verification::{verification_job, verification_job_name};
 
 use std::collections::BTreeMap;

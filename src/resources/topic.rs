@@ -1,6 +1,6 @@
 //! A version's view topic, as a Topic resource owned by its ViewVersion.
 
-use kube::{Resource, api::ObjectMeta};
+use kube::{Resource, ResourceExt, api::ObjectMeta};
 
 use crate::{
     api::{DeletionPolicy, Topic, TopicSpec, ViewVersion},
@@ -29,4 +29,12 @@ pub fn view_topic(vv: &ViewVersion, policy: DeletionPolicy) -> Topic {
         },
         status: None,
     }
+}
+
+/// The ViewVersion whose view `topic` is (its owner of that kind, in our
+/// group), if it is a view's topic.
+pub fn version_of(topic: &Topic) -> Option<&str> {
+    let api_version = ViewVersion::api_version(&());
+    let kind = ViewVersion::kind(&());
+    topic.owner_references().iter().find(|o| o.kind == kind && o.api_version == api_version).map(|o| o.name.as_str())
 }
