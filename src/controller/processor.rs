@@ -531,8 +531,10 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
         }
     }
     reap_replaced_members(&ctx, &world).await;
-    if let Some(active) = plan.active.as_deref().and_then(find) {
-        if !promoted && obs.recorded_active.as_deref() != Some(active.spec.version.as_str()) {
+    let active = plan.active.as_deref().and_then(find);
+    let settling = first_status_waits(&p, active.as_deref(), obs.now);
+    if let Some(active) = active {
+        if settling.is_none() && !promoted && obs.recorded_active.as_deref() != Some(active.spec.version.as_str()) {
             // A first version created committed, or a restart after a
             // commit whose event may not have been told.
             retell_promotion(&p, &ctx, &active, &world).await;
@@ -547,11 +549,39 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
     // it: the status is written then, once (not "being created", then what
     // it is), with the events that go with it.
     let created = plan.actions.iter().any(|a| matches!(a, Action::CreateVersion(_) | Action::CreateActive { .. }));
-    if promoted || (!created && write_status(&p, &ctx, status).await?) {
+    if promoted || (!created && settling.is_none() && write_status(&p, &ctx, status).await?) {
         announce(&p, &ctx, &mut events).await;
     }
-    let requeue = [plan.requeue_after, wait].into_iter().flatten().min();
+    let requeue = [plan.requeue_after, wait, settling].into_iter().flatten().min();
     Ok(requeue.map_or_else(Requeue::await_change, Requeue::requeue))
+}
+
+/// At most this long after its first version's creation, a Processor's
+/// first status waits for that version's setup.
+const FIRST_STATUS_WAIT: Duration = Duration::from_secs(10);
+
+/// How much longer a Processor's first status (and the event of its first
+/// version) waits for its first version's setup: its view topic's verdict
+/// and the first reading of its progress, each about a second away and each
+/// written on the version, which wakes the Processor. Then one status write
+/// says what the version is, with its lag, not three (being set up, then
+/// replaying, then its lag). None once either came, once the Processor
+/// records an active version, or after [`FIRST_STATUS_WAIT`]: a setup that
+/// takes longer is said as it is. Pure.
+fn first_status_waits(p: &Processor, active: Option<&ViewVersion>, now: Timestamp) -> Option<Duration> {
+    if p.status.as_ref().is_some_and(|s| s.active_version.is_some()) {
+        return None;
+    }
+    let vv = active?;
+    let st = vv.status.as_ref();
+    let verdict = st.is_some_and(|s| conditions::find(&s.conditions, view_version::VIEW_READY).is_some());
+    let read = st.is_some_and(|s| s.catch_up.is_some());
+    if verdict && read {
+        return None;
+    }
+    let created = vv.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
+    let waited = Duration::try_from(now.duration_since(created)).unwrap_or_default();
+    FIRST_STATUS_WAIT.checked_sub(waited).filter(|left| !left.is_zero())
 }
 
 fn sets_phase(plan: &rollout::Plan, id: &str) -> bool {
@@ -1511,5 +1541,32 @@ mod tests {
         assert!(conflict.contains("spec.version is pinned to \"v1\"") && conflict.contains(&vv.name_any()), "{conflict}");
         assert_eq!(pinned_conflict(&processor(None, &["x"], &["a"]), Some(&vv), &BTreeMap::new()), None, "a derived id never conflicts");
         assert_eq!(pinned_conflict(&changed, None, &BTreeMap::new()), None, "nothing to conflict with yet");
+    }
+
+    #[test]
+    fn a_first_status_waits_for_its_versions_view_verdict_and_first_reading_ten_seconds_at_most() {
+        let mut p = processor(None, &["run"], &["a"]);
+        let mut vv = view_version_of(&p, "v1");
+        vv.metadata.creation_timestamp = Some(Time(t(0)));
+        let waits = |p: &Processor, vv: &ViewVersion, s| first_status_waits(p, Some(vv), t(s));
+        assert_eq!(waits(&p, &vv, 1), Some(Duration::from_secs(9)), "neither yet");
+        assert_eq!(first_status_waits(&p, None, t(1)), None, "no version to wait for");
+        let st = vv.status.get_or_insert_default();
+        st.conditions.push(Condition {
+            type_: view_version::VIEW_READY.into(),
+            status: "True".into(),
+            reason: "Ready".into(),
+            message: String::new(),
+            last_transition_time: Time(t(1)),
+            observed_generation: None,
+        });
+        assert_eq!(waits(&p, &vv, 2), Some(Duration::from_secs(8)), "the view's verdict, but no reading yet");
+        assert_eq!(waits(&p, &vv, 10), None, "a setup longer than ten seconds is said as it is");
+        vv.status.as_mut().unwrap().catch_up = Some(Default::default());
+        assert_eq!(waits(&p, &vv, 2), None, "both came: written at once");
+        vv.status.as_mut().unwrap().conditions.clear();
+        assert_eq!(waits(&p, &vv, 2), Some(Duration::from_secs(8)), "a reading, but no verdict yet");
+        p.status = Some(ProcessorStatus { active_version: Some("v1".into()), ..Default::default() });
+        assert_eq!(waits(&p, &vv, 2), None, "a Processor that said it has an active version waits no more");
     }
 }

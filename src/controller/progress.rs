@@ -1,6 +1,6 @@
 //! The progress monitor. Every lag poll, per KafkaCluster, it reads the
-//! progress of the versions due (one on its way to a cutover every second,
-//! the others every lag poll interval) in a few batched requests (one
+//! progress of the versions due (a new one or one on its way to a cutover
+//! every second, the others every lag poll interval) in a few batched requests (one
 //! FindCoordinator and an OffsetFetch per coordinator, then one Metadata
 //! and two ListOffsets per partition leader), folds each version's reading
 //! into its [`Track`] (the catch-up gate's memory, in memory only: a
@@ -173,50 +173,61 @@ fn rolling(vv: &ViewVersion) -> bool {
     matches!(vv.status.as_ref().and_then(|s| s.phase), None | Some(Pending | Replaying | CaughtUp | Verifying))
 }
 
-/// The lag poll interval: at most a second while a version is rolling.
-fn poll_interval(ctx: &Context) -> Duration {
-    let any_rolling = ctx.stores.versions.state().iter().any(|v| rolling(v));
-    if any_rolling { ctx.settings.lag_poll_interval.min(Duration::from_secs(1)) } else { ctx.settings.lag_poll_interval }
+/// Whether a version is read in a poll: one never read or rolling in each
+/// (a second apart), the others in the full poll every lag poll interval,
+/// all of them together. A new version is read within a second, so that its
+/// Processor's first status can carry its lag; and the versions made over a
+/// minute's burst are not spread over the interval's seconds, each second's
+/// poll asking every coordinator and leader again.
+fn due(rolling: bool, read_before: bool, full: bool) -> bool {
+    rolling || !read_before || full
 }
-
-/// Whether a version is read in the poll at `now`: a rolling one in every
-/// poll, the others once per `interval` (a poll due within half a second
-/// counts), so that one rollout does not make every version on the
-/// cluster read five times as often.
-fn due(rolling: bool, last_read: Option<Instant>, now: Instant, interval: Duration) -> bool {
-    rolling || last_read.is_none_or(|at| now.saturating_duration_since(at) + Duration::from_millis(500) >= interval)
-}
-
-type ByCluster = BTreeMap<(String, String), Vec<Arc<ViewVersion>>>;
 
 /// Polls until `shutdown`.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
     let poll = async {
         ctx.stores.listed().await;
-        // By ViewVersion uid: when it was last read.
-        let mut last_read: HashMap<String, Instant> = HashMap::new();
+        let interval = ctx.settings.lag_poll_interval;
+        let mut next_full = Instant::now();
+        // By ViewVersion uid: the versions read at least once.
+        let mut read_before: HashSet<String> = HashSet::new();
         loop {
-            tokio::time::sleep(poll_interval(&ctx)).await;
+            tokio::time::sleep(interval.min(Duration::from_secs(1))).await;
+            // (a poll's own time is slack: one due within half a second counts)
             let now = Instant::now();
-            let (mut live, mut read): (ByCluster, ByCluster) = Default::default();
+            let full = now + Duration::from_millis(500) >= next_full;
+            if full {
+                next_full = now + interval;
+            }
+            let mut read = ByCluster::new();
+            let mut live = ByCluster::new();
             let mut live_uids = HashSet::new();
             for vv in ctx.stores.versions.state() {
                 if vv.status.as_ref().and_then(|s| s.phase) == Some(VersionPhase::Retired) {
                     continue;
                 }
+                let uid = vv.metadata.uid.as_deref().unwrap_or_default();
+                let due = due(rolling(&vv), read_before.contains(uid), full);
+                // (between full polls, only what is due costs anything)
+                if !due && !full {
+                    continue;
+                }
                 let key = (vv.namespace().unwrap_or_default(), vv.spec.cluster_ref.clone());
-                let uid = vv.metadata.uid.clone().unwrap_or_default();
-                if due(rolling(&vv), last_read.get(&uid).copied(), now, ctx.settings.lag_poll_interval) {
-                    last_read.insert(uid.clone(), now);
+                if due {
+                    read_before.insert(uid.to_string());
                     read.entry(key.clone()).or_default().push(vv.clone());
                 }
-                live_uids.insert(uid);
-                live.entry(key).or_default().push(vv);
+                if full {
+                    live_uids.insert(uid.to_string());
+                    live.entry(key).or_default().push(vv);
+                }
             }
             // Side by side: a cluster that does not answer holds up only itself.
             futures::future::join_all(read.iter().map(|((ns, cluster), versions)| poll_cluster(&ctx, ns, cluster, versions))).await;
-            forget_the_gone(&ctx, &live, &live_uids);
-            last_read.retain(|uid, _| live_uids.contains(uid));
+            if full {
+                forget_the_gone(&ctx, &live, &live_uids);
+                read_before.retain(|uid| live_uids.contains(uid));
+            }
             if !read.is_empty() {
                 ctx.metrics.lag_polls.inc();
             }
@@ -227,6 +238,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
         _ = shutdown => {},
     }
 }
+
+type ByCluster = BTreeMap<(String, String), Vec<Arc<ViewVersion>>>;
 
 /// Drops what is known of versions that are gone (or retired), and their
 /// metric series.
@@ -460,22 +473,15 @@ mod tests {
     }
 
     #[test]
-    fn a_rolling_version_is_read_every_poll_and_the_others_once_per_interval() {
-        let (t0, interval) = (Instant::now(), Duration::from_secs(5));
-        let at = |ms| t0 + Duration::from_millis(ms);
+    fn a_new_or_rolling_version_is_read_every_second_and_the_others_in_the_full_poll() {
         // Never read: due whatever it is.
-        assert!(due(false, None, t0, interval));
-        // A rolling version: every poll, however recent the last read.
-        assert!(due(true, Some(at(0)), at(1000), interval));
-        // Settled: not in the one-second polls a rollout elsewhere brings...
-        for ms in [1000, 2000, 3000, 4000] {
-            assert!(!due(false, Some(at(0)), at(ms), interval), "read again after {ms} ms");
-        }
-        // ...but in the one near its interval (a poll's own time is slack).
-        assert!(due(false, Some(at(0)), at(4600), interval));
-        assert!(due(false, Some(at(0)), at(5000), interval));
-        // With nothing rolling, polls are an interval apart: each reads it.
-        assert!(due(false, Some(at(0)), at(5001), interval));
+        assert!(due(false, false, false));
+        // A rolling version: every poll.
+        assert!(due(true, true, false));
+        // Settled: not in the polls between the full ones...
+        assert!(!due(false, true, false));
+        // ...but in each full one.
+        assert!(due(false, true, true));
     }
 
     #[test]
