@@ -560,16 +560,23 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
 /// first status waits for that version's setup.
 const FIRST_STATUS_WAIT: Duration = Duration::from_secs(10);
 
-/// How much longer a Processor's first status (and the event of its first
-/// version) waits for its first version's setup: its view topic's verdict
-/// and the first reading of its progress, each about a second away and each
-/// written on the version, which wakes the Processor. Then one status write
-/// says what the version is, with its lag, not three (being set up, then
-/// replaying, then its lag). None once either came, once the Processor
-/// records an active version, or after [`FIRST_STATUS_WAIT`]: a setup that
-/// takes longer is said as it is. Pure.
+/// How much longer a Processor's first status (and its first version's
+/// event) waits for that version's setup: the view topic's verdict and the
+/// first reading of the version's progress, each about a second away and
+/// each written on the version, which wakes the Processor. Then one status
+/// write says what the version is, with its lag, not three (waiting for its
+/// view topic, then replaying, then its lag). Until then the Processor
+/// reads as not yet observed (`status.observedGeneration` 0, the CRD's
+/// default: kstatus and Argo CD say InProgress and Progressing). None once
+/// both came, once the Processor records an active version, for one whose
+/// status says Stalled (a cause gone, such as a missing KafkaCluster, is
+/// not left said), or after [`FIRST_STATUS_WAIT`]: a setup that takes
+/// longer is said as it is. Pure.
 fn first_status_waits(p: &Processor, active: Option<&ViewVersion>, now: Timestamp) -> Option<Duration> {
-    if p.status.as_ref().is_some_and(|s| s.active_version.is_some()) {
+    let said = |s: &ProcessorStatus| {
+        s.active_version.is_some() || conditions::find(&s.conditions, conditions::types::STALLED).is_some_and(|c| c.status == "True")
+    };
+    if p.status.as_ref().is_some_and(said) {
         return None;
     }
     let vv = active?;
@@ -1545,28 +1552,33 @@ mod tests {
 
     #[test]
     fn a_first_status_waits_for_its_versions_view_verdict_and_first_reading_ten_seconds_at_most() {
+        let cond = |type_: &str, status: &str| Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: "Why".into(),
+            message: String::new(),
+            last_transition_time: Time(t(1)),
+            observed_generation: None,
+        };
         let mut p = processor(None, &["run"], &["a"]);
+        // (as the API server defaults it)
+        p.status = Some(ProcessorStatus { observed_generation: Some(0), ..Default::default() });
         let mut vv = view_version_of(&p, "v1");
         vv.metadata.creation_timestamp = Some(Time(t(0)));
         let waits = |p: &Processor, vv: &ViewVersion, s| first_status_waits(p, Some(vv), t(s));
         assert_eq!(waits(&p, &vv, 1), Some(Duration::from_secs(9)), "neither yet");
         assert_eq!(first_status_waits(&p, None, t(1)), None, "no version to wait for");
-        let st = vv.status.get_or_insert_default();
-        st.conditions.push(Condition {
-            type_: view_version::VIEW_READY.into(),
-            status: "True".into(),
-            reason: "Ready".into(),
-            message: String::new(),
-            last_transition_time: Time(t(1)),
-            observed_generation: None,
-        });
+        vv.status.get_or_insert_default().conditions.push(cond(view_version::VIEW_READY, "True"));
         assert_eq!(waits(&p, &vv, 2), Some(Duration::from_secs(8)), "the view's verdict, but no reading yet");
         assert_eq!(waits(&p, &vv, 10), None, "a setup longer than ten seconds is said as it is");
         vv.status.as_mut().unwrap().catch_up = Some(Default::default());
         assert_eq!(waits(&p, &vv, 2), None, "both came: written at once");
         vv.status.as_mut().unwrap().conditions.clear();
         assert_eq!(waits(&p, &vv, 2), Some(Duration::from_secs(8)), "a reading, but no verdict yet");
-        p.status = Some(ProcessorStatus { active_version: Some("v1".into()), ..Default::default() });
-        assert_eq!(waits(&p, &vv, 2), None, "a Processor that said it has an active version waits no more");
+        let mut stalled = p.clone();
+        stalled.status.as_mut().unwrap().conditions.push(cond(conditions::types::STALLED, "True"));
+        assert_eq!(waits(&stalled, &vv, 2), None, "a Processor that says it is stuck does not keep saying it");
+        p.status.as_mut().unwrap().active_version = Some("v1".into());
+        assert_eq!(waits(&p, &vv, 2), None, "nor waits one that says it has an active version");
     }
 }
