@@ -1,11 +1,11 @@
 //! The progress monitor. Every lag poll, per KafkaCluster, it reads the
 //! progress of the versions due (a new one or one on its way to a cutover
-//! every second, the others every lag poll interval) in a few batched requests (one
-//! FindCoordinator and an OffsetFetch per coordinator, then one Metadata
-//! and two ListOffsets per partition leader), folds each version's reading
-//! into its [`Track`] (the catch-up gate's memory, in memory only: a
-//! restarted operator starts every window afresh, which only ever delays a
-//! promotion), and:
+//! every second, the others every lag poll interval) in a few batched
+//! requests (one FindCoordinator and an OffsetFetch per coordinator, then
+//! one Metadata and two ListOffsets per partition leader), folds each
+//! version's reading into its [`Track`] (the catch-up gate's memory, in
+//! memory only: a restarted operator starts every window afresh, which only
+//! ever delays a promotion), and:
 //!
 //! - wakes the version's Processor when the gate's answer changes (and only
 //!   then: the planner asks the monitor for the answer itself);
