@@ -148,6 +148,11 @@ async fn kafka_streams_through_a_rollout_a_rollback_a_retirement_and_a_return() 
     for name in ["KAPPA_STATE_DIR", "KAPPA_PROPERTIES", "KAPPA_INSTANCE_ID", "KAPPA_CONTRACT_VERSION"] {
         assert!(env.iter().any(|e| e.name == name), "{name} is in the contract");
     }
+    // With no secret in them, the properties come from the pod's own
+    // annotation (the downward API), which Kafka Streams loaded above: no Secret.
+    let inline = pod.metadata.annotations.unwrap_or_default().get("kappa.dev/client-properties-file").cloned().unwrap_or_default();
+    assert!(inline.contains(&format!("group.id={}", vv1.spec.consumer_group)), "{inline}");
+    assert!(s.ns.api::<Secret>().get_opt(&format!("{}-client", vv1.name_any())).await.unwrap().is_none(), "no Secret without a secret");
 
     // An in-place change (a volume) replaces the pod without a replay; the
     // old pod's static member is removed rather than waited out (45 s).
@@ -353,5 +358,9 @@ async fn kafka_streams_connects_with_the_properties_file_over_mtls_and_scram() {
         p["spec"]["template"]["args"] = json!(["--logic", "sum", "--commit-interval-ms", "1000"]);
         let (_, vv) = first_version_live(&s, p, 5_000).await;
         println!("{name}: {}", exact(&s.input, &vv, "sum").await);
+        // Properties that hold a secret (a client key, a password) come from the version's Secret.
+        let secret = s.ns.api::<Secret>().get(&format!("{}-client", vv.name_any())).await.unwrap();
+        let properties = String::from_utf8(secret.data.unwrap()["client.properties"].0.clone()).unwrap();
+        assert!(properties.contains("ssl.keystore.key=") || properties.contains("sasl.jaas.config="), "{properties}");
     }
 }

@@ -21,7 +21,6 @@ use kube::{
     runtime::{Controller, WatchStreamExt, controller::Action as Requeue, reflector::ObjectRef, reflector::Store, watcher},
 };
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tracing::{info, instrument};
 
 use super::{
@@ -1142,9 +1141,12 @@ async fn scale(
         }
     };
     let properties = resources::client_properties(vv, kafka, &settings);
-    let properties_digest = digest(properties.as_bytes());
-    let mut d = resources::deployment(p, vv, replicas, kafka, &properties_digest);
-    let hash = digest(&serde_json::to_vec(&d.spec).unwrap_or_default());
+    // (the digest of the properties the Deployment mounts from a Secret)
+    let mounted = existing
+        .and_then(|e| e.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()?.get(resources::PROPERTIES_DIGEST).cloned());
+    let file = resources::properties_file(&properties, resources::holds_secret(&settings), mounted.as_deref());
+    let mut d = resources::deployment(p, vv, replicas, kafka, &file);
+    let hash = resources::digest(&serde_json::to_vec(&d.spec).unwrap_or_default());
     if existing.and_then(|e| e.annotations().get(SPEC_HASH)) == Some(&hash) {
         return Ok(());
     }
@@ -1154,32 +1156,35 @@ async fn scale(
     if reviving && let Some(cluster) = ctx.clusters.get(&ns, &vv.spec.cluster_ref) {
         empty_group(&cluster, &vv.spec.consumer_group).await;
     }
-    // The client properties first (the pods mount them), when the
-    // Deployment does not have them yet.
-    let applied =
-        existing.and_then(|e| e.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()?.get(resources::PROPERTIES_DIGEST));
-    if applied != Some(&properties_digest) {
+    // Properties that hold a secret go in a Secret first (the pods mount
+    // it), when the Deployment does not have them yet.
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
+    let secret_name = naming::client_secret(&vv.name_any());
+    if let resources::PropertiesFile::Secret { digest } = &file
+        && mounted.as_ref() != Some(digest)
+    {
         let secret = resources::client_secret(vv, &properties);
-        Api::<Secret>::namespaced(ctx.client.clone(), &ns)
-            .patch(&naming::client_secret(&vv.name_any()), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&secret))
-            .await?;
+        secrets.patch(&secret_name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&secret)).await?;
     }
     d.metadata.annotations = Some([(SPEC_HASH.to_string(), hash)].into());
     let written = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
         .patch(&vv.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&d))
         .await?;
     wrote(&ctx.expectations, &ns, &vv.spec.processor, &written);
+    // Credentials no longer needed are not left in the Secret: it is emptied
+    // once the Deployment no longer mounts it (the pods that did, which read
+    // it when they started, are being replaced; the Secret goes with its
+    // version).
+    if mounted.is_some() && matches!(file, resources::PropertiesFile::Inline(_)) {
+        let emptied = Secret { data: None, ..resources::client_secret(vv, "") };
+        secrets.patch(&secret_name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&emptied)).await?;
+    }
     if replicas == 0 {
         fault::point("scaling-down").await;
     } else if existing.is_none() {
         fault::point("deployment-applied").await;
     }
     Ok(())
-}
-
-/// A short digest (16 hex digits) of some bytes.
-fn digest(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Records a version's phase with the timestamps of the transition (and

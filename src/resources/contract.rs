@@ -4,8 +4,8 @@
 use k8s_openapi::{
     ByteString,
     api::core::v1::{
-        EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath, ObjectFieldSelector, Secret, SecretKeySelector, SecretVolumeSource, Volume,
-        VolumeMount,
+        DownwardAPIVolumeFile, DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath, ObjectFieldSelector, Secret,
+        SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
     },
 };
 use kube::{Resource, api::ObjectMeta};
@@ -133,24 +133,76 @@ pub fn contract_env(vv: &ViewVersion, kafka: &KafkaClusterSpec, prefix: &str) ->
     (env, volumes, mounts)
 }
 
+/// How a version's pods get their client properties (`KAPPA_PROPERTIES`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PropertiesFile {
+    /// From the Secret `P-V-client`, for properties that hold a secret; its
+    /// digest on the pod template restarts the pods when it changes.
+    Secret { digest: String },
+    /// From the pod template's own annotation through the downward API:
+    /// properties without a secret need no object of their own.
+    Inline(String),
+}
+
+/// The pod template annotation that holds [`PropertiesFile::Inline`].
+pub const PROPERTIES_INLINE: &str = "kappa.dev/client-properties-file";
+
+/// Whether a cluster's client properties hold a secret: a SASL password or
+/// a client certificate's key (a CA certificate is public).
+pub fn holds_secret(settings: &kafka::Settings) -> bool {
+    settings.sasl.is_some() || settings.tls.as_ref().is_some_and(|t| t.client_cert_pem.is_some())
+}
+
+/// How the pods get `properties`: from a Secret when they hold a secret, or
+/// when the version's Deployment mounts a Secret with these very properties
+/// already (`mounted`: the digest on its pod template), so that no running
+/// pod is restarted for a change of delivery alone; from the pod template
+/// otherwise. Pure.
+pub fn properties_file(properties: &str, holds_secret: bool, mounted: Option<&str>) -> PropertiesFile {
+    let digest = super::digest(properties.as_bytes());
+    if holds_secret || mounted == Some(digest.as_str()) {
+        PropertiesFile::Secret { digest }
+    } else {
+        PropertiesFile::Inline(properties.to_string())
+    }
+}
+
 /// What only a version's own pods get: `KAPPA_INSTANCE_ID` (the pod's name:
 /// stable across container restarts, for static membership),
 /// `KAPPA_STATE_DIR` and `KAPPA_PROPERTIES`, with their volumes. The state
 /// volume is left out when the template declares its own.
-pub fn pod_contract(vv: &ViewVersion, state_declared: bool) -> (Vec<EnvVar>, Vec<Volume>, Vec<VolumeMount>) {
+pub fn pod_contract(vv: &ViewVersion, state_declared: bool, file: &PropertiesFile) -> (Vec<EnvVar>, Vec<Volume>, Vec<VolumeMount>) {
     let env = vec![
         from_field("KAPPA_INSTANCE_ID", "metadata.name"),
         var("KAPPA_STATE_DIR", STATE_DIR),
         var("KAPPA_PROPERTIES", format!("{PROPERTIES_DIR}/{PROPERTIES_FILE}")),
     ];
-    let mut volumes = vec![Volume {
-        name: PROPERTIES_VOLUME.into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(naming::client_secret(vv.metadata.name.as_deref().unwrap_or_default())),
+    let properties = match file {
+        PropertiesFile::Secret { .. } => Volume {
+            name: PROPERTIES_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(naming::client_secret(vv.metadata.name.as_deref().unwrap_or_default())),
+                ..Default::default()
+            }),
             ..Default::default()
-        }),
-        ..Default::default()
-    }];
+        },
+        PropertiesFile::Inline(_) => Volume {
+            name: PROPERTIES_VOLUME.into(),
+            downward_api: Some(DownwardAPIVolumeSource {
+                items: Some(vec![DownwardAPIVolumeFile {
+                    path: PROPERTIES_FILE.into(),
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: format!("metadata.annotations['{PROPERTIES_INLINE}']"),
+                        api_version: None,
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    };
+    let mut volumes = vec![properties];
     if !state_declared {
         volumes.push(Volume { name: STATE_VOLUME.into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() });
     }
@@ -222,7 +274,8 @@ pub fn client_properties(vv: &ViewVersion, spec: &KafkaClusterSpec, settings: &k
     out
 }
 
-/// The Secret `P-V-client` holding [`client_properties`], owned by the ViewVersion.
+/// The Secret `P-V-client` holding [`client_properties`] that hold a
+/// secret ([`PropertiesFile::Secret`]), owned by the ViewVersion.
 pub fn client_secret(vv: &ViewVersion, properties: &str) -> Secret {
     Secret {
         metadata: ObjectMeta {
@@ -270,5 +323,26 @@ mod tests {
         );
         assert!(lines.contains(&r"ssl.truststore.certificates=-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----"), "{props}");
         assert_eq!(escape(" lead"), "\\ lead");
+    }
+
+    #[test]
+    fn properties_come_from_a_secret_only_when_they_hold_one_or_a_running_deployment_mounts_them() {
+        let plain = Settings { bootstrap: vec!["k:9092".into()], sasl: None, tls: None };
+        let ca_only = Settings { tls: Some(Tls { ca_pem: Some(b"ca".to_vec()), client_cert_pem: None }), ..plain.clone() };
+        let client_key =
+            Settings { tls: Some(Tls { ca_pem: None, client_cert_pem: Some((b"c".to_vec(), b"k".to_vec())) }), ..plain.clone() };
+        let sasl =
+            Settings { sasl: Some(Sasl { mechanism: SaslMechanism::Plain, username: "u".into(), password: "p".into() }), ..plain.clone() };
+        assert!(!holds_secret(&plain) && !holds_secret(&ca_only), "a CA certificate is public");
+        assert!(holds_secret(&client_key) && holds_secret(&sasl));
+
+        let text = "bootstrap.servers=k:9092\n";
+        let digest = crate::resources::digest(text.as_bytes());
+        assert_eq!(properties_file(text, false, None), PropertiesFile::Inline(text.into()));
+        assert_eq!(properties_file(text, true, None), PropertiesFile::Secret { digest: digest.clone() });
+        // A Deployment that mounts a Secret of these very properties keeps it: no pod restarts for delivery alone...
+        assert_eq!(properties_file(text, false, Some(&digest)), PropertiesFile::Secret { digest: digest.clone() });
+        // ...until the properties change (the pods restart then anyway).
+        assert_eq!(properties_file(text, false, Some("0123456789abcdef")), PropertiesFile::Inline(text.into()));
     }
 }

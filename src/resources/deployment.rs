@@ -9,11 +9,11 @@ use k8s_openapi::{
 };
 use kube::{Resource, ResourceExt, api::ObjectMeta};
 
-use super::{common_labels, contract, contract_env, selector};
+use super::{PropertiesFile, common_labels, contract, contract_env, selector};
 use crate::api::{KafkaClusterSpec, Processor, ViewVersion, labels};
 
-/// A digest of the version's client properties, on the pod template: new
-/// credentials restart the pods.
+/// A digest of the version's client properties when a Secret holds them,
+/// on the pod template: new credentials restart the pods.
 pub const PROPERTIES_DIGEST: &str = "kappa.dev/client-properties";
 
 /// What the version computes (image, command, args, env) comes from its
@@ -21,7 +21,7 @@ pub const PROPERTIES_DIGEST: &str = "kappa.dev/client-properties";
 /// resources, labels, annotations, service account, volumes, security
 /// contexts, probes, scheduling) comes from the Processor as it is now, so
 /// those change in place without a replay.
-pub fn deployment(p: &Processor, vv: &ViewVersion, replicas: i32, kafka: &KafkaClusterSpec, properties_digest: &str) -> Deployment {
+pub fn deployment(p: &Processor, vv: &ViewVersion, replicas: i32, kafka: &KafkaClusterSpec, properties: &PropertiesFile) -> Deployment {
     let code = &vv.spec.template;
     let now = &p.spec.template;
     let select = selector(&p.name_any(), &vv.spec.version);
@@ -30,11 +30,14 @@ pub fn deployment(p: &Processor, vv: &ViewVersion, replicas: i32, kafka: &KafkaC
     let mut pod_labels = now.labels.clone();
     pod_labels.extend(meta_labels.clone());
     let mut pod_annotations = now.annotations.clone();
-    pod_annotations.insert(PROPERTIES_DIGEST.into(), properties_digest.into());
+    match properties {
+        PropertiesFile::Secret { digest } => pod_annotations.insert(PROPERTIES_DIGEST.into(), digest.clone()),
+        PropertiesFile::Inline(text) => pod_annotations.insert(contract::PROPERTIES_INLINE.into(), text.clone()),
+    };
 
     let (mut env, mut volumes, mut mounts) = contract_env(vv, kafka, "KAPPA_");
     let state_declared = now.volumes.iter().any(|v| v.name == contract::STATE_VOLUME);
-    let (pod_env, pod_volumes, pod_mounts) = contract::pod_contract(vv, state_declared);
+    let (pod_env, pod_volumes, pod_mounts) = contract::pod_contract(vv, state_declared, properties);
     env.extend(pod_env);
     volumes.extend(pod_volumes);
     volumes.extend(now.volumes.iter().cloned());
@@ -169,7 +172,7 @@ pub(crate) mod tests {
         let p = processor();
         let vv = version(&p, "v1", "img:1");
         let kafka = KafkaClusterSpec { bootstrap_servers: "k:9092".into(), tls: None, sasl: None };
-        let d = deployment(&p, &vv, 3, &kafka, "d1");
+        let d = deployment(&p, &vv, 3, &kafka, &PropertiesFile::Inline("bootstrap.servers=k:9092\n".into()));
         assert_eq!(d.metadata.name.as_deref(), Some("orders-v1"));
         let spec = d.spec.as_ref().unwrap();
         assert_eq!(spec.replicas, Some(3));
@@ -193,6 +196,16 @@ pub(crate) mod tests {
         let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!((owner.kind.as_str(), owner.controller), ("ViewVersion", Some(true)));
         assert_eq!(c.ports.as_ref().unwrap()[0].container_port, 9000);
+        // Properties without a secret come from the pod's own annotation: no Secret to write.
+        let template = &spec.template;
+        let annotations = template.metadata.as_ref().unwrap().annotations.clone().unwrap();
+        assert_eq!(annotations.get(contract::PROPERTIES_INLINE).map(String::as_str), Some("bootstrap.servers=k:9092\n"));
+        assert!(!annotations.contains_key(PROPERTIES_DIGEST));
+        let volume = &template.spec.as_ref().unwrap().volumes.as_ref().unwrap()[0];
+        assert!(volume.secret.is_none());
+        let file = &volume.downward_api.as_ref().unwrap().items.as_ref().unwrap()[0];
+        assert_eq!(file.path, "client.properties");
+        assert_eq!(file.field_ref.as_ref().unwrap().field_path, "metadata.annotations['kappa.dev/client-properties-file']");
     }
 
     #[test]
@@ -220,7 +233,7 @@ pub(crate) mod tests {
         t.tolerations = vec![Toleration { key: Some("dedicated".into()), ..Default::default() }];
         t.priority_class_name = Some("streaming".into());
         let kafka = KafkaClusterSpec { bootstrap_servers: "k:9092".into(), tls: None, sasl: None };
-        let d = deployment(&p, &vv, 1, &kafka, "d1");
+        let d = deployment(&p, &vv, 1, &kafka, &PropertiesFile::Secret { digest: "d1".into() });
         let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
         let c = &pod.containers[0];
         let volumes: Vec<&str> = pod.volumes.as_ref().unwrap().iter().map(|v| v.name.as_str()).collect();
@@ -234,6 +247,8 @@ pub(crate) mod tests {
         assert_eq!(pod.tolerations.as_ref().unwrap().len(), 1);
         let annotations = d.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations.clone().unwrap();
         assert_eq!(annotations.get(PROPERTIES_DIGEST).map(String::as_str), Some("d1"), "new credentials restart the pods");
+        let secret = pod.volumes.as_ref().unwrap()[0].secret.as_ref().unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("orders-v1-client"));
         // None of it is part of what the version computes.
         let mut before = processor();
         before.spec.template.image = p.spec.template.image.clone();
@@ -252,7 +267,7 @@ pub(crate) mod tests {
                 credentials: SaslCredentials { secret_name: "kafka-user".into(), username_key: "u".into(), password_key: "p".into() },
             }),
         };
-        let env = env(&deployment(&p, &vv, 1, &kafka, "d1"));
+        let env = env(&deployment(&p, &vv, 1, &kafka, &PropertiesFile::Secret { digest: "d1".into() }));
         let pw = env.iter().find(|e| e.name == "KAPPA_SASL_PASSWORD").unwrap();
         assert!(pw.value.is_none());
         let r = pw.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();

@@ -7,7 +7,9 @@ mod serving;
 mod topic;
 mod verification;
 
-pub use contract::{client_id, client_properties, client_secret, contract_env};
+pub use contract::{
+    PROPERTIES_INLINE, PropertiesFile, client_id, client_properties, client_secret, contract_env, holds_secret, properties_file,
+};
 /// A Processor and its versions, for other modules' tests.
 #[cfg(test)]
 pub(crate) use deployment::tests as fixtures;
@@ -18,7 +20,14 @@ pub use verification::{verification_job, verification_job_name};
 
 use std::collections::BTreeMap;
 
+use sha2::{Digest, Sha256};
+
 use crate::{api::labels, naming};
+
+/// A short digest (16 hex digits) of some bytes.
+pub fn digest(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
 
 /// The labels that select one version's pods.
 pub fn selector(processor: &str, version: &str) -> BTreeMap<String, String> {

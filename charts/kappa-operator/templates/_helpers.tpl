@@ -33,8 +33,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: [topics/finalizers, processors/finalizers, viewversions/finalizers]
   verbs: [update]
 # Kafka credentials (SASL, TLS) named by KafkaClusters; watched by metadata
-# so a rotated Secret reconnects. Each processor version gets a Secret with
-# its client properties (KAPPA_PROPERTIES), applied server-side.
+# so a rotated Secret reconnects. A processor version whose client
+# properties (KAPPA_PROPERTIES) hold a secret gets a Secret with them,
+# applied server-side.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, create, patch]
