@@ -177,31 +177,26 @@ pub fn pod_contract(vv: &ViewVersion, state_declared: bool, file: &PropertiesFil
         var("KAPPA_STATE_DIR", STATE_DIR),
         var("KAPPA_PROPERTIES", format!("{PROPERTIES_DIR}/{PROPERTIES_FILE}")),
     ];
-    let properties = match file {
-        PropertiesFile::Secret { .. } => Volume {
-            name: PROPERTIES_VOLUME.into(),
-            secret: Some(SecretVolumeSource {
+    let mut properties = Volume { name: PROPERTIES_VOLUME.into(), ..Default::default() };
+    match file {
+        PropertiesFile::Secret { .. } => {
+            properties.secret = Some(SecretVolumeSource {
                 secret_name: Some(naming::client_secret(vv.metadata.name.as_deref().unwrap_or_default())),
                 ..Default::default()
-            }),
-            ..Default::default()
-        },
-        PropertiesFile::Inline(_) => Volume {
-            name: PROPERTIES_VOLUME.into(),
-            downward_api: Some(DownwardAPIVolumeSource {
+            });
+        }
+        PropertiesFile::Inline(_) => {
+            let annotation = ObjectFieldSelector { field_path: format!("metadata.annotations['{PROPERTIES_INLINE}']"), api_version: None };
+            properties.downward_api = Some(DownwardAPIVolumeSource {
                 items: Some(vec![DownwardAPIVolumeFile {
                     path: PROPERTIES_FILE.into(),
-                    field_ref: Some(ObjectFieldSelector {
-                        field_path: format!("metadata.annotations['{PROPERTIES_INLINE}']"),
-                        api_version: None,
-                    }),
+                    field_ref: Some(annotation),
                     ..Default::default()
                 }]),
                 ..Default::default()
-            }),
-            ..Default::default()
-        },
-    };
+            });
+        }
+    }
     let mut volumes = vec![properties];
     if !state_declared {
         volumes.push(Volume { name: STATE_VOLUME.into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() });
