@@ -72,8 +72,8 @@ pub fn run(
 ) -> impl Stream<Item = super::Reconciled<Processor>> {
     let ns = ctx.settings.namespace.clone();
     let store = ctrl.store();
-    let (s1, s2, s3, s4, s5, s6, s7, s8) =
-        (store.clone(), store.clone(), store.clone(), store.clone(), store.clone(), store.clone(), store.clone(), store);
+    let (s1, s2, s3, s4, s5, s6, s7, s8, s9) =
+        (store.clone(), store.clone(), store.clone(), store.clone(), store.clone(), store.clone(), store.clone(), store.clone(), store);
     // What the operator made for a Processor, from the caches the
     // reconciles read (a change to one, by anyone, wakes its Processor).
     // (the ViewVersion watches record what they deliver: a reconcile reads
@@ -84,24 +84,27 @@ pub fn run(
     let owned_versions = waking(watcher(metadata, watcher::Config::default()).default_backoff(), &vv_kind, seen);
     let versions = watched_api::<ViewVersion>(client, ns.as_deref());
     let all_versions = waking(watcher(versions, watcher::Config::default()).default_backoff(), &vv_kind, seen);
+    // (and so does the Topic watch: see [`view_version::unsaid_view_ready`])
+    let topics =
+        waking(watcher(watched_api::<Topic>(client, ns.as_deref()), watcher::Config::default()).default_backoff(), &Topic::kind(&()), seen);
     ctrl.owns_stream(owned_versions.touched_objects())
         .watches_stream(owned.deployments, move |d| by_label(&s1, d.namespace(), d.labels().get(labels::PROCESSOR)))
         .watches_stream(owned.pods, move |p| by_label(&s2, p.namespace(), p.labels().get(labels::PROCESSOR)))
         .watches_stream(owned.jobs, move |j| by_label(&s3, j.namespace(), j.labels().get(labels::PROCESSOR)))
         .watches_stream(owned.config_maps, move |c| by_label(&s7, c.namespace(), c.labels().get(labels::PROCESSOR)))
         .watches_stream(owned.services, move |v| by_label(&s8, v.namespace(), v.labels().get(labels::PROCESSOR)))
-        .watches(watched_api::<Topic>(client, ns.as_deref()), watcher::Config::default(), move |t| {
+        .watches_stream(topics.touched_objects(), move |t| {
             let (ns, name) = (t.namespace(), t.name_any());
             // (a version's view Topic is an input of the Processors downstream)
             let viewed = t.labels().get(labels::PROCESSOR).cloned();
-            s4.state()
-                .into_iter()
-                .filter(|p| {
-                    (p.spec.inputs.contains(&name) || p.spec.upstreams().any(|u| Some(naming::label_value(u)) == viewed))
-                        && super::in_ns(p.as_ref(), ns.as_deref())
-                })
-                .map(|p| ObjectRef::from_obj(p.as_ref()))
-                .collect::<Vec<_>>()
+            let readers = s4.state().into_iter().filter(|p| {
+                (p.spec.inputs.contains(&name) || p.spec.upstreams().any(|u| Some(naming::label_value(u)) == viewed))
+                    && super::in_ns(p.as_ref(), ns.as_deref())
+            });
+            // ... and of its own Processor, which says that it is Ready with
+            // the version's first phase.
+            let own = if resources::version_of(&t).is_some() { by_label(&s9, ns.clone(), viewed.as_ref()) } else { vec![] };
+            readers.map(|p| ObjectRef::from_obj(p.as_ref())).chain(own).collect::<Vec<_>>()
         })
         .watches(watched_api::<KafkaCluster>(client, ns.as_deref()), watcher::Config::default(), move |kc| {
             let (ns, name) = (kc.namespace(), kc.name_any());
@@ -154,6 +157,9 @@ struct World {
     deployments: BTreeMap<String, Deployment>,
     pods: Vec<Pod>,
     jobs: BTreeMap<String, Job>,
+    /// By version: a ViewReady its status does not say yet (see
+    /// [`view_version::unsaid_view_ready`]), said with its next phase.
+    unsaid: BTreeMap<String, Cond>,
 }
 
 async fn observe(p: &Processor, ctx: &Context) -> Result<World> {
@@ -174,6 +180,12 @@ async fn observe(p: &Processor, ctx: &Context) -> Result<World> {
         let fresh = Api::<ViewVersion>::namespaced(ctx.client.clone(), &ns).list(&lp).await?.items;
         fresh.into_iter().filter(|v| ours(v)).map(Arc::new).collect()
     };
+    let mut unsaid = BTreeMap::new();
+    for vv in &versions {
+        if let Some(ready) = view_version::unsaid_view_ready(ctx, vv).await? {
+            unsaid.insert(vv.spec.version.clone(), ready);
+        }
+    }
     let by_version = |l: &BTreeMap<String, String>| l.get(labels::VERSION).cloned().unwrap_or_default();
     if met {
         // What it made: from the caches whose watches wake it (see [`owned`]).
@@ -184,6 +196,7 @@ async fn observe(p: &Processor, ctx: &Context) -> Result<World> {
             deployments: owned::of(&owned.deployments, &ns, &label).into_iter().map(|d| (by_version(d.labels()), (*d).clone())).collect(),
             pods: owned::of(&owned.pods, &ns, &label).into_iter().map(|p| (*p).clone()).collect(),
             jobs: owned::of(&owned.jobs, &ns, &label).into_iter().map(|j| (by_version(j.labels()), (*j).clone())).collect(),
+            unsaid,
         });
     }
     // The caches have not shown this Processor's last writes yet: a create
@@ -198,7 +211,7 @@ async fn observe(p: &Processor, ctx: &Context) -> Result<World> {
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns).list(&lp).await?.items;
     let jobs =
         Api::<Job>::namespaced(ctx.client.clone(), &ns).list(&lp).await?.items.into_iter().map(|j| (by_version(j.labels()), j)).collect();
-    Ok(World { versions, deployments, pods, jobs })
+    Ok(World { versions, deployments, pods, jobs, unsaid })
 }
 
 const IMAGE_ERRORS: [&str; 7] = [
@@ -275,7 +288,7 @@ fn observe_version(vv: &ViewVersion, w: &World, gate: Gate) -> rollout::Version 
         // (a version written before ViewReady existed said it with Ready)
         view_ready: match conditions::find(&st.conditions, super::view_version::VIEW_READY) {
             Some(c) => c.status == "True",
-            None => conditions::is_true(&st.conditions, conditions::types::READY),
+            None => w.unsaid.contains_key(id) || conditions::is_true(&st.conditions, conditions::types::READY),
         },
         promotion: promotion(vv),
         deleting: vv.metadata.deletion_timestamp.is_some(),
@@ -465,7 +478,7 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
                 if let Some(vv) = find(version) {
                     let caught_up = plan.actions.contains(&Action::RecordCaughtUp(version.clone()));
                     let entering = vv.status.as_ref().and_then(|s| s.phase) != Some(*phase);
-                    set_phase(&ctx, &vv, *phase, message.clone(), caught_up).await?;
+                    set_phase(&ctx, &vv, &world, *phase, message.clone(), caught_up).await?;
                     if entering && *phase == VersionPhase::Failed {
                         ctx.metrics.rollout(&ns, &name, "failed");
                     }
@@ -482,7 +495,7 @@ async fn apply(p: Arc<Processor>, ctx: Arc<Context>) -> Result<Requeue> {
                     // Through set_phase: one apply of all this manager's fields
                     // (an apply without them would drop them).
                     let st = vv.status.clone().unwrap_or_default();
-                    set_phase(&ctx, &vv, st.phase.unwrap_or_default(), st.message, true).await?;
+                    set_phase(&ctx, &vv, &world, st.phase.unwrap_or_default(), st.message, true).await?;
                 }
             }
             Action::StartVerification { candidate, active } => {
@@ -1188,8 +1201,16 @@ async fn scale(
 }
 
 /// Records a version's phase with the timestamps of the transition (and
-/// that it has caught up, when the plan says so).
-async fn set_phase(ctx: &Context, vv: &ViewVersion, phase: VersionPhase, message: Option<String>, caught_up: bool) -> Result<()> {
+/// that it has caught up, when the plan says so), and a ViewReady its
+/// status does not say yet.
+async fn set_phase(
+    ctx: &Context,
+    vv: &ViewVersion,
+    w: &World,
+    phase: VersionPhase,
+    message: Option<String>,
+    caught_up: bool,
+) -> Result<()> {
     let st = vv.status.clone().unwrap_or_default();
     let now = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()));
     let entering = st.phase != Some(phase);
@@ -1221,7 +1242,7 @@ async fn set_phase(ctx: &Context, vv: &ViewVersion, phase: VersionPhase, message
         MANAGER,
         json!({
             "observedGeneration": vv.metadata.generation,
-            "conditions": view_version::conditions_for(vv, &next),
+            "conditions": view_version::conditions_for(vv, &next, w.unsaid.get(&vv.spec.version)),
             "phase": phase,
             "message": message,
             "startedAt": started_at,
@@ -1246,7 +1267,7 @@ async fn retire(ctx: &Context, vv: &ViewVersion, w: &World) -> Result<Option<Dur
     let ns = vv.namespace().unwrap_or_default();
     let id = &vv.spec.version;
     if vv.status.as_ref().and_then(|s| s.phase) != Some(VersionPhase::Retired) {
-        set_phase(ctx, vv, VersionPhase::Retired, Some("beyond retainVersions, superseded, or deleted".into()), false).await?;
+        set_phase(ctx, vv, w, VersionPhase::Retired, Some("beyond retainVersions, superseded, or deleted".into()), false).await?;
     }
     if w.deployments.get(id).and_then(|d| d.spec.as_ref()?.replicas).unwrap_or(0) > 0 {
         let written = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use futures::Stream;
 use k8s_openapi::jiff::Timestamp;
 use kube::{
-    Api, Client, ResourceExt,
+    Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
 };
@@ -144,24 +144,17 @@ async fn reconcile(vv: Arc<ViewVersion>, ctx: Arc<Context>) -> Result<Action> {
             return Ok(Action::await_change());
         }
         let reader = format!("ViewVersion {}", vv.name_any());
-        // (an upstream's view is its version's own topic: it exists)
-        let topics: Vec<String> = vv.spec.inputs.iter().filter(|i| matches!(Input::parse(i), Input::Topic(_))).cloned().collect();
-        let inputs = input_topics(&ctx, &ns, &topics).await?;
+        let inputs = input_topics(&ctx, &ns, &topic_inputs(&vv)).await?;
         let (ready, creating) = match inputs_problem(&ns, &inputs, &reader) {
             // Nothing is created until the inputs are there.
             Some((reason, message)) => (Cond::new(VIEW_READY, false, reason, message), false),
             None => view_topic(&ctx, &vv).await?,
         };
         let current: Vec<_> = vv.status.iter().flat_map(|s| s.conditions.iter()).filter(|c| c.type_ == VIEW_READY).cloned().collect();
-        let merged = conditions::merge(&current, &[ready], vv.metadata.generation, Timestamp::now());
-        // (observedGeneration is the rollout's to write, with the phase:
-        // until a version has one, it is not observed.) A view topic being
-        // created is not said to be missing by a version that has said
-        // nothing yet: its Topic's verdict, a moment later, wakes this
-        // version, and one write tells the outcome.
-        // Nor is anything said in a namespace being deleted: its versions go.
+        let merged = conditions::merge(&current, std::slice::from_ref(&ready), vv.metadata.generation, Timestamp::now());
+        // (nothing is said in a namespace being deleted: its versions go)
         if merged != current
-            && !(creating && current.is_empty())
+            && says_it(&ready, creating, !current.is_empty(), vv.status.as_ref().and_then(|s| s.phase))
             && !ctx.namespace_going(&ns).await
             && let Some(written) = apply_status_fields(&ctx.client, vv.as_ref(), CONDITIONS_MANAGER, json!({"conditions": merged})).await?
         {
@@ -170,6 +163,19 @@ async fn reconcile(vv: Arc<ViewVersion>, ctx: Arc<Context>) -> Result<Action> {
         Ok(Action::await_change())
     })
     .await
+}
+
+/// Whether this controller says a version's ViewReady verdict, when it
+/// differs from what its status says. (observedGeneration is the rollout's
+/// to write, with the phase: until a version has one, it is not observed.)
+/// A version that has said nothing yet is not told that its view topic is
+/// being created: the Topic's verdict, a moment later, wakes it, and one
+/// write tells the outcome. Nor, if it has no phase yet either, that its
+/// view is Ready: its Processor, woken by the same verdict, says that with
+/// the version's first phase (see [`unsaid_view_ready`]), one write, not
+/// two. What stops it is said at once. Pure.
+fn says_it(verdict: &Cond, creating: bool, said_before: bool, phase: Option<VersionPhase>) -> bool {
+    said_before || !(creating || verdict.status && phase.is_none())
 }
 
 /// A version's conditions from its phase (which the Processor's rollout
@@ -218,9 +224,13 @@ pub const VIEW_READY: &str = "ViewReady";
 
 /// The version's conditions for a phase, written with the phase itself so
 /// that no reader sees a phase with the conditions of the one before.
-pub(super) fn conditions_for(vv: &ViewVersion, status: &ViewVersionStatus) -> Vec<conditions::Condition> {
+/// With them, a ViewReady the status does not say yet (see
+/// [`unsaid_view_ready`]).
+pub(super) fn conditions_for(vv: &ViewVersion, status: &ViewVersionStatus, unsaid: Option<&Cond>) -> Vec<conditions::Condition> {
     let current = vv.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
-    conditions::merge(&current, &version_conditions(status), vv.metadata.generation, Timestamp::now())
+    let mut conds = version_conditions(status);
+    conds.extend(unsaid.cloned());
+    conditions::merge(&current, &conds, vv.metadata.generation, Timestamp::now())
 }
 
 /// The Processor that owns the version, if it exists: from the cache, and
@@ -263,6 +273,43 @@ async fn view_topic(ctx: &Context, vv: &ViewVersion) -> Result<(Cond, bool)> {
     Ok(view_verdict(existing.as_ref(), &vv.spec.output_topic))
 }
 
+/// A version's inputs that are Topics (an upstream's view is its version's
+/// own topic: it exists).
+fn topic_inputs(vv: &ViewVersion) -> Vec<String> {
+    vv.spec.inputs.iter().filter(|i| matches!(Input::parse(i), Input::Topic(_))).cloned().collect()
+}
+
+/// A version's ViewReady when its status does not say it yet and it holds
+/// (its inputs and its view topic are Ready): the Processor's rollout says
+/// it with the version's first phase, in one write (this controller leaves
+/// it unsaid, see [`reconcile`]). None when the status says it, or when it
+/// does not hold (then this controller says why). The view Topic comes from
+/// its cache, or from the API server when that cache may lag the event that
+/// woke the reconcile (the Processor's own view Topic wakes it).
+pub async fn unsaid_view_ready(ctx: &Context, vv: &ViewVersion) -> Result<Option<Cond>> {
+    let said = vv.status.as_ref().is_some_and(|s| conditions::find(&s.conditions, VIEW_READY).is_some());
+    if said || vv.metadata.deletion_timestamp.is_some() {
+        return Ok(None);
+    }
+    let ns = vv.namespace().unwrap_or_default();
+    if inputs_problem(&ns, &input_topics(ctx, &ns, &topic_inputs(vv)).await?, "").is_some() {
+        return Ok(None);
+    }
+    let verdict = |t: Option<&Topic>| {
+        let (ready, _) = view_verdict(t.filter(|t| t.metadata.deletion_timestamp.is_none()), &vv.spec.output_topic);
+        ready.status.then_some(ready)
+    };
+    let cached = ctx.stores.topics.get(&ObjectRef::new(&vv.name_any()).within(&ns));
+    if let Some(ready) = verdict(cached.as_deref()) {
+        return Ok(Some(ready));
+    }
+    if ctx.stores.seen.caught_up_with_wakes(&Topic::kind(&())) {
+        return Ok(None);
+    }
+    let fresh = Api::<Topic>::namespaced(ctx.client.clone(), &ns).get_opt(&vv.name_any()).await?;
+    Ok(verdict(fresh.as_ref()))
+}
+
 /// ViewReady from the view Topic's own Ready, and whether the topic is
 /// being created: not there yet, or no verdict from Kafka yet (one message
 /// for both, so that a version that said it once need not say it again).
@@ -294,6 +341,21 @@ mod tests {
         let get = |t: &str| conds.iter().find(|c| c.type_ == t).unwrap().clone();
         let ready = get(types::READY);
         (ready.status, get(types::RECONCILING).status, get(types::STALLED).status, ready.reason)
+    }
+
+    #[test]
+    fn a_new_versions_ready_view_is_said_with_its_first_phase_and_a_problem_at_once() {
+        let ready = Cond::new(VIEW_READY, true, "Ready", "view topic t is Ready");
+        let missing = Cond::new(VIEW_READY, false, "InputMissing", "Topic i does not exist");
+        let creating = Cond::new(VIEW_READY, false, "ViewTopicNotReady", "creating view topic t");
+        // Nothing said yet, no phase: Ready waits for the phase, creating for Kafka.
+        assert!(!says_it(&ready, false, false, None));
+        assert!(!says_it(&creating, true, false, None));
+        assert!(says_it(&missing, false, false, None));
+        // With a phase (written before this rule, or a phase without it), or said before: any change.
+        assert!(says_it(&ready, false, false, Some(VersionPhase::Replaying)));
+        assert!(says_it(&ready, false, true, None));
+        assert!(says_it(&creating, true, true, Some(VersionPhase::Active)));
     }
 
     #[test]

@@ -453,7 +453,8 @@ impl<'a> Planner<'a> {
         if v.view_ready {
             self.actions.push(Action::Scale { version: a.clone(), replicas: self.o.replicas });
         }
-        if v.phase != VersionPhase::Active {
+        // (a first version's phase waits for its view: one write says both)
+        if v.phase != VersionPhase::Active && (v.view_ready || v.phase != VersionPhase::Pending) {
             self.actions.push(Action::SetPhase { version: a.clone(), phase: VersionPhase::Active, message: None });
         }
         if v.caught_up_at.is_none() && v.gate == Gate::CaughtUp {

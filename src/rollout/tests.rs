@@ -99,10 +99,16 @@ fn the_first_version_is_created_then_active_at_once_but_not_ready_until_caught_u
     assert_eq!(p.phase, Phase::Pending);
     // Seen with its commit: active, with nothing left to commit.
     let created = Version { promotion: Some(1), gate: Gate::Unknown("not read".into()), ..version("v1") };
-    let p = plan(&obs("v1", None, vec![created], 1));
+    let p = plan(&obs("v1", None, vec![created.clone()], 1));
     assert_eq!(p.active.as_deref(), Some("v1"));
     assert!(promotes(&p).is_none());
     assert!(has(&p, &Action::Scale { version: "v1".into(), replicas: 2 }));
+    assert!(has(&p, &Action::SetPhase { version: "v1".into(), phase: VersionPhase::Active, message: None }));
+    // Until its view is ready, its phase waits (one write then says both),
+    // and it gets no pods.
+    let p = plan(&obs("v1", None, vec![Version { view_ready: false, ..created }], 1));
+    assert_eq!(p.active.as_deref(), Some("v1"));
+    assert!(!p.actions.iter().any(|a| matches!(a, Action::SetPhase { .. } | Action::Scale { .. })), "{:?}", p.actions);
 
     // (a first version created uncommitted, by an operator before this one, is promoted)
     let p = plan(&obs("v1", None, vec![Version { gate: Gate::Behind { lag: 500 }, ..version("v1") }], 1));
