@@ -5,12 +5,14 @@
 //! - [`rollout`]: the pure reprocessing planner;
 //! - [`resources`]: pure builders of Deployments, Services, ConfigMaps, Jobs;
 //! - [`kafka`]: the Kafka trait, its implementation, batched topic work, lag;
-//! - [`controller`]: one reconciler per kind over a shared context.
+//! - [`controller`]: one reconciler per kind over a shared context;
+//! - [`kube_client`]: the operator's HTTP/2 client of the API server.
 
 pub mod api;
 pub mod controller;
 pub mod http;
 pub mod kafka;
+pub mod kube_client;
 pub mod leader;
 pub mod metrics;
 pub mod naming;

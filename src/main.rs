@@ -2,7 +2,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand};
-use kappa_operator::{api, controller, http, leader, metrics::Metrics, telemetry};
+use kappa_operator::{api, controller, http, kube_client, leader, metrics::Metrics, telemetry};
 
 #[derive(Parser)]
 #[command(name = "kappa-operator", version, about = "Kappa-architecture pipelines on Kubernetes: replay, verify, cut over")]
@@ -105,7 +105,7 @@ fn main() {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let client = kube::Client::try_default().await.map_err(|e| anyhow::anyhow!("no Kubernetes configuration: {e}"))?;
+    let client = kube_client::client().await?;
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(http::Health { metrics: metrics.clone(), ready: Default::default() });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
