@@ -36,7 +36,7 @@ pub async fn client() -> anyhow::Result<Client> {
     if !multiplexed(&config) {
         return Ok(Client::try_from(config)?);
     }
-    Ok(http2_client(config)?)
+    http2_client(config)
 }
 
 /// Whether `config` is one the HTTP/2 transport handles as kube would.
