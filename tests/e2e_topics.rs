@@ -146,8 +146,12 @@ async fn existing_topics_are_adopted_and_a_larger_partition_count_is_reported() 
     assert_eq!(condition(&st.conditions, "Stalled").map(|c| c.status).as_deref(), Some("True"));
     assert_eq!(st.partitions, Some(6), "status reports what Kafka has");
     assert_eq!(kafka_partitions(&k, &name).await, Some(6), "nothing was changed in Kafka");
-    let events = s.ns.diagnostics().await;
-    assert!(events.contains("Adopted"), "an Adopted event names the differences:\n{events}");
+    // The events follow the status write that says what they tell.
+    wait_for("an Adopted event naming the differences", WAIT, || async {
+        let events = s.ns.diagnostics().await;
+        if events.contains("Adopted") && events.contains("partitions 6 (declared 3)") { Ok(()) } else { Err(events) }
+    })
+    .await;
 
     // Declaring what Kafka has makes it Ready, with no recreation.
     patch::<Topic>(&s.ns, "existing", json!({"spec": {"partitions": 6}})).await.unwrap();
