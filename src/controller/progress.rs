@@ -65,8 +65,9 @@ struct Entry {
 
 #[derive(Default)]
 struct State {
-    /// By ViewVersion uid.
-    versions: HashMap<String, Entry>,
+    /// By ViewVersion uid. Boxed: the table keeps about as many empty
+    /// slots as full ones, and an entry is some 600 bytes.
+    versions: HashMap<String, Box<Entry>>,
     /// By (namespace, KafkaCluster).
     clusters: HashMap<(String, String), rollout::Kafka>,
 }
