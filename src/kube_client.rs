@@ -10,7 +10,9 @@
 //! transport differs (and kube's debug span per request is not made).
 //! Configurations this transport does not handle as kube does (a proxy, a
 //! TLS server name, unchecked certificates, an exec credential plugin,
-//! whose client certificates kube's client renews) keep kube's client.
+//! whose client certificates kube's client renews) keep kube's client, and
+//! so does any when `DISABLE_HTTP2` is set (to any value), the variable
+//! client-go reads for the same choice.
 use std::time::Duration;
 
 use hyper_util::{
@@ -33,7 +35,11 @@ const PING_TIMEOUT: Duration = Duration::from_secs(15);
 /// A client of the cluster of the current kubeconfig (or in-cluster).
 pub async fn client() -> anyhow::Result<Client> {
     let config = Config::infer().await.map_err(|e| anyhow::anyhow!("no Kubernetes configuration: {e}"))?;
-    if !multiplexed(&config) {
+    let disabled = std::env::var_os("DISABLE_HTTP2").is_some_and(|v| !v.is_empty());
+    if disabled {
+        tracing::info!("HTTP/2 disabled by DISABLE_HTTP2: one HTTP/1.1 connection per request in flight");
+    }
+    if disabled || !multiplexed(&config) {
         return Ok(Client::try_from(config)?);
     }
     http2_client(config)

@@ -424,8 +424,8 @@ pub fn error_policy<K: Resource>(kind: &'static str) -> impl Fn(Arc<K>, &Error, 
 /// deletion or a `kappa.dev/` annotation changes, never for a status write
 /// or the Topic finalizer it adds (a reconcile goes on after adding it).
 ///
-/// `concurrency` bounds the reconciles in flight: each holds a connection to
-/// the API server, so it bounds the operator's memory too. The first full
+/// `concurrency` bounds the reconciles in flight, and so the requests in
+/// flight and the memory they hold (over HTTP/1.1, a connection each). The first full
 /// list into the cache is counted in `listed`.
 fn controller_for<K>(
     client: &Client,
