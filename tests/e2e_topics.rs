@@ -258,6 +258,44 @@ async fn a_topic_read_by_a_processor_is_not_deleted() {
 }
 
 #[tokio::test]
+async fn a_kafkacluster_is_kept_until_the_topics_that_delete_with_it_are_gone() {
+    let _shared = broker_lock().read().await;
+    let s = setup("keepcluster").await;
+    let k = kafka();
+    let name = unique("e2e-keep");
+    let retained = unique("e2e-keep-retain");
+    create::<Topic>(&s.ns, topic_json("events", &name, 1, "Delete", json!({}))).await;
+    create::<Topic>(&s.ns, topic_json("kept", &retained, 1, "Retain", json!({}))).await;
+    topic_ready(&s.ns, "kept", "True", None).await;
+    topic_ready(&s.ns, "events", "True", None).await;
+    let clusters = s.ns.api::<KafkaCluster>();
+    wait_for("the KafkaCluster's finalizer", WAIT, || async {
+        let f = clusters.get("default").await.map_err(|e| e.to_string())?.metadata.finalizers.unwrap_or_default();
+        if f.contains(&"kappa.dev/kafkacluster".to_string()) { Ok(()) } else { Err(format!("{f:?}")) }
+    })
+    .await;
+    // Deleted first, as a namespace's deletion may do: the Topic with
+    // deletionPolicy Delete still needs it (the Retain one does not).
+    clusters.delete("default", &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let kc = clusters.get("default").await.expect("the KafkaCluster is kept while a Delete Topic uses it");
+    assert!(kc.metadata.deletion_timestamp.is_some());
+    s.ns.api::<Topic>().delete("events", &DeleteParams::default()).await.unwrap();
+    wait_for("the Kafka topic, the Topic and then the KafkaCluster to go", WAIT, || async {
+        let topic = kafka_partitions(&k, &name).await;
+        let resource = s.ns.api::<Topic>().get_opt("events").await.map_err(|e| e.to_string())?;
+        let cluster = clusters.get_opt("default").await.map_err(|e| e.to_string())?;
+        if topic.is_none() && resource.is_none() && cluster.is_none() {
+            Ok(())
+        } else {
+            Err(format!("Kafka topic {topic:?}, Topic there {}, KafkaCluster there {}", resource.is_some(), cluster.is_some()))
+        }
+    })
+    .await;
+    k.delete_topics(&[retained]).await.unwrap();
+}
+
+#[tokio::test]
 async fn the_older_of_two_topics_wins_a_conflict() {
     let _shared = broker_lock().read().await;
     let s = setup("conflict").await;

@@ -39,6 +39,10 @@ pub mod finalizers {
     /// A Processor with `deletionPolicy: Delete`: its versions are retired
     /// (their Kafka data deleted) before it goes.
     pub const PROCESSOR: &str = "kappa.dev/processor";
+    /// A KafkaCluster: kept while Topics and Processors that delete their
+    /// Kafka data (`deletionPolicy: Delete`) use it, so deleting a
+    /// namespace does not take the cluster away before they are done.
+    pub const KAFKA_CLUSTER: &str = "kappa.dev/kafkacluster";
 }
 
 /// Annotations the operator reads and writes.

@@ -1,21 +1,23 @@
 //! KafkaCluster: resolve credentials from Secrets, keep one client per
 //! cluster, and report whether the brokers answer.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use futures::Stream;
-use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
+use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta, jiff::Timestamp};
 use kube::{
     Api, Client, ResourceExt,
     core::PartialObjectMeta,
     runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
 };
-use tracing::instrument;
+use tracing::{info, instrument};
 
-use super::{Context, apply_status, clusters::ClusterHandle, measured, watched_api};
+use super::{Context, apply_status, clusters::ClusterHandle, hold, in_ns, measured, release_finalizer, watched_api};
 use crate::{
     Result,
-    api::{BrokerStatus, Cond, KafkaCluster, KafkaClusterSpec, KafkaClusterStatus, conditions},
+    api::{
+        BrokerStatus, Cond, DeletionPolicy, KafkaCluster, KafkaClusterSpec, KafkaClusterStatus, Processor, Topic, conditions, finalizers,
+    },
     kafka::{self, ClusterInfo},
 };
 
@@ -126,6 +128,21 @@ pub fn publish_requests(ctx: &Context, ns: &str, name: &str, handle: &ClusterHan
 async fn apply(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action> {
     let ns = kc.namespace().unwrap_or_default();
     let name = kc.name_any();
+    let api: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    if kc.metadata.deletion_timestamp.is_some() {
+        // Its client stays (even if its Secrets went first) until nothing
+        // needs it to delete Kafka data.
+        let users = deleting_users(&ctx.stores.topics.state(), &ctx.stores.processors.state(), &ns, &name);
+        if users.is_empty() {
+            release_finalizer(&api, &name, finalizers::KAFKA_CLUSTER).await?;
+            return Ok(Action::await_change());
+        }
+        info!(waiting_for = users.join(", "), "KafkaCluster being deleted: kept while these delete their Kafka data with it");
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    if !kc.finalizers().iter().any(|f| f == finalizers::KAFKA_CLUSTER) && !hold(&api, kc.as_ref(), finalizers::KAFKA_CLUSTER).await? {
+        return Ok(Action::await_change());
+    }
     let checked = match resolve(&ctx.client, &ns, &kc.spec).await {
         Err(problem) => {
             ctx.clusters.remove(&ns, &name);
@@ -163,6 +180,26 @@ async fn apply(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action> {
         Err((reason, _)) if reason.starts_with("Secret") => Action::await_change(),
         Err(_) => Action::requeue(ctx.backoff(&down_key).min(ctx.settings.cluster_check_interval)),
     })
+}
+
+/// What still needs KafkaCluster `ns/name` to delete its Kafka data: the
+/// Topics and Processors with `deletionPolicy: Delete` that use it and
+/// still hold their finalizer (being deleted or not: a namespace's
+/// deletion reaches the KafkaCluster before some of them). Pure.
+fn deleting_users(topics: &[Arc<Topic>], processors: &[Arc<Processor>], ns: &str, name: &str) -> Vec<String> {
+    let holds = |meta: &ObjectMeta, finalizer: &str| meta.finalizers.iter().flatten().any(|f| f == finalizer);
+    let topics = topics
+        .iter()
+        .filter(|t| in_ns(t.as_ref(), Some(ns)) && t.spec.cluster_ref == name)
+        .filter(|t| t.spec.deletion_policy == DeletionPolicy::Delete && holds(&t.metadata, finalizers::TOPIC))
+        .map(|t| format!("Topic {}", t.name_any()));
+    let processors = processors
+        .iter()
+        .filter(|p| in_ns(p.as_ref(), Some(ns)) && p.spec.cluster_ref == name && holds(&p.metadata, finalizers::PROCESSOR))
+        .map(|p| format!("Processor {}", p.name_any()));
+    let mut users: Vec<String> = topics.chain(processors).collect();
+    users.sort();
+    users
 }
 
 /// Usable or not: no broker answering is not usable; one that answers is.
@@ -290,6 +327,37 @@ mod tests {
 
     fn cond<'a>(s: &'a KafkaClusterStatus, t: &str) -> &'a Condition {
         s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn a_cluster_being_deleted_waits_for_what_deletes_kafka_data_with_it() {
+        let obj = |kind: &str, name: &str, ns: &str, spec: serde_json::Value, finalizer: Option<&str>| {
+            serde_json::json!({"apiVersion": "kappa.dev/v1alpha1", "kind": kind,
+                "metadata": {"name": name, "namespace": ns, "finalizers": finalizer.into_iter().collect::<Vec<_>>()}, "spec": spec})
+        };
+        let topic = |name: &str, ns: &str, cluster: &str, policy: &str, finalizer: Option<&str>| -> Arc<Topic> {
+            let spec = serde_json::json!({"clusterRef": cluster, "partitions": 1, "deletionPolicy": policy});
+            Arc::new(serde_json::from_value(obj("Topic", name, ns, spec, finalizer)).unwrap())
+        };
+        let processor = |name: &str, ns: &str, finalizer: Option<&str>| -> Arc<Processor> {
+            let spec = serde_json::json!({"inputs": ["a"], "template": {"image": "x"}});
+            Arc::new(serde_json::from_value(obj("Processor", name, ns, spec, finalizer)).unwrap())
+        };
+        let held = Some(finalizers::TOPIC);
+        let topics = [
+            topic("a", "ns", "default", "Delete", held),
+            topic("released", "ns", "default", "Delete", None),
+            topic("retained", "ns", "default", "Retain", held),
+            topic("other-cluster", "ns", "other", "Delete", held),
+            topic("other-ns", "elsewhere", "default", "Delete", held),
+        ];
+        let processors = [
+            processor("p", "ns", Some(finalizers::PROCESSOR)),
+            processor("kept", "ns", None),
+            processor("q", "elsewhere", Some(finalizers::PROCESSOR)),
+        ];
+        assert_eq!(deleting_users(&topics, &processors, "ns", "default"), ["Processor p", "Topic a"]);
+        assert!(deleting_users(&topics[1..], &processors[1..], "ns", "default").is_empty());
     }
 
     #[test]

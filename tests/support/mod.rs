@@ -171,7 +171,8 @@ impl Ns {
     /// Deletes the namespace and waits for it to go, while the test's
     /// operator (dropped after the namespace) still runs to release its
     /// finalizers. A namespace still there after a minute has the kappa
-    /// finalizers left in it removed (Topics', ViewVersions', Processors'),
+    /// finalizers left in it removed (Topics', ViewVersions', Processors',
+    /// KafkaClusters'),
     /// so no test leaves a namespace terminating forever.
     async fn delete(&self) {
         let namespaces = Api::<Namespace>::all(self.client.clone());
@@ -183,7 +184,8 @@ impl Ns {
         while Instant::now() < deadline {
             if !(self.finalizers::<kappa_operator::api::Topic>(false).await
                 || self.finalizers::<kappa_operator::api::ViewVersion>(false).await
-                || self.finalizers::<kappa_operator::api::Processor>(false).await)
+                || self.finalizers::<kappa_operator::api::Processor>(false).await
+                || self.finalizers::<kappa_operator::api::KafkaCluster>(false).await)
             {
                 return;
             }
@@ -193,6 +195,7 @@ impl Ns {
         self.finalizers::<kappa_operator::api::Topic>(true).await;
         self.finalizers::<kappa_operator::api::ViewVersion>(true).await;
         self.finalizers::<kappa_operator::api::Processor>(true).await;
+        self.finalizers::<kappa_operator::api::KafkaCluster>(true).await;
     }
 
     /// Whether any object of kind `K` still has a finalizer; with `remove`,

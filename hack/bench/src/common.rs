@@ -118,7 +118,7 @@ where
 /// Removes the kappa finalizers left in namespace `ns` (one the operator
 /// no longer watches would otherwise stay terminating).
 pub async fn release_finalizers(client: &Client, ns: &str) -> anyhow::Result<()> {
-    use kappa_operator::api::{Processor, Topic, ViewVersion};
+    use kappa_operator::api::{KafkaCluster, Processor, Topic, ViewVersion};
     async fn release<K>(api: Api<K>) -> anyhow::Result<()>
     where
         K: kube::Resource<DynamicType = ()> + Clone + k8s_openapi::serde::de::DeserializeOwned + std::fmt::Debug,
@@ -133,7 +133,8 @@ pub async fn release_finalizers(client: &Client, ns: &str) -> anyhow::Result<()>
     }
     release(Api::<ViewVersion>::namespaced(client.clone(), ns)).await?;
     release(Api::<Topic>::namespaced(client.clone(), ns)).await?;
-    release(Api::<Processor>::namespaced(client.clone(), ns)).await
+    release(Api::<Processor>::namespaced(client.clone(), ns)).await?;
+    release(Api::<KafkaCluster>::namespaced(client.clone(), ns)).await
 }
 
 /// The operator as a local process watching one namespace.
