@@ -14,8 +14,8 @@ use serde_json::json;
 use support::{
     TestNs, patch,
     pipeline::{
-        WAIT, active_is, caught_up, check, events, first_version_live, logic_patch, phase_is, pipeline, processor_json, produce, served,
-        versions,
+        WAIT, active_is, caught_up, check, events_reaching, first_version_live, logic_patch, phase_is, pipeline, processor_json, produce,
+        served, versions,
     },
     wait_for,
 };
@@ -49,7 +49,7 @@ async fn a_logic_change_replays_beside_the_live_version_and_cuts_over_exactly() 
 
     let phases: Vec<_> = versions(&s.ns).await.into_iter().map(|v| (v.spec.version.clone(), v.status.unwrap().phase)).collect();
     assert!(phases.contains(&(v1.clone(), Some(kappa_operator::api::VersionPhase::Standby))), "{phases:?}");
-    assert_eq!(events(&s.ns, "CutOver").await, 1);
+    assert_eq!(events_reaching(&s.ns, "CutOver", 1).await, 1);
 }
 
 #[tokio::test]
@@ -85,7 +85,7 @@ async fn verification_blocks_a_wrong_view_and_lets_a_right_one_through() {
     let stalled = failed.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Stalled").unwrap();
     assert_eq!((stalled.status.as_str(), stalled.reason.as_str()), ("True", "VerificationFailed"));
     assert_eq!(served(&s.ns).await, (v1.clone(), v1.clone()), "the old version stays active");
-    assert_eq!(events(&s.ns, "VerificationFailed").await, 1);
+    assert_eq!(events_reaching(&s.ns, "VerificationFailed", 1).await, 1);
 
     // A right check, in a new attempt (a spec change), lets the version through.
     patch::<Processor>(&s.ns, "totals", json!({"spec": {"rollout": {"verify": verify("count")}, "reprocessNonce": "2"}})).await.unwrap();
@@ -151,7 +151,7 @@ async fn rollback_to_the_standby_catches_up_without_a_full_replay() {
         .and_then(|v| v.trim().parse().ok())
         .expect("the processor's record counter");
     assert!(processed <= 10_000, "a rollback must not replay the log: the revived pod processed {processed} records");
-    assert_eq!(events(&s.ns, "RolledBack").await, 1);
+    assert_eq!(events_reaching(&s.ns, "RolledBack", 1).await, 1);
 }
 
 #[tokio::test]
@@ -217,7 +217,7 @@ async fn a_candidate_replays_wide_then_cuts_over_at_its_final_size() {
     assert!(held >= Duration::from_secs(2), "at the final size for {held:?} before the cutover (stableFor 3 s): {samples:?}");
     let (_, vv2) = caught_up(&s.ns).await;
     check(&s.input, &vv2, "count").expect("the view replayed by 3 pods then served by 1 is exact");
-    assert_eq!(events(&s.ns, "CutOver").await, 1);
+    assert_eq!(events_reaching(&s.ns, "CutOver", 1).await, 1);
 }
 
 #[tokio::test]

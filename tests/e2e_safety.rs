@@ -27,8 +27,8 @@ use serde_json::json;
 use support::{
     TestNs, create, kafka, patch,
     pipeline::{
-        WAIT, active_is, caught_up, check, events, first_version_live, logic_patch, phase_is, pipeline, processor_json, processor_state,
-        produce, served, versions,
+        WAIT, active_is, caught_up, check, events, events_reaching, first_version_live, logic_patch, phase_is, pipeline, processor_json,
+        processor_state, produce, served, versions,
     },
     processor, unique, wait_for,
 };
@@ -132,7 +132,7 @@ async fn deleting_the_active_view_version_mid_rollout_waits_and_never_cuts_over(
     .await;
     let (_, vv3) = caught_up(&s.ns).await;
     check(&s.input, &vv3, "count").expect("the promoted view is exact");
-    assert_eq!(events(&s.ns, "CutOver").await, 1);
+    assert_eq!(events_reaching(&s.ns, "CutOver", 1).await, 1);
 }
 
 #[tokio::test]
@@ -160,9 +160,9 @@ async fn a_processor_whose_status_is_lost_mid_rollout_resumes_where_it_was() {
     active_is(&s.ns, &v2).await;
     let (_, vv2) = caught_up(&s.ns).await;
     check(&s.input, &vv2, "count").expect("the promoted view is exact");
-    assert_eq!(events(&s.ns, "CutOver").await, 1);
-    assert_eq!(events(&s.ns, "FirstVersion").await, 1);
-    assert_eq!(events(&s.ns, "VersionCreated").await, 1, "v2's: v1's creation is told by its FirstVersion event");
+    assert_eq!(events_reaching(&s.ns, "CutOver", 1).await, 1);
+    assert_eq!(events_reaching(&s.ns, "FirstVersion", 1).await, 1);
+    assert_eq!(events_reaching(&s.ns, "VersionCreated", 1).await, 1, "v2's: v1's creation is told by its FirstVersion event");
 }
 
 #[tokio::test]
@@ -197,7 +197,7 @@ async fn kafka_away_longer_than_the_progress_deadline_fails_nothing() {
     let (_, vv2) = caught_up(&s.ns).await;
     check(&s.input, &vv2, "count").expect("the view is exact after the outage");
     assert_eq!(events(&s.ns, "RolloutFailed").await, 0);
-    assert_eq!(events(&s.ns, "CutOver").await, 1);
+    assert_eq!(events_reaching(&s.ns, "CutOver", 1).await, 1);
 }
 
 #[tokio::test]
@@ -394,7 +394,7 @@ async fn killed_at(point: &'static str) {
     let (_, vv2) = caught_up(&s.ns).await;
     assert_eq!(vv2.spec.version, v2);
     check(&s.input, &vv2, "count").unwrap_or_else(|e| panic!("killed at {point}: the view is not exact: {e}"));
-    assert_eq!(events(&s.ns, "CutOver").await, 1, "killed at {point}: one cutover");
+    assert_eq!(events_reaching(&s.ns, "CutOver", 1).await, 1, "killed at {point}: one cutover");
     let created = s.op.logs().lines().filter(|l| l.contains("created version") && l.contains(&v2)).count();
     assert_eq!(created, 1, "killed at {point}: version {v2} created once");
 }

@@ -171,6 +171,21 @@ pub async fn events(ns: &TestNs, reason: &str) -> i32 {
         .sum()
 }
 
+/// Events of the Processor with this reason, read once `n` are there (for
+/// at most 30 s): the operator posts an event after the status write it
+/// tells of, so a test that has just seen that status may read a moment
+/// early. The count then, which a test compares with `n`.
+pub async fn events_reaching(ns: &TestNs, reason: &str, n: i32) -> i32 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = events(ns, reason).await;
+        if seen >= n || std::time::Instant::now() > deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 pub fn produce(input: &str, count: u64, seed: u64) {
     processor(&["produce", "--topic", input, "--count", &count.to_string(), "--seed", &seed.to_string(), "--keys", "500"]).unwrap();
 }
