@@ -183,6 +183,23 @@ async fn events_of(ns: &TestNs, processor: &str, reason: &str) -> usize {
 }
 
 /// Every stage's active version, in order.
+/// What each stage says it waits for (for a wait's timeout message: CI
+/// shows the panic, not always the diagnostics after it).
+async fn stage_report(ns: &TestNs, stages: &[&str]) -> String {
+    let mut out = Vec::new();
+    for s in stages {
+        let st = get(ns, s).await.ok().and_then(|p| p.status).unwrap_or_default();
+        let progressing = st.conditions.iter().find(|c| c.type_ == "Progressing").map(|c| c.message.clone()).unwrap_or_default();
+        out.push(format!(
+            "{s}: {} active {} candidate {}: {progressing}",
+            st.phase.unwrap_or_default(),
+            st.active_version.unwrap_or_default(),
+            st.candidate_version.unwrap_or_default()
+        ));
+    }
+    out.join("; ")
+}
+
 async fn actives(ns: &TestNs, stages: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
     for s in stages {
@@ -265,7 +282,11 @@ async fn a_three_stage_chain_survives_a_kill_at_its_commit_and_rolls_back_as_one
     let new = wait_for("the chain to cut over after the restart", WAIT, || async {
         let a = actives(&s.ns, STAGES).await;
         let now = served(&s.ns, STAGES).await;
-        if a[0] != t1 && a[1] != p1 && a[2] != q1 && now == a { Ok(a) } else { Err(format!("active {a:?} served {now:?}")) }
+        if a[0] != t1 && a[1] != p1 && a[2] != q1 && now == a {
+            Ok(a)
+        } else {
+            Err(format!("active {a:?} served {now:?}; {}", stage_report(&s.ns, STAGES).await))
+        }
     })
     .await;
     stop.store(true, Ordering::SeqCst);
@@ -293,7 +314,11 @@ async fn a_three_stage_chain_survives_a_kill_at_its_commit_and_rolls_back_as_one
     patch::<Processor>(&s.ns, "totals", json!({"spec": {"reprocessNonce": null}})).await.unwrap();
     wait_for("the chain to roll back", WAIT, || async {
         let now = served(&s.ns, STAGES).await;
-        if now == [t1.clone(), p1.clone(), q1.clone()] { Ok(()) } else { Err(format!("{now:?}")) }
+        if now == [t1.clone(), p1.clone(), q1.clone()] {
+            Ok(())
+        } else {
+            Err(format!("served {now:?}; {}", stage_report(&s.ns, STAGES).await))
+        }
     })
     .await;
     assert_eq!(s.op.logs().lines().filter(|l| l.contains("created version")).count(), before, "no version made: no replay");

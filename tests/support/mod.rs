@@ -137,6 +137,38 @@ impl Ns {
                 e.message.unwrap_or_default()
             ));
         }
+        // What the operator says of each Processor and version: the wait a
+        // test timed out on is usually named here.
+        out.push_str("-- processors\n");
+        let processors = self.api::<kappa_operator::api::Processor>().list(&ListParams::default()).await.map(|l| l.items);
+        for p in processors.unwrap_or_default() {
+            let st = p.status.clone().unwrap_or_default();
+            out.push_str(&format!(
+                "processor {} phase={} desired={} active={} candidate={} cascade={}\n",
+                p.name_any(),
+                st.phase.unwrap_or_default(),
+                st.desired_version.unwrap_or_default(),
+                st.active_version.unwrap_or_default(),
+                st.candidate_version.unwrap_or_default(),
+                st.cascade_candidate.unwrap_or_default()
+            ));
+            for c in &st.conditions {
+                out.push_str(&format!("  {}={} {}: {}\n", c.type_, c.status, c.reason, c.message));
+            }
+        }
+        let versions = self.api::<kappa_operator::api::ViewVersion>().list(&ListParams::default()).await.map(|l| l.items);
+        for v in versions.unwrap_or_default() {
+            let st = v.status.clone().unwrap_or_default();
+            out.push_str(&format!(
+                "version {} phase={:?} gate={:?} lag={:?} annotations={:?}: {}\n",
+                v.name_any(),
+                st.phase,
+                st.catch_up.as_ref().map(|c| &c.state),
+                st.lag,
+                v.annotations(),
+                st.message.unwrap_or_default()
+            ));
+        }
         out.push_str("-- pods\n");
         let pods = self.api::<Pod>().list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
         for p in &pods {
