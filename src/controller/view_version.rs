@@ -225,11 +225,17 @@ pub const VIEW_READY: &str = "ViewReady";
 /// The version's conditions for a phase, written with the phase itself so
 /// that no reader sees a phase with the conditions of the one before.
 /// With them, a ViewReady the status does not say yet (see
-/// [`unsaid_view_ready`]).
+/// [`unsaid_view_ready`]), else the one it says: an apply that once said
+/// ViewReady keeps saying it, as server-side apply would otherwise remove
+/// the fields of it that only this apply owned (its status, reason and
+/// transition time, where this controller's own verdict differed), leaving
+/// a condition the API server refuses, and every later write with it.
 pub(super) fn conditions_for(vv: &ViewVersion, status: &ViewVersionStatus, unsaid: Option<&Cond>) -> Vec<conditions::Condition> {
     let current = vv.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let said =
+        || conditions::find(&current, VIEW_READY).map(|c| Cond::new(VIEW_READY, c.status == "True", c.reason.clone(), c.message.clone()));
     let mut conds = version_conditions(status);
-    conds.extend(unsaid.cloned());
+    conds.extend(unsaid.cloned().or_else(said));
     conditions::merge(&current, &conds, vv.metadata.generation, Timestamp::now())
 }
 
@@ -356,6 +362,26 @@ mod tests {
         assert!(says_it(&ready, false, false, Some(VersionPhase::Replaying)));
         assert!(says_it(&ready, false, true, None));
         assert!(says_it(&creating, true, true, Some(VersionPhase::Active)));
+    }
+
+    #[test]
+    fn a_phase_write_keeps_saying_the_view_ready_it_said() {
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let said = conditions::merge(&[], &[Cond::new(VIEW_READY, true, "Ready", "view topic t is Ready")], Some(1), t0);
+        let spec = json!({"processor": "p", "version": "v1", "clusterRef": "default", "inputs": ["i"], "inputTopics": ["i"],
+            "outputTopic": "t", "consumerGroup": "g", "template": {"image": "img"}, "view": {}});
+        let mut vv = ViewVersion::new("p-v1", serde_json::from_value(spec).unwrap());
+        vv.metadata.generation = Some(1);
+        vv.status = Some(ViewVersionStatus { phase: Some(VersionPhase::Active), conditions: said.clone(), ..Default::default() });
+        let next = ViewVersionStatus { phase: Some(VersionPhase::Standby), ..Default::default() };
+        // Nothing unsaid: the ViewReady the status says goes with the phase, as it is.
+        let conds = conditions_for(&vv, &next, None);
+        assert_eq!(conditions::find(&conds, VIEW_READY), said.first());
+        assert!(conditions::find(&conds, types::READY).is_some_and(|c| c.reason == "Standby"));
+        // An unsaid verdict replaces it.
+        let unsaid = Cond::new(VIEW_READY, false, "ViewTopicNotReady", "creating view topic t");
+        let conds = conditions_for(&vv, &next, Some(&unsaid));
+        assert!(conditions::find(&conds, VIEW_READY).is_some_and(|c| c.status == "False" && c.reason == "ViewTopicNotReady"));
     }
 
     #[test]
