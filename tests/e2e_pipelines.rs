@@ -16,7 +16,7 @@ use std::{
 };
 
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
-use kappa_operator::api::{Processor, ViewVersion};
+use kappa_operator::api::{Processor, ViewVersion, conditions};
 use kube::Api;
 use serde_json::json;
 use support::{
@@ -182,14 +182,13 @@ async fn events_of(ns: &TestNs, processor: &str, reason: &str) -> usize {
         .count()
 }
 
-/// Every stage's active version, in order.
 /// What each stage says it waits for (for a wait's timeout message: CI
 /// shows the panic, not always the diagnostics after it).
 async fn stage_report(ns: &TestNs, stages: &[&str]) -> String {
     let mut out = Vec::new();
     for s in stages {
         let st = get(ns, s).await.ok().and_then(|p| p.status).unwrap_or_default();
-        let progressing = st.conditions.iter().find(|c| c.type_ == "Progressing").map(|c| c.message.clone()).unwrap_or_default();
+        let progressing = conditions::find(&st.conditions, conditions::types::PROGRESSING).map(|c| c.message.clone()).unwrap_or_default();
         out.push(format!(
             "{s}: {} active {} candidate {}: {progressing}",
             st.phase.unwrap_or_default(),
@@ -200,6 +199,7 @@ async fn stage_report(ns: &TestNs, stages: &[&str]) -> String {
     out.join("; ")
 }
 
+/// Every stage's active version, in order.
 async fn actives(ns: &TestNs, stages: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
     for s in stages {
