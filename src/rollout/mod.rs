@@ -504,6 +504,20 @@ impl<'a> Planner<'a> {
         }
         // A retained standby is revived from its own committed offsets.
         self.rolling_back = v.demoted_at.is_some();
+        if let Some(cascade) = o.cascade.as_ref().filter(|c| c.committed) {
+            // The chain's commit decided this cutover, and the stages below
+            // may already serve views built on this candidate: a crash, a
+            // stall or new lag from now on is the active version's to show,
+            // not a reason to leave them on a version that never serves.
+            // (Whatever this stage's own promotion policy, too.)
+            self.actions.push(Action::Scale { version: c.clone(), replicas: o.replicas.max(1) });
+            if !v.view_ready {
+                self.unknown = Some(format!("the cascade is committed; version {c} cuts over once its view is ready again"));
+            } else if self.cascade_allows(v, cascade, true) {
+                self.cut_over(v);
+            }
+            return;
+        }
         if let Some(b) = v.broken.as_ref().filter(|b| counts(b, &o.kafka)) {
             self.fail(&c, b.why.clone(), "RolloutFailed", b.why.clone());
             return;
@@ -577,8 +591,7 @@ impl<'a> Planner<'a> {
         {
             return;
         }
-        // (a stage of a committed cascade cuts over with it, whatever its own policy)
-        if !allowed && o.cascade.is_none() {
+        if !allowed {
             self.set_phase(v, VersionPhase::CaughtUp, None);
             self.awaiting = Some(format!(
                 "version {c} has caught up{}; set spec.rollout.promote: \"{c}\" to cut over",
@@ -586,6 +599,15 @@ impl<'a> Planner<'a> {
             ));
             return;
         }
+        self.cut_over(v);
+    }
+
+    /// The candidate becomes the active version: the commit point, its
+    /// final size, and the replaced version as a standby that keeps its
+    /// replicas through the cutover.
+    fn cut_over(&mut self, v: &Version) {
+        let o = self.o;
+        let c = v.id.clone();
         let from = self.active.clone();
         self.actions.push(Action::Promote {
             from: from.clone(),

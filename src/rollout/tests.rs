@@ -482,6 +482,43 @@ fn a_together_cascade_holds_commits_once_and_cuts_over_after_the_stages_downstre
 }
 
 #[test]
+fn a_committed_cascade_cuts_over_whatever_befalls_its_candidate_after_the_commit() {
+    let crash = Broken { why: "container processor is crash-looping (3 restarts)".into(), at: Some(t(90)) };
+    let after_the_commit = [
+        Version { broken: Some(crash), ..caught("v2") },
+        Version { gate: Gate::Stuck { idle: Duration::from_secs(600) }, ..caught("v2") },
+        Version { gate: Gate::Behind { lag: 5000 }, ..caught("v2") },
+        Version { gate: Gate::Unknown("Kafka is down".into()), ..caught("v2") },
+        Version { ready_replicas: 0, ..caught("v2") },
+    ];
+    for v2 in after_the_commit {
+        for root in [true, false] {
+            let at = |waiting: &[&str]| {
+                let mut o = obs("v2", Some("v1"), vec![live("v1"), v2.clone()], 100);
+                o.cascade = Some(Cascade { root, committed: true, waiting_for: waiting.iter().map(|w| w.to_string()).collect() });
+                plan(&o)
+            };
+            // The stages below switch first: it never fails meanwhile...
+            let p = at(&["Processor peaks"]);
+            assert!(!fails(&p, "v2") && promotes(&p).is_none(), "{v2:?}: {:?}", p.actions);
+            assert!(has(&p, &Action::Scale { version: "v2".into(), replicas: 2 }), "{v2:?}: it keeps its pods");
+            // ...and then it cuts over, so that no stage is left serving a
+            // view built on a version that never serves.
+            let p = at(&[]);
+            assert_eq!(promotes(&p), Some((Some("v1".into()), "v2".into())), "{v2:?}");
+            assert!(!fails(&p, "v2"));
+        }
+    }
+    // Until its view is back, it waits (readers are never pointed at a
+    // missing view), and says so.
+    let mut o = obs("v2", Some("v1"), vec![live("v1"), Version { view_ready: false, ..caught("v2") }], 100);
+    o.cascade = Some(Cascade { root: true, committed: true, waiting_for: vec![] });
+    let p = plan(&o);
+    assert!(promotes(&p).is_none() && !fails(&p, "v2"));
+    assert!(cond(&p, "Reconciling").message.contains("once its view is ready again"), "{:?}", p.conditions);
+}
+
+#[test]
 fn deleting_a_needed_version_waits_and_never_cuts_over() {
     // The active ViewVersion deleted mid-rollout.
     let v1 = Version { deleting: true, ..live("v1") };
@@ -1050,15 +1087,15 @@ proptest! {
         let p = plan(&o);
         let commits = p.actions.iter().any(|a| matches!(a, Action::CommitCascade(_)));
         if promotes(&p).is_some() {
-            prop_assert!(committed && !waiting && caught_up);
+            prop_assert!(committed && !waiting);
             prop_assert!(!commits);
         }
         if commits {
             prop_assert!(root && !committed && !waiting && caught_up);
             prop_assert!(!manual || promoted);
         }
-        if committed && !waiting && caught_up {
-            prop_assert!(promotes(&p).is_some(), "a committed stage with nothing below to wait for cuts over");
+        if committed && !waiting {
+            prop_assert!(promotes(&p).is_some(), "a committed stage with nothing below to wait for cuts over, whatever its gate");
         }
     }
 }
