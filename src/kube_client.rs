@@ -13,8 +13,14 @@
 //! whose client certificates kube's client renews) keep kube's client, and
 //! so does any when `DISABLE_HTTP2` is set (to any value), the variable
 //! client-go reads for the same choice.
+//!
+//! Either way each request is counted, by verb and resource, in the
+//! `kappa_api_requests` metric (client-go's `rest_client_requests_total`
+//! says less: method and host): what the operator costs the API server,
+//! told apart from what other clients cost it.
 use std::time::Duration;
 
+use http::{HeaderMap, Method, Request, Uri, header::CONTENT_TYPE};
 use hyper_util::{
     client::legacy::{Client as HyperClient, connect::HttpConnector},
     rt::{TokioExecutor, TokioTimer},
@@ -23,7 +29,13 @@ use kube::{
     Client, Config,
     client::{ClientBuilder, ConfigExt, retry::RetryPolicy},
 };
-use tower::{BoxError, ServiceBuilder, retry::RetryLayer};
+use prometheus_client::metrics::{counter::Counter, family::Family};
+use tower::{BoxError, ServiceBuilder, retry::RetryLayer, util::MapRequestLayer};
+
+use crate::metrics::ApiRequestLabels;
+
+/// The requests sent, by verb and resource.
+pub type Requests = Family<ApiRequestLabels, Counter>;
 
 /// How often an idle connection is pinged, and how long a ping may take
 /// before the connection is dropped (client-go's `ReadIdleTimeout` and
@@ -32,17 +44,65 @@ use tower::{BoxError, ServiceBuilder, retry::RetryLayer};
 const PING_EVERY: Duration = Duration::from_secs(30);
 const PING_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// A client of the cluster of the current kubeconfig (or in-cluster).
-pub async fn client() -> anyhow::Result<Client> {
+/// A client of the cluster of the current kubeconfig (or in-cluster),
+/// counting its requests in `requests`.
+pub async fn client(requests: Requests) -> anyhow::Result<Client> {
     let config = Config::infer().await.map_err(|e| anyhow::anyhow!("no Kubernetes configuration: {e}"))?;
     let disabled = std::env::var_os("DISABLE_HTTP2").is_some_and(|v| !v.is_empty());
     if disabled {
         tracing::info!("HTTP/2 disabled by DISABLE_HTTP2: one HTTP/1.1 connection per request in flight");
     }
     if disabled || !multiplexed(&config) {
-        return Ok(Client::try_from(config)?);
+        return Ok(ClientBuilder::try_from(config)?.with_layer(&counting(requests)).build());
     }
-    http2_client(config)
+    http2_client(config, requests)
+}
+
+/// Counts each request as it is sent (outermost: a retry is not a request
+/// of its own, and the path is still the API's, without the cluster URL's).
+fn counting(requests: Requests) -> MapRequestLayer<impl Fn(Request<kube::client::Body>) -> Request<kube::client::Body> + Clone> {
+    MapRequestLayer::new(move |req: Request<kube::client::Body>| {
+        requests.get_or_create(&request_labels(req.method(), req.uri(), req.headers())).inc();
+        req
+    })
+}
+
+/// A request's verb and `resource[/subresource]`, read from its path as
+/// the API server reads it: `/api/v1/...` and `/apis/GROUP/VERSION/...`,
+/// then `namespaces/NS/` unless what follows is a namespace's own
+/// subresource. A GET of a collection is a LIST, or a WATCH; an apply is a
+/// PATCH of its own content type. Paths outside the API say `-`. Pure.
+pub fn request_labels(method: &Method, uri: &Uri, headers: &HeaderMap) -> ApiRequestLabels {
+    let parts: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+    let rest = match parts.as_slice() {
+        ["api", _, rest @ ..] | ["apis", _, _, rest @ ..] => rest,
+        _ => &[],
+    };
+    let rest = match rest {
+        ["namespaces", _, inner @ ..] if inner.first().is_some_and(|r| !matches!(*r, "status" | "finalize")) => inner,
+        other => other,
+    };
+    let (resource, named) = match rest {
+        [] => ("-".to_string(), true),
+        [resource] => (resource.to_string(), false),
+        [resource, _] => (resource.to_string(), true),
+        [resource, _, sub, ..] => (format!("{resource}/{sub}"), true),
+    };
+    let watch = uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
+    let apply = headers.get(CONTENT_TYPE).is_some_and(|t| t.as_bytes().starts_with(b"application/apply-patch"));
+    let verb = match *method {
+        Method::GET if named => "GET",
+        Method::GET if watch => "WATCH",
+        Method::GET => "LIST",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH if apply => "APPLY",
+        Method::PATCH => "PATCH",
+        Method::DELETE if named => "DELETE",
+        Method::DELETE => "DELETECOLLECTION",
+        _ => "OTHER",
+    };
+    ApiRequestLabels { verb, resource }
 }
 
 /// Whether `config` is one the HTTP/2 transport handles as kube would.
@@ -54,7 +114,7 @@ fn multiplexed(config: &Config) -> bool {
         && config.auth_info.exec.is_none()
 }
 
-fn http2_client(config: Config) -> anyhow::Result<Client> {
+fn http2_client(config: Config, requests: Requests) -> anyhow::Result<Client> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     let mut tls = config.openssl_ssl_connector_builder()?;
@@ -71,6 +131,7 @@ fn http2_client(config: Config) -> anyhow::Result<Client> {
         .http2_keep_alive_while_idle(true)
         .build(connector);
     let service = ServiceBuilder::new()
+        .layer(counting(requests))
         .layer(config.base_uri_layer())
         .option_layer(config.default_retry.then(|| RetryLayer::new(RetryPolicy::server_retry())))
         .option_layer(config.auth_layer()?)
@@ -109,5 +170,51 @@ mod tests {
         exec.auth_info.exec =
             Some(serde_json::from_value(serde_json::json!({"command": "aws", "apiVersion": "client.authentication.k8s.io/v1"})).unwrap());
         assert!(!multiplexed(&exec), "an exec plugin");
+    }
+
+    #[test]
+    fn requests_are_counted_by_verb_and_resource_as_the_api_server_counts_them() {
+        let apply = {
+            let mut h = HeaderMap::new();
+            h.insert(CONTENT_TYPE, "application/apply-patch+yaml".parse().unwrap());
+            h
+        };
+        let merge = {
+            let mut h = HeaderMap::new();
+            h.insert(CONTENT_TYPE, "application/merge-patch+json".parse().unwrap());
+            h
+        };
+        let none = HeaderMap::new();
+        let labels = |m: Method, uri: &str, h: &HeaderMap| {
+            let l = request_labels(&m, &uri.parse().unwrap(), h);
+            (l.verb, l.resource)
+        };
+        let cases = [
+            (
+                labels(Method::GET, "/apis/kappa.dev/v1alpha1/namespaces/a/processors?watch=true&resourceVersion=1", &none),
+                ("WATCH", "processors"),
+            ),
+            (labels(Method::GET, "/apis/kappa.dev/v1alpha1/processors?limit=500", &none), ("LIST", "processors")),
+            (labels(Method::GET, "/api/v1/namespaces/a/configmaps/p-view", &none), ("GET", "configmaps")),
+            (
+                labels(Method::PATCH, "/apis/kappa.dev/v1alpha1/namespaces/a/viewversions/p-1/status?fieldManager=x", &apply),
+                ("APPLY", "viewversions/status"),
+            ),
+            (labels(Method::PATCH, "/apis/kappa.dev/v1alpha1/namespaces/a/topics/t", &merge), ("PATCH", "topics")),
+            (labels(Method::POST, "/apis/events.k8s.io/v1/namespaces/a/events", &none), ("POST", "events")),
+            (labels(Method::DELETE, "/apis/apps/v1/namespaces/a/deployments/d", &none), ("DELETE", "deployments")),
+            (labels(Method::DELETE, "/api/v1/namespaces/a/pods", &none), ("DELETECOLLECTION", "pods")),
+            // A namespace itself, and its own subresources.
+            (labels(Method::GET, "/api/v1/namespaces/a", &none), ("GET", "namespaces")),
+            (labels(Method::PUT, "/api/v1/namespaces/a/finalize", &none), ("PUT", "namespaces/finalize")),
+            (labels(Method::GET, "/api/v1/namespaces/a/status", &none), ("GET", "namespaces/status")),
+            (labels(Method::GET, "/api/v1/namespaces", &none), ("LIST", "namespaces")),
+            // Outside the API's resources.
+            (labels(Method::GET, "/version", &none), ("GET", "-")),
+            (labels(Method::GET, "/apis/kappa.dev/v1alpha1", &none), ("GET", "-")),
+        ];
+        for (got, (verb, resource)) in cases {
+            assert_eq!(got, (verb, resource.to_string()));
+        }
     }
 }

@@ -105,8 +105,8 @@ fn main() {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let client = kube_client::client().await?;
     let metrics = Arc::new(Metrics::default());
+    let client = kube_client::client(metrics.api_requests.clone()).await?;
     let health = Arc::new(http::Health { metrics: metrics.clone(), ready: Default::default() });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stop_tx_for_leader = stop_tx.clone();

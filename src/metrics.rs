@@ -52,6 +52,15 @@ pub struct PhaseLabels {
     pub phase: &'static str,
 }
 
+/// A request to the API server: its verb as the API server's own
+/// `apiserver_request_total` says it (GET, LIST, WATCH, POST, APPLY, PATCH,
+/// PUT, DELETE, DELETECOLLECTION) and its `resource[/subresource]`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiRequestLabels {
+    pub verb: &'static str,
+    pub resource: String,
+}
+
 /// A Processor and an outcome (a rollout's result, a cutover's reason, the phase).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -83,6 +92,8 @@ pub struct Metrics {
     pub topic_sync_requests: Family<ClusterLabels, Gauge>,
     pub topic_resyncs: Counter,
     pub lag_polls: Counter,
+    /// Counted by the API server client (see [`crate::kube_client`]).
+    pub api_requests: Family<ApiRequestLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -105,6 +116,7 @@ impl Default for Metrics {
         let topic_sync_requests = Family::<ClusterLabels, Gauge>::default();
         let topic_resyncs = Counter::default();
         let lag_polls = Counter::default();
+        let api_requests = Family::<ApiRequestLabels, Counter>::default();
         registry.register("reconciles", "Reconciliations by kind", reconciles.clone());
         registry.register("reconcile_errors", "Failed reconciliations by kind and error", reconcile_errors.clone());
         registry.register("reconcile_duration_seconds", "Time spent in one reconciliation", reconcile_duration.clone());
@@ -141,6 +153,11 @@ impl Default for Metrics {
         );
         registry.register("topic_resyncs", "Periodic comparisons of every Topic with Kafka", topic_resyncs.clone());
         registry.register("lag_polls", "Rounds of the progress monitor's lag poll (every cluster read once each)", lag_polls.clone());
+        registry.register(
+            "api_requests",
+            "Requests sent to the Kubernetes API server by verb (as the API server counts them) and resource",
+            api_requests.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -159,6 +176,7 @@ impl Default for Metrics {
             topic_sync_requests,
             topic_resyncs,
             lag_polls,
+            api_requests,
         }
     }
 }

@@ -241,6 +241,26 @@ pub fn sum_metric(text: &str, name: &str, keep: impl Fn(&str) -> bool) -> f64 {
         .sum()
 }
 
+/// The value of label `name` in a series' `labels` (empty if absent).
+fn label<'a>(labels: &'a str, name: &str) -> &'a str {
+    labels.split(&format!("{name}=\"")).nth(1).and_then(|rest| rest.split('"').next()).unwrap_or_default()
+}
+
+/// A metric's series summed by the values of `labels`, joined by spaces.
+pub fn metric_by(text: &str, name: &str, labels: &[&str]) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+        if metric != name {
+            continue;
+        }
+        let key: Vec<&str> = labels.iter().map(|l| label(rest, l)).collect();
+        *out.entry(key.join(" ")).or_default() += value.parse::<f64>().unwrap_or(0.0);
+    }
+    out
+}
+
 /// Create, update and patch requests the API server has served for the
 /// given (group, resource) pairs (resource `*`: all of the group, status
 /// included; otherwise the main resource only, not its status, which other
@@ -265,15 +285,11 @@ pub async fn reads_by(client: &Client, kinds: &[(&str, &str)]) -> anyhow::Result
 async fn requests_by(client: &Client, verbs: &[&str], kinds: &[(&str, &str)], events: bool) -> anyhow::Result<BTreeMap<String, f64>> {
     let req = http::Request::get("/metrics").body(Vec::new())?;
     let text = client.request_text(req).await?;
-    let label = |labels: &str, name: &str| {
-        let key = format!("{name}=\"");
-        labels.split(&key).nth(1).and_then(|rest| rest.split('"').next()).unwrap_or_default().to_string()
-    };
     let mut out = BTreeMap::new();
     for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
         let Some((series, value)) = line.rsplit_once(' ') else { continue };
         let labels = series.trim_start_matches("apiserver_request_total{");
-        let write = verbs.contains(&label(labels, "verb").as_str());
+        let write = verbs.contains(&label(labels, "verb"));
         let (group, resource, sub) = (label(labels, "group"), label(labels, "resource"), label(labels, "subresource"));
         let ours =
             kinds.iter().any(|(g, r)| group == *g && (*r == "*" || (resource == *r && sub.is_empty()))) || (events && resource == "events");

@@ -16,6 +16,7 @@ use std::{
 };
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kappa_operator::{
     api::{Processor, Topic},
     kafka::{Settings, client::WireKafka},
@@ -64,6 +65,7 @@ pub async fn run(operator: &Path, processor: &Path, count: usize, steady_seconds
     progress(format!("namespace {ns}: {count} Processors"));
 
     let writes_before = common::operator_writes_by(&client, &KINDS, true).await?;
+    let own_before = Counters::scrape(&op).await?.writes;
     let (cpu0, machine0) = (common::CpuSplit::now(&op)?, common::machine_cpu()?);
     let start = Instant::now();
     let active = Arc::new(AtomicUsize::new(0));
@@ -113,6 +115,8 @@ pub async fn run(operator: &Path, processor: &Path, count: usize, steady_seconds
     let to_active = delta(&common::operator_writes_by(&client, &KINDS, true).await?, &writes_before);
     progress(format!("writes to get there: {to_active:?}"));
     let writes_to_active: f64 = to_active.values().sum();
+    let own_to_active = delta(&Counters::scrape(&op).await?.writes, &own_before);
+    progress(format!("the operator's own (its kappa_api_requests): {own_to_active:?}"));
 
     // Nothing changing means the Deployment controller is done too: at
     // 1,000 it is still writing their status a minute after the burst, and
@@ -153,24 +157,36 @@ pub async fn run(operator: &Path, processor: &Path, count: usize, steady_seconds
         "rollout": {"stableForSeconds": STABLE_FOR}}});
     processors.patch("p0", &PatchParams::default(), &Patch::Merge(patch)).await?;
     let wire = WireKafka::new(Settings::plaintext(&bootstrap));
-    let (_, to_switch) = rollout::time_to_switch(&processors, &wire, &input, "p0", |c| {
+    let (promoted, to_switch) = rollout::time_to_switch(&processors, &wire, &input, "p0", |c| {
         let processors = processors.clone();
         async move { Ok(processors.get("p0").await?.status.and_then(|s| s.active_version) == Some(c)) }
     })
     .await?;
     let promote_latency = (to_switch - STABLE_FOR as f64).max(0.0);
     progress(format!("p0 promoted {to_switch:.1} s after its gate ({promote_latency:.1} s beyond stableFor)"));
+    // The rollout ends when readers follow (its ConfigMap names the new
+    // version, written right after the status): the deletion below is to
+    // show what the operator does because of it, not the rollout's tail.
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    common::wait_until("p0's readers to switch", Duration::from_secs(60), || {
+        let (maps, promoted) = (maps.clone(), promoted.clone());
+        async move { Ok(maps.get_opt("p0-view").await?.and_then(|c| c.data?.get("version").cloned()) == Some(promoted)) }
+    })
+    .await?;
 
     progress("deleting the namespace: what does the operator still try to write?");
     let before = common::operator_writes_by(&client, &KINDS, true).await?;
+    let own_before = Counters::scrape(&op).await?.writes;
     Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).delete(&ns, &DeleteParams::background()).await?;
     let gone = wait_gone(&client, &ns, Duration::from_secs(600)).await;
     let during_deletion = delta(&common::operator_writes_by(&client, &KINDS, true).await?, &before);
+    let own_during_deletion = delta(&Counters::scrape(&op).await?.writes, &own_before);
     if !gone {
         // (the operator stops with the bench: nothing would release them)
         common::release_finalizers(&client, &ns).await?;
     }
     progress(format!("namespace {}: writes while it went {during_deletion:?}", if gone { "gone" } else { "still terminating" }));
+    progress(format!("the operator's own: {own_during_deletion:?}"));
     let peak_rss_mib = op.peak_rss_mib()?;
     drop(op);
     // View topics are retained (their Topics' deletionPolicy), and the
@@ -181,15 +197,18 @@ pub async fn run(operator: &Path, processor: &Path, count: usize, steady_seconds
     // (folded from 0.0: an empty f64 sum is -0.0, printed as "-0.0")
     let per_minute = |m: &BTreeMap<String, f64>| (m.values().fold(0.0, |a, b| a + b) / minutes * 10.0).round() / 10.0;
     // (PATCHes are finalizer releases; status applies and Events are told apart)
-    let creates_or_applies: f64 = during_deletion
-        .iter()
-        .filter(|(k, _)| !k.starts_with("events ") && !k.contains("/status") && (k.ends_with(" POST") || k.ends_with(" APPLY")))
-        .map(|(_, v)| v)
-        .sum();
+    let creates_or_applies = |writes: &BTreeMap<String, f64>| -> f64 {
+        writes
+            .iter()
+            .filter(|(k, _)| !k.starts_with("events ") && !k.contains("/status") && (k.ends_with(" POST") || k.ends_with(" APPLY")))
+            .map(|(_, v)| v)
+            .sum()
+    };
     Ok(json!({
         "count": count,
         "active_seconds": (active_seconds * 10.0).round() / 10.0,
         "writes_per_processor": (writes_to_active / count as f64 * 10.0).round() / 10.0,
+        "operator_writes_per_processor": (own_to_active.values().sum::<f64>() / count as f64 * 10.0).round() / 10.0,
         "burst_cpu_seconds": burst_cpu,
         "burst_machine_busy": (machine_busy * 100.0).round() / 100.0,
         "steady_minutes": (minutes * 10.0).round() / 10.0,
@@ -202,8 +221,10 @@ pub async fn run(operator: &Path, processor: &Path, count: usize, steady_seconds
         "kafka_requests_per_lag_poll_per_broker": (kafka / polls.max(1.0) / BROKERS * 100.0).round() / 100.0,
         "promote_latency_seconds": (promote_latency * 10.0).round() / 10.0,
         "stable_for_seconds": STABLE_FOR,
-        "deletion_creates_or_applies": creates_or_applies,
+        "deletion_creates_or_applies": creates_or_applies(&during_deletion),
         "deletion_writes": during_deletion,
+        "deletion_operator_creates_or_applies": creates_or_applies(&own_during_deletion),
+        "deletion_operator_writes": own_during_deletion,
     }))
 }
 
@@ -215,6 +236,9 @@ struct Counters {
     kafka: BTreeMap<String, f64>,
     /// Reconciles, by kind.
     reconciles: BTreeMap<String, f64>,
+    /// The operator's writes to the API server, by `resource VERB` (the
+    /// keys [`common::operator_writes_by`] gives for everyone's).
+    writes: BTreeMap<String, f64>,
 }
 
 impl Counters {
@@ -227,6 +251,10 @@ impl Counters {
             polls: common::sum_metric(&text, "kappa_lag_polls_total", |_| true),
             kafka: labelled("kappa_kafka_requests", "api", &POLL_APIS),
             reconciles: labelled("kappa_reconciles_total", "kind", &["Processor", "ViewVersion", "Topic", "KafkaCluster"]),
+            writes: common::metric_by(&text, "kappa_api_requests_total", &["resource", "verb"])
+                .into_iter()
+                .filter(|(k, _)| ["POST", "PUT", "PATCH", "APPLY"].iter().any(|v| k.ends_with(&format!(" {v}"))))
+                .collect(),
         })
     }
 }
