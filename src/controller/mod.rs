@@ -269,9 +269,15 @@ impl Context {
         action: &str,
         note: String,
     ) {
+        // A terminating namespace takes no new objects, and an object on its
+        // way out may be going with its namespace: that is asked first
+        // (remembered a few seconds), so nothing is sent to be refused.
+        if obj.meta().deletion_timestamp.is_some() && self.namespace_going(obj.meta().namespace.as_deref().unwrap_or_default()).await {
+            return;
+        }
         match self.events.publish(obj.object_ref(&()), name, warning, reason, action, note).await {
             Ok(()) => {}
-            // A terminating namespace takes no new objects; nobody will read the event.
+            // (one that began terminating since; nobody will read the event)
             Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("being terminated") => {}
             Err(e) => warn!(error = %e, reason, "could not record an event"),
         }

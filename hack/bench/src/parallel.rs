@@ -73,8 +73,10 @@ pub async fn run(operator: &Path, processor: &Path, count: u64, replicas: i32, b
     .await?;
     let single = pods.replay_rate(&v1, 1, count).await?;
     progress(format!(
-        "one pod replayed {count} events at {:.0} records/s (first to last record: {:.0})",
-        single.steady, single.first_to_last
+        "one pod replayed {count} events at {:.0} records/s (first to last record: {:.0}); the machine's cores {:.0}% busy",
+        single.steady,
+        single.first_to_last,
+        single.busy.unwrap_or_default() * 100.0
     ));
     caught_up(&processors, &kafka, &client, &input, &v1).await?;
 
@@ -102,8 +104,10 @@ pub async fn run(operator: &Path, processor: &Path, count: u64, replicas: i32, b
         let parallel = pods.replay_rate(&v2, replicas as usize, count).await?;
         let unthrottled_p99 = p99(&before, &pods.histogram(&v1).await?);
         progress(format!(
-            "{replicas} pods replayed at {:.0} records/s (first to last record: {:.0}); live p99 meanwhile {unthrottled_p99:.3} s",
-            parallel.steady, parallel.first_to_last
+            "{replicas} pods replayed at {:.0} records/s (first to last record: {:.0}; the machine's cores {:.0}% busy); live p99 meanwhile {unthrottled_p99:.3} s",
+            parallel.steady,
+            parallel.first_to_last,
+            parallel.busy.unwrap_or_default() * 100.0
         ));
         common::wait_until("v2 promoted", Duration::from_secs(300), || async {
             Ok(processors.get("live").await?.status.and_then(|s| s.active_version).as_deref() == Some(v2.as_str()))
@@ -145,6 +149,8 @@ pub async fn run(operator: &Path, processor: &Path, count: u64, replicas: i32, b
         "speedup_over_replicas": (parallel.steady / single.steady / replicas as f64 * 100.0).round() / 100.0,
         "single_pod_records_per_second_first_to_last": single.first_to_last.round(),
         "replicas_records_per_second_first_to_last": parallel.first_to_last.round(),
+        "single_pod_machine_busy": single.busy.map(|b| (b * 100.0).round() / 100.0),
+        "replicas_machine_busy": parallel.busy.map(|b| (b * 100.0).round() / 100.0),
         "live_events_per_second": LIVE_RATE,
         "live_p99_ms_no_replay": ms(idle_p99),
         "live_p99_ms_unthrottled_replay": ms(unthrottled_p99),
@@ -225,6 +231,7 @@ impl Pods {
         let start = Instant::now();
         let (mut first, mut report) = (None::<Instant>, Instant::now());
         let (mut tenth, mut ninth) = (None::<Instant>, None::<Instant>);
+        let (mut cpu_tenth, mut busy) = (None, None);
         loop {
             let addresses = self.addresses(version).await?;
             anyhow::ensure!(addresses.len() <= pods, "version {version} runs {} pods, more than {pods}", addresses.len());
@@ -238,11 +245,13 @@ impl Pods {
             if records > 0.0 {
                 first.get_or_insert(now);
             }
-            if records >= want as f64 * 0.1 {
-                tenth.get_or_insert(now);
+            if records >= want as f64 * 0.1 && tenth.is_none() {
+                tenth = Some(now);
+                cpu_tenth = Some(common::machine_cpu()?);
             }
-            if records >= want as f64 * 0.9 {
-                ninth.get_or_insert(now);
+            if records >= want as f64 * 0.9 && ninth.is_none() {
+                ninth = Some(now);
+                busy = cpu_tenth.as_ref().map(|t| common::machine_cpu().map(|n| n.busy_since(t))).transpose()?;
             }
             if records >= want as f64 {
                 let secs = |from: Option<Instant>, to: Instant| from.map_or(0.001, |f| to.duration_since(f).as_secs_f64().max(0.001));
@@ -250,7 +259,7 @@ impl Pods {
                 // (a replay too short to sample its middle: the whole of it)
                 let window = secs(tenth, ninth.unwrap_or(now));
                 let steady = if window >= 1.0 { want as f64 * 0.8 / window } else { first_to_last };
-                return Ok(Rate { steady, first_to_last });
+                return Ok(Rate { steady, first_to_last, busy });
             }
             if report.elapsed() > Duration::from_secs(2) {
                 progress(format!("  {version}: {records} of {want} on {} pods", addresses.len()));
@@ -268,6 +277,9 @@ struct Rate {
     steady: f64,
     /// From the first record applied to the last.
     first_to_last: f64,
+    /// The share of the machine's cores busy from 10% to 90% (what limits
+    /// the rate when it is near 1).
+    busy: Option<f64>,
 }
 
 /// The 99th percentile of the observations between two readings of a
