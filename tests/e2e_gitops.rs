@@ -375,6 +375,12 @@ async fn a_rollout_reads_in_progress_until_the_new_version_serves_and_argo_cd_ac
     assert_eq!(value("kappa_leader"), Some(1.0));
     assert!(scraped.contains(&format!("kappa_processor_lag_records{{namespace=\"{ns}\",processor=\"totals\"}}")), "{scraped}");
     assert!(scraped.contains("api=\"OffsetFetch\""), "Kafka requests by API: {scraped}");
+    // Its own requests to the API server, by the verbs the API server counts.
+    for (verb, resource) in [("WATCH", "processors"), ("POST", "viewversions"), ("APPLY", "viewversions/status"), ("APPLY", "deployments")]
+    {
+        let series = format!("kappa_api_requests_total{{verb=\"{verb}\",resource=\"{resource}\"}}");
+        assert!(value(&series).is_some_and(|n| n >= 1.0), "{series}: {scraped}");
+    }
 
     record_fixtures(&samples, |v| match kind(v) {
         "Processor" | "ViewVersion" => phase(v).to_lowercase(),
