@@ -271,9 +271,12 @@ pub async fn operator_writes(client: &Client, kinds: &[(&str, &str)], events: bo
     Ok(operator_writes_by(client, kinds, events).await?.values().sum())
 }
 
+/// The verbs of writes (deletes aside), as the API server counts them.
+pub const WRITE_VERBS: [&str; 4] = ["POST", "PUT", "PATCH", "APPLY"];
+
 /// The same, by `resource[/subresource] VERB`.
 pub async fn operator_writes_by(client: &Client, kinds: &[(&str, &str)], events: bool) -> anyhow::Result<BTreeMap<String, f64>> {
-    requests_by(client, &["POST", "PUT", "PATCH", "APPLY"], kinds, events).await
+    requests_by(client, &WRITE_VERBS, kinds, events).await
 }
 
 /// GET and LIST requests (not WATCH) the API server has served for the

@@ -201,14 +201,13 @@ pub async fn run(operator: &Path, processor: &Path, count: usize, steady_seconds
         writes
             .iter()
             .filter(|(k, _)| !k.starts_with("events ") && !k.contains("/status") && (k.ends_with(" POST") || k.ends_with(" APPLY")))
-            .map(|(_, v)| v)
-            .sum()
+            .fold(0.0, |a, (_, v)| a + v)
     };
     Ok(json!({
         "count": count,
         "active_seconds": (active_seconds * 10.0).round() / 10.0,
         "writes_per_processor": (writes_to_active / count as f64 * 10.0).round() / 10.0,
-        "operator_writes_per_processor": (own_to_active.values().sum::<f64>() / count as f64 * 10.0).round() / 10.0,
+        "operator_writes_per_processor": (own_to_active.values().fold(0.0, |a, b| a + b) / count as f64 * 10.0).round() / 10.0,
         "burst_cpu_seconds": burst_cpu,
         "burst_machine_busy": (machine_busy * 100.0).round() / 100.0,
         "steady_minutes": (minutes * 10.0).round() / 10.0,
@@ -253,7 +252,7 @@ impl Counters {
             reconciles: labelled("kappa_reconciles_total", "kind", &["Processor", "ViewVersion", "Topic", "KafkaCluster"]),
             writes: common::metric_by(&text, "kappa_api_requests_total", &["resource", "verb"])
                 .into_iter()
-                .filter(|(k, _)| ["POST", "PUT", "PATCH", "APPLY"].iter().any(|v| k.ends_with(&format!(" {v}"))))
+                .filter(|(k, _)| k.rsplit_once(' ').is_some_and(|(_, verb)| common::WRITE_VERBS.contains(&verb)))
                 .collect(),
         })
     }
