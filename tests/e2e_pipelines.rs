@@ -3,7 +3,8 @@
 //! its upstream's cutovers with a replay of its own (Independent); a
 //! Together cascade cuts two and three stages over as one, last stage
 //! first, through a kill of the operator at its commit, and rolls back as
-//! one; a cycle or a missing upstream is refused with nothing created.
+//! one; a committed chain cuts over even when its first stage's candidate
+//! crash-loops after the commit; a cycle or a missing upstream is refused with nothing created.
 
 mod support;
 
@@ -15,9 +16,18 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::core::v1::{ConfigMap, Event};
-use kappa_operator::api::{Processor, ViewVersion, conditions};
-use kube::Api;
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{ConfigMap, Event, Pod},
+};
+use kappa_operator::{
+    api::{KafkaCluster, Processor, ViewVersion, conditions},
+    rollout::OUTAGE_GRACE,
+};
+use kube::{
+    Api,
+    api::{Patch, PatchParams},
+};
 use serde_json::json;
 use support::{
     TestNs, create, patch,
@@ -327,6 +337,70 @@ async fn a_three_stage_chain_survives_a_kill_at_its_commit_and_rolls_back_as_one
     }
     serves_on(&s.ns, "peaks", "totals", &t1).await;
     serves_on_field(&s.ns, "tops", "peaks", &p1, "max").await;
+}
+
+#[tokio::test]
+async fn a_committed_chain_cuts_over_even_if_its_first_stage_crashes_after_the_commit() {
+    let mut s = pipeline("chaincrash", &[]).await;
+    let mut totals = processor_json("sum", 1);
+    totals["spec"]["rollout"]["cascade"] = json!("Together");
+    let (t1, _) = first_version_live(&s, totals, 3_000).await;
+    create::<Processor>(&s.ns, peaks("peaks", "totals")).await;
+    const STAGES: &[&str] = &["totals", "peaks"];
+    let p1 = serves_on(&s.ns, "peaks", "totals", &t1).await.0;
+
+    // The operator stops right after the chain's commit record...
+    s.op.env = vec![("KAPPA_FAULT_PAUSE_AT".into(), "cascade-committed".into()), ("KAPPA_FAULT_PAUSE_SECONDS".into(), "300".into())];
+    s.op.restart();
+    patch::<Processor>(&s.ns, "totals", json!({"spec": {"reprocessNonce": "again"}})).await.unwrap();
+    wait_for("the operator to pause after the commit", WAIT, || async {
+        if s.op.logs().contains("fault: pausing at cascade-committed") { Ok(()) } else { Err("not yet".into()) }
+    })
+    .await;
+    s.op.kill();
+    let t2 = get(&s.ns, "totals").await.unwrap().status.unwrap().candidate_version.unwrap();
+    // ...and meanwhile the first stage's candidate crash-loops, for a reason
+    // the operator does not undo (as a processor failing on a record at the
+    // tail of its input would): a command it does not own, which exits.
+    let crash = json!({"spec": {"template": {"spec": {"containers": [{"name": "processor", "command": ["false"]}]}}}});
+    s.ns.api::<Deployment>().patch(&format!("totals-{t2}"), &PatchParams::default(), &Patch::Strategic(&crash)).await.unwrap();
+    // Long enough that the restarted operator counts it against the
+    // version at once (a crash within OUTAGE_GRACE of Kafka's last return
+    // does not count), before the stage below has switched.
+    let kafka = s.ns.api::<KafkaCluster>().get("default").await.unwrap().status.unwrap();
+    let kafka_up = conditions::find(&kafka.conditions, conditions::types::READY).unwrap().last_transition_time.0;
+    let counts_after = kafka_up + OUTAGE_GRACE + Duration::from_secs(5);
+    wait_for("the candidate to crash-loop", WAIT, || async {
+        let pods = s.ns.api::<Pod>().list(&Default::default()).await.map_err(|e| e.to_string())?;
+        let stops = pods
+            .items
+            .iter()
+            .filter(|p| p.metadata.name.as_deref().is_some_and(|n| n.starts_with(&format!("totals-{t2}-"))))
+            .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
+            .filter(|c| c.restart_count >= 3)
+            .filter_map(|c| c.last_state.as_ref()?.terminated.as_ref()?.finished_at.as_ref().map(|t| t.0));
+        if stops.into_iter().any(|at| at > counts_after) { Ok(()) } else { Err("no counted crash yet".into()) }
+    })
+    .await;
+
+    // The commit decided the cutover: the stage below switches, then the
+    // first stage, instead of the first stage failing under it.
+    s.op.env.clear();
+    s.op.restart();
+    let new = wait_for("the chain to cut over after the restart", WAIT, || async {
+        let a = actives(&s.ns, STAGES).await;
+        let now = served(&s.ns, STAGES).await;
+        if a[0] == t2 && a[1] != p1 && now == a {
+            Ok(a)
+        } else {
+            Err(format!("active {a:?} served {now:?}; {}", stage_report(&s.ns, STAGES).await))
+        }
+    })
+    .await;
+    assert_eq!(version_of(&s.ns, "peaks", &new[1]).await.spec.upstreams.get("totals"), Some(&t2));
+    for stage in STAGES {
+        assert_eq!(events_of(&s.ns, stage, "RolloutFailed").await, 0, "{stage} never failed");
+    }
 }
 
 #[tokio::test]
