@@ -31,7 +31,7 @@ use kube::{
 use serde_json::json;
 use support::{
     TestNs, create, patch,
-    pipeline::{WAIT, caught_up, check, first_version_live, pipeline, processor_json},
+    pipeline::{Pipeline, WAIT, caught_up, check, first_version_live, pipeline, processor_json},
     processor, wait_for,
 };
 
@@ -218,13 +218,36 @@ async fn actives(ns: &TestNs, stages: &[&str]) -> Vec<String> {
     out
 }
 
+/// Stage one, `totals`, cutting over `Together` and live on its first
+/// version (returned), and stage two, `peaks`, reading it.
+async fn together_chain(s: &Pipeline) -> String {
+    let mut totals = processor_json("sum", 1);
+    totals["spec"]["rollout"]["cascade"] = json!("Together");
+    let (t1, _) = first_version_live(s, totals, 3_000).await;
+    create::<Processor>(&s.ns, peaks("peaks", "totals")).await;
+    t1
+}
+
+/// Restarts the operator so that it pauses, to be killed, right after the
+/// next cascade commit record.
+fn pause_at_cascade_commit(s: &mut Pipeline) {
+    s.op.env = vec![("KAPPA_FAULT_PAUSE_AT".into(), "cascade-committed".into()), ("KAPPA_FAULT_PAUSE_SECONDS".into(), "300".into())];
+    s.op.restart();
+}
+
+/// Changes stage one and waits for the operator to pause at the chain's commit.
+async fn change_stage_one_until_paused(s: &Pipeline) {
+    patch::<Processor>(&s.ns, "totals", json!({"spec": {"reprocessNonce": "again"}})).await.unwrap();
+    wait_for("the operator to pause after the commit", WAIT, || async {
+        if s.op.logs().contains("fault: pausing at cascade-committed") { Ok(()) } else { Err("not yet".into()) }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_together_cascade_cuts_the_chain_over_last_stage_first() {
     let s = pipeline("together", &[]).await;
-    let mut totals = processor_json("sum", 1);
-    totals["spec"]["rollout"]["cascade"] = json!("Together");
-    let (t1, _) = first_version_live(&s, totals, 3_000).await;
-    create::<Processor>(&s.ns, peaks("peaks", "totals")).await;
+    let t1 = together_chain(&s).await;
     let (p1, _) = serves_on(&s.ns, "peaks", "totals", &t1).await;
 
     const STAGES: &[&str] = &["totals", "peaks"];
@@ -264,10 +287,7 @@ async fn a_together_cascade_cuts_the_chain_over_last_stage_first() {
 #[tokio::test]
 async fn a_three_stage_chain_survives_a_kill_at_its_commit_and_rolls_back_as_one() {
     let mut s = pipeline("chain3", &[]).await;
-    let mut totals = processor_json("sum", 1);
-    totals["spec"]["rollout"]["cascade"] = json!("Together");
-    let (t1, _) = first_version_live(&s, totals, 3_000).await;
-    create::<Processor>(&s.ns, peaks("peaks", "totals")).await;
+    let t1 = together_chain(&s).await;
     let mut third = peaks("tops", "peaks");
     third["spec"]["template"]["args"] = json!(["run", "--logic", "max", "--field", "max"]);
     create::<Processor>(&s.ns, third).await;
@@ -276,15 +296,10 @@ async fn a_three_stage_chain_survives_a_kill_at_its_commit_and_rolls_back_as_one
     let q1 = serves_on_field(&s.ns, "tops", "peaks", &p1, "max").await.0;
 
     // The operator is killed right after the chain's commit record.
-    s.op.env = vec![("KAPPA_FAULT_PAUSE_AT".into(), "cascade-committed".into()), ("KAPPA_FAULT_PAUSE_SECONDS".into(), "300".into())];
-    s.op.restart();
+    pause_at_cascade_commit(&mut s);
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = sample_readers(&s.ns, STAGES, stop.clone());
-    patch::<Processor>(&s.ns, "totals", json!({"spec": {"reprocessNonce": "again"}})).await.unwrap();
-    wait_for("the operator to pause after the commit", WAIT, || async {
-        if s.op.logs().contains("fault: pausing at cascade-committed") { Ok(()) } else { Err("not yet".into()) }
-    })
-    .await;
+    change_stage_one_until_paused(&s).await;
     s.op.kill();
     assert_eq!(served(&s.ns, STAGES).await, [t1.clone(), p1.clone(), q1.clone()], "nothing switched before the kill");
     s.op.env.clear();
@@ -342,21 +357,13 @@ async fn a_three_stage_chain_survives_a_kill_at_its_commit_and_rolls_back_as_one
 #[tokio::test]
 async fn a_committed_chain_cuts_over_even_if_its_first_stage_crashes_after_the_commit() {
     let mut s = pipeline("chaincrash", &[]).await;
-    let mut totals = processor_json("sum", 1);
-    totals["spec"]["rollout"]["cascade"] = json!("Together");
-    let (t1, _) = first_version_live(&s, totals, 3_000).await;
-    create::<Processor>(&s.ns, peaks("peaks", "totals")).await;
+    let t1 = together_chain(&s).await;
     const STAGES: &[&str] = &["totals", "peaks"];
     let p1 = serves_on(&s.ns, "peaks", "totals", &t1).await.0;
 
     // The operator stops right after the chain's commit record...
-    s.op.env = vec![("KAPPA_FAULT_PAUSE_AT".into(), "cascade-committed".into()), ("KAPPA_FAULT_PAUSE_SECONDS".into(), "300".into())];
-    s.op.restart();
-    patch::<Processor>(&s.ns, "totals", json!({"spec": {"reprocessNonce": "again"}})).await.unwrap();
-    wait_for("the operator to pause after the commit", WAIT, || async {
-        if s.op.logs().contains("fault: pausing at cascade-committed") { Ok(()) } else { Err("not yet".into()) }
-    })
-    .await;
+    pause_at_cascade_commit(&mut s);
+    change_stage_one_until_paused(&s).await;
     s.op.kill();
     let t2 = get(&s.ns, "totals").await.unwrap().status.unwrap().candidate_version.unwrap();
     // ...and meanwhile the first stage's candidate crash-loops, for a reason

@@ -510,7 +510,7 @@ impl<'a> Planner<'a> {
             // stall or new lag from now on is the active version's to show,
             // not a reason to leave them on a version that never serves.
             // (Whatever this stage's own promotion policy, too.)
-            self.actions.push(Action::Scale { version: c.clone(), replicas: o.replicas.max(1) });
+            self.actions.push(Action::Scale { version: c.clone(), replicas: self.final_size() });
             if !v.view_ready {
                 self.unknown = Some(format!("the cascade is committed; version {c} cuts over once its view is ready again"));
             } else if self.cascade_allows(v, cascade, true) {
@@ -534,7 +534,7 @@ impl<'a> Planner<'a> {
         // The candidate replays with at least one pod (`replayReplicas` while
         // it replays from zero); once caught up it runs its final size, and
         // once promoted the spec's replicas like any active version.
-        let final_size = o.replicas.max(1);
+        let final_size = self.final_size();
         let replay = self.replay_size();
         let resize = replay != final_size && v.caught_up_at.is_none() && v.gate == Gate::CaughtUp;
         let size = if v.caught_up_at.is_some() || resize { final_size } else { replay };
@@ -640,12 +640,16 @@ impl<'a> Planner<'a> {
         self.candidate = None;
     }
 
+    /// Pods a caught-up candidate runs: the spec's replicas, at least one.
+    fn final_size(&self) -> i32 {
+        self.o.replicas.max(1)
+    }
+
     /// Pods a candidate replays with from zero: `replayReplicas`, capped at
     /// the input partitions; without it, the final size.
     fn replay_size(&self) -> i32 {
-        let final_size = self.o.replicas.max(1);
         match (self.o.policy.replay_replicas, self.o.input_partitions) {
-            (None, _) => final_size,
+            (None, _) => self.final_size(),
             (Some(r), Some(n)) if n > 0 => r.min(n).max(1),
             (Some(r), _) => r.max(1),
         }
